@@ -1,0 +1,61 @@
+# segml — two commands on a fresh machine with Python 3.11, git and make:
+#   make run    create .venv, install, run the default experiment (experiments/cdnow.yaml) end to end
+#   make test   same bootstrap, then the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+EXPERIMENT ?= experiments/cdnow.yaml
+PYTEST_ARGS ?=
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export PYTHONHASHSEED := 0
+
+.PHONY: help venv run test test-slow test-all lint format bench lock clean
+
+help:
+	@echo "make run | test | test-slow | lint | format | bench | lock | clean"
+
+# The venv is (re)installed only when pyproject.toml or the lock file change: a second `make run` reuses it.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/segml ingest $(EXPERIMENT)
+	$(BIN)/segml features $(EXPERIMENT)
+
+# pytest exit code 5 means "no tests collected": not a failure.
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+test-all: test test-slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/features.py
+
+# Re-resolve the pinned versions from pyproject.toml (run after changing dependencies).
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install -q --upgrade pip \
+	  && .lockenv/bin/pip install -q '.[dev]' \
+	  && .lockenv/bin/pip freeze --exclude-editable | grep -v '^segml' > requirements.lock && rm -rf .lockenv
+
+clean:
+	rm -rf data/interim data/processed reports artifacts mlflow.db mlruns/* .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,61 @@
+"""The data contract: column roles, clean-transaction schema and quarantine reasons.
+
+A user's file may use any column names; the experiment YAML maps them to these roles. Ingest produces
+clean transactions with exactly :data:`CLEAN_TRANSACTION_COLUMNS` and a quarantine file holding the
+original columns plus ``reason`` (one of :class:`QuarantineReason`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+#: roles a transaction source may map
+TRANSACTION_ROLES = (
+    "customer_id",
+    "timestamp",
+    "amount",
+    "order_id",
+    "quantity",
+    "unit_price",
+    "product_id",
+    "channel",
+)
+REQUIRED_TRANSACTION_ROLES = ("customer_id", "timestamp")  # plus amount, or quantity and unit_price
+
+#: clean transactions written by ingest, in this order, with these DuckDB types
+CLEAN_TRANSACTION_COLUMNS: dict[str, str] = {
+    "customer_id": "VARCHAR",
+    "order_id": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "amount": "DOUBLE",  # currency, negative = return/refund
+    "quantity": "DOUBLE",
+    "product_id": "VARCHAR",
+    "channel": "VARCHAR",
+    "source": "VARCHAR",  # which transaction file the row came from
+    "source_row": "BIGINT",  # 1-based data row number in that file
+    "is_return": "BOOLEAN",
+    "is_outlier": "BOOLEAN",  # flagged, kept (see OutlierRule)
+}
+
+#: customer attribute roles with a meaning of their own; any other mapped role is a free attribute
+CUSTOMER_ROLES = ("customer_id", "signup_date")
+
+
+class QuarantineReason(StrEnum):
+    """Why a row was quarantined. A row with several faults gets the first reason in this order
+    (the order is the precedence: identity, then time, then money, then business rules)."""
+
+    MISSING_CUSTOMER_ID = "missing_customer_id"
+    UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"  # before cleaning.min_date
+    FUTURE_TIMESTAMP = "future_timestamp"  # after cleaning.max_date (default: ingest day)
+    NON_NUMERIC_AMOUNT = "non_numeric_amount"  # amount, quantity or unit price not a finite number
+    NON_PRODUCT = "non_product"  # postage, fees, manual adjustments (code list / pattern)
+    DUPLICATE_ROW = "duplicate_row"  # see CleaningRules.duplicates
+    ZERO_AMOUNT = "zero_amount"  # only when cleaning.zero_amount = quarantine
+    RETURN = "return"  # only when cleaning.returns = quarantine
+    OUTLIER_AMOUNT = "outlier_amount"  # only when cleaning.outliers.quarantine_above is set
+
+
+#: precedence, highest first
+QUARANTINE_PRECEDENCE: tuple[QuarantineReason, ...] = tuple(QuarantineReason)
