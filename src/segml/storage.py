@@ -44,7 +44,9 @@ def write_bytes(target: str | Path, data: bytes) -> Path:
 
 def write_json(target: str | Path, obj: Any) -> Path:
     """Write JSON with sorted keys and a trailing newline (stable bytes for identical content)."""
-    return write_text(target, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+    return write_text(
+        target, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    )
 
 
 def write_parquet(df: Any, target: str | Path) -> Path:
