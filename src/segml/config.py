@@ -76,6 +76,10 @@ class ExperimentPaths:
         return self.interim / "quarantine.parquet"
 
     @property
+    def quarantine_customers(self) -> Path:
+        return self.interim / "quarantine_customers.parquet"
+
+    @property
     def dq_report(self) -> Path:
         return self.interim / "dq_report.json"
 

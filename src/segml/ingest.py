@@ -1,0 +1,1035 @@
+"""Ingest: read transaction files, map columns to contract roles, validate, clean, quarantine, report.
+
+Everything runs in a fresh in-memory DuckDB connection; no row is ever looped over in Python.
+
+Flow per transaction source (a file, or a DataFrame for tests):
+
+1. **read** the file into a table of its original columns plus a 1-based ``source_row``
+   (CSV as text, Parquet natively, ``whitespace`` by splitting lines on runs of blanks);
+2. **map and parse** the contract roles (customer id as trimmed text, timestamp, numbers) and refuse the
+   file when one role fails on more than ``cleaning.max_bad_share`` of its rows (wrong column or type);
+3. **classify** every row of every source: each quarantine reason is a boolean condition and a row gets
+   the first true one in :data:`segml.schema.QUARANTINE_PRECEDENCE`; duplicates are looked for only among
+   rows that passed the reasons ranked above ``duplicate_row``;
+4. **flag** outliers on kept rows (``is_outlier``) and write clean transactions, the quarantine (original
+   columns as text + ``source``, ``source_row``, ``reason``) and ``dq_report.json``.
+
+``rows_in == rows_kept + rows_quarantined`` is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from segml.config import CleaningRules, CustomerSource, ExperimentConfig, TransactionSource
+from segml.errors import ConfigError, InputFileError
+from segml.schema import (
+    CLEAN_TRANSACTION_COLUMNS,
+    CUSTOMER_ROLES,
+    QUARANTINE_PRECEDENCE,
+    TRANSACTION_ROLES,
+    QuarantineReason,
+)
+from segml.storage import atomic_path, write_json
+
+__all__ = [
+    "IngestResult",
+    "FrameIngest",
+    "run_ingest",
+    "ingest_frames",
+    "QUARANTINE_CUSTOMERS_FILE",
+]
+
+#: file name of quarantined customer-attribute rows, next to the other ingest outputs
+QUARANTINE_CUSTOMERS_FILE = "quarantine_customers.parquet"
+
+_ROW = "__source_row"  # internal 1-based row number column of raw tables
+_QUARANTINE_TAIL = ("source", "source_row", "reason")
+_BLANKS = "chr(32) || chr(9) || chr(10) || chr(13)"
+_NUMERIC_TYPES = set(
+    [
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "HUGEINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+        "UBIGINT",
+        "UHUGEINT",
+        "FLOAT",
+        "DOUBLE",
+        "DECIMAL",
+    ]
+)
+#: output order: deterministic whatever the thread count
+_CLEAN_QUERY = "SELECT * FROM clean_out ORDER BY customer_id, timestamp, source, source_row"
+_QUARANTINE_QUERY = "SELECT * EXCLUDE (source_index) FROM quarantine_out ORDER BY source_index, source_row"
+#: parsed role columns; rows equal on all of them (within a source) are "identical"
+_ROLE_COLUMNS = (
+    "customer_id",
+    "order_id",
+    "timestamp",
+    "amount",
+    "quantity",
+    "unit_price",
+    "product_id",
+    "channel",
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+@dataclass
+class IngestResult:
+    """Where :func:`run_ingest` wrote its outputs, and the DQ report it wrote."""
+
+    transactions_path: Path
+    quarantine_path: Path
+    report_path: Path
+    customers_path: Path | None
+    report: dict[str, Any]
+
+
+@dataclass
+class FrameIngest:
+    """In-memory result of :func:`ingest_frames`: clean rows, quarantined rows and the DQ report."""
+
+    clean: pd.DataFrame
+    quarantine: pd.DataFrame
+    report: dict[str, Any]
+    customers: pd.DataFrame | None = None
+    quarantine_customers: pd.DataFrame | None = None
+
+
+def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> IngestResult:
+    """Read, map, validate and clean the experiment's transactions; write clean data, quarantine and report.
+
+    Parameters
+    ----------
+    cfg:
+        The loaded experiment. Reads ``cfg.data`` (sources, customers file, cleaning rules) and
+        ``cfg.features.threads`` / ``memory_limit`` for DuckDB.
+    today:
+        The ingest day, used as ``max_date`` when ``cleaning.max_date`` is not set (default: the real today).
+
+    Returns
+    -------
+    IngestResult
+        Paths of ``transactions.parquet``, ``quarantine.parquet``, ``dq_report.json`` and
+        ``customers.parquet`` (None without a customers file) under ``data/interim/<experiment>/``, plus
+        the report as a dict.
+
+    Raises
+    ------
+    InputFileError
+        A file is missing, empty, unreadable, lacks a mapped column, or one role fails to parse on more
+        than ``cleaning.max_bad_share`` of its rows.
+    ConfigError
+        The mapping or rules are inconsistent (e.g. no amount role, invalid pattern).
+    """
+    data = cfg.data
+    con = _connect(cfg.features.threads, cfg.features.memory_limit)
+    try:
+        raws = _transaction_tables(data.transactions, [str(cfg.resolve(s.path)) for s in data.transactions])
+        for raw in raws:
+            _read_file(con, Path(raw.label), raw.source.format, raw.source.delimiter, raw)
+        customers_raw = None
+        if data.customers is not None:
+            customers_raw = _customer_table(data.customers, str(cfg.resolve(data.customers.path)))
+            _read_file(
+                con, Path(customers_raw.label), data.customers.format, data.customers.delimiter, customers_raw
+            )
+        report = _ingest_tables(con, raws, data.cleaning, today=today, customers=customers_raw)
+        report["experiment"] = cfg.name
+
+        paths = cfg.paths
+        _copy_parquet(con, _CLEAN_QUERY, paths.clean_transactions)
+        _copy_parquet(con, _QUARANTINE_QUERY, paths.quarantine)
+        customers_path = None
+        quarantine_customers = paths.interim / QUARANTINE_CUSTOMERS_FILE
+        if customers_raw is not None:
+            customers_path = paths.clean_customers
+            _copy_parquet(con, "SELECT * FROM customers_out ORDER BY customer_id", customers_path)
+            _copy_parquet(
+                con, "SELECT * FROM quarantine_customers_out ORDER BY source_row", quarantine_customers
+            )
+        else:  # a customers file from an earlier run with another config would be silently stale
+            for stale in (paths.clean_customers, quarantine_customers):
+                stale.unlink(missing_ok=True)
+        write_json(paths.dq_report, report)
+    finally:
+        con.close()
+    return IngestResult(
+        transactions_path=paths.clean_transactions,
+        quarantine_path=paths.quarantine,
+        report_path=paths.dq_report,
+        customers_path=customers_path,
+        report=report,
+    )
+
+
+def ingest_frames(
+    frames: Sequence[pd.DataFrame],
+    sources: Sequence[TransactionSource],
+    rules: CleaningRules | None = None,
+    *,
+    today: dt.date | None = None,
+    customers: pd.DataFrame | None = None,
+    customer_source: CustomerSource | None = None,
+    threads: int | None = 1,
+) -> FrameIngest:
+    """Run the same cleaning as :func:`run_ingest` on in-memory raw tables (no files read or written).
+
+    Parameters
+    ----------
+    frames:
+        One raw DataFrame per source, with the source's original column names (as read from a file).
+    sources:
+        The matching source configurations (``path`` is only used as a label; ``format`` is ignored).
+    rules:
+        Cleaning rules (default: :class:`~segml.config.CleaningRules` defaults).
+    today:
+        The ingest day used when ``rules.max_date`` is not set.
+    customers, customer_source:
+        Optional raw customer-attribute frame and its configuration.
+    threads:
+        DuckDB threads.
+
+    Returns
+    -------
+    FrameIngest
+        Clean transactions (sorted like the parquet output), quarantined rows and the DQ report.
+    """
+    if len(frames) != len(sources):
+        raise ValueError(f"got {len(frames)} frames for {len(sources)} sources")
+    rules = rules or CleaningRules()
+    con = _connect(threads, None)
+    try:
+        raws = _transaction_tables(sources, [source.path for source in sources])
+        for frame, raw in zip(frames, raws, strict=True):
+            _load_frame(con, frame, raw)
+        customers_raw = None
+        if customers is not None:
+            if customer_source is None:
+                raise ValueError("customers frame given without customer_source")
+            customers_raw = _customer_table(customer_source, customer_source.path)
+            _load_frame(con, customers, customers_raw)
+        report = _ingest_tables(con, raws, rules, today=today, customers=customers_raw)
+        clean = con.sql(_CLEAN_QUERY).df()
+        quarantine = con.sql(_QUARANTINE_QUERY).df()
+        result = FrameIngest(clean=clean, quarantine=quarantine, report=report)
+        if customers_raw is not None:
+            result.customers = con.sql("SELECT * FROM customers_out ORDER BY customer_id").df()
+            result.quarantine_customers = con.sql(
+                "SELECT * FROM quarantine_customers_out ORDER BY source_row"
+            ).df()
+    finally:
+        con.close()
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class _RawTable:
+    """A source loaded into DuckDB: original columns plus ``__source_row``."""
+
+    table: str
+    name: str  # value of the ``source`` column
+    label: str  # how error messages name the file
+    config_key: str  # where the source sits in the YAML, for ConfigErrors
+    source: TransactionSource | CustomerSource
+    columns: list[str] = field(default_factory=list)  # original column names, file order
+    types: dict[str, str] = field(default_factory=dict)
+    rows_in: int = 0
+    rows_with_extra_fields: int | None = None  # whitespace format only
+    format: str = ""  # format actually read (after ``auto`` is resolved)
+
+
+def _connect(threads: int | None, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if memory_limit:
+        con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+    # timestamps with offsets are converted to UTC wall time, whatever the machine's zone
+    # (DuckDB builds without ICU have no time zones at all)
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _transaction_tables(sources: Sequence[TransactionSource], labels: Sequence[str]) -> list[_RawTable]:
+    """One (not yet loaded) raw table per source; the configuration is checked before any file is read."""
+    _check_source_names(sources)
+    raws = []
+    for index, (source, label) in enumerate(zip(sources, labels, strict=True)):
+        raw = _RawTable(
+            table=f"raw_{index}",
+            name=_source_name(source),
+            label=label,
+            config_key=f"data.transactions.{index}",
+            source=source,
+        )
+        _check_required_roles(raw)
+        raws.append(raw)
+    return raws
+
+
+def _customer_table(source: CustomerSource, label: str) -> _RawTable:
+    if "customer_id" not in source.columns:
+        raise ConfigError("data.customers.columns: role 'customer_id' must be mapped")
+    return _RawTable(
+        table="raw_customers", name="customers", label=label, config_key="data.customers", source=source
+    )
+
+
+def _check_source_names(sources: Sequence[TransactionSource]) -> None:
+    seen: dict[str, int] = {}
+    for index, source in enumerate(sources):
+        name = _source_name(source)
+        if name in seen:
+            raise ConfigError(
+                f"data.transactions.{index}: source name '{name}' is already used by "
+                f"data.transactions.{seen[name]}; set a distinct `name:`"
+            )
+        seen[name] = index
+    if not sources:
+        raise ConfigError("data.transactions: at least one transaction source is needed")
+
+
+def _source_name(source: TransactionSource) -> str:
+    return source.name or _stem(source.path)
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".gz", ".zst"):
+        name = name.removesuffix(suffix)
+    return Path(name).stem or name
+
+
+def _resolve_format(path: Path, fmt: str, config_key: str) -> str:
+    if fmt != "auto":
+        return fmt
+    name = path.name.lower()
+    for suffix in (".gz", ".zst"):
+        name = name.removesuffix(suffix)
+    ext = Path(name).suffix
+    if ext in (".parquet", ".pq"):
+        return "parquet"
+    if ext in (".csv", ".txt", ".tsv"):
+        return "csv"
+    raise ConfigError(
+        f"{config_key}.format: cannot tell the format of {path} from its extension '{ext}'; "
+        "set format: csv, parquet or whitespace"
+    )
+
+
+def _read_file(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, delimiter: str | None, raw: _RawTable
+) -> None:
+    """Load ``path`` into ``raw.table``; raise InputFileError naming the file on any problem."""
+    if not path.exists():
+        raise InputFileError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputFileError(f"{path}: not a file")
+    fmt = raw.format = _resolve_format(path, fmt, raw.config_key)
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: file is empty")
+    stage = f"{raw.table}_stage"
+    try:
+        if fmt == "parquet":
+            con.execute(f"CREATE TABLE {stage} AS SELECT * FROM read_parquet({_literal(str(path))})")
+        elif fmt == "csv":
+            options = ", all_varchar = true, header = true"
+            if delimiter:
+                options += f", delim = {_literal(delimiter)}"
+            con.execute(f"CREATE TABLE {stage} AS SELECT * FROM read_csv({_literal(str(path))}{options})")
+        else:
+            _read_whitespace(con, path, raw)
+        if fmt != "whitespace":
+            con.execute(f"CREATE TABLE {raw.table} AS SELECT *, rowid + 1 AS {_ROW} FROM {stage}")
+            con.execute(f"DROP TABLE {stage}")
+    except duckdb.Error as exc:
+        raise InputFileError(f"{path}: cannot read as {fmt} ({_first_line(exc)})") from None
+    _describe(con, raw)
+    if raw.rows_in == 0:
+        raise InputFileError(f"{path}: no data rows (the file holds only a header or no rows)")
+
+
+def _read_whitespace(con: duckdb.DuckDBPyConnection, path: Path, raw: _RawTable) -> None:
+    """Read a file whose fields are separated by runs of spaces/tabs, header on the first non-blank line.
+
+    Lines are read as single text values and split in SQL (DuckDB's CSV sniffer cannot read such files);
+    CRLF line ends and blank lines are tolerated.
+    """
+    lines, tokens = f"{raw.table}_lines", f"{raw.table}_tokens"
+    con.execute(
+        f"CREATE TABLE {lines} AS SELECT line FROM read_csv({_literal(str(path))}, columns = {{'line': 'VARCHAR'}}, "
+        "header = false, delim = chr(1), quote = '', escape = '', auto_detect = false)"
+    )
+    con.execute(
+        f"CREATE TABLE {tokens} AS SELECT row_number() OVER (ORDER BY rowid) AS line_no, "
+        f"regexp_split_to_array(trim(line, {_BLANKS}), '[ \\t]+') AS fields FROM {lines} "
+        f"WHERE trim(coalesce(line, ''), {_BLANKS}) <> ''"
+    )
+    header_row = con.execute(f"SELECT fields FROM {tokens} WHERE line_no = 1").fetchall()
+    if not header_row:
+        raise InputFileError(f"{path}: file is empty (no header line)")
+    header = _unique_names(header_row[0][0])
+    selects = ", ".join(f"fields[{i + 1}] AS {_ident(name)}" for i, name in enumerate(header))
+    con.execute(
+        f"CREATE TABLE {raw.table} AS SELECT {selects}, line_no - 1 AS {_ROW}, "
+        f"len(fields) > {len(header)} AS __extra_fields FROM {tokens} WHERE line_no > 1 ORDER BY line_no"
+    )
+    raw.rows_with_extra_fields = con.execute(
+        f"SELECT count(*) FROM {raw.table} WHERE __extra_fields"
+    ).fetchall()[0][0]
+    con.execute(f"ALTER TABLE {raw.table} DROP COLUMN __extra_fields")
+    con.execute(f"DROP TABLE {tokens}")
+    con.execute(f"DROP TABLE {lines}")
+
+
+def _load_frame(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, raw: _RawTable) -> None:
+    view = f"{raw.table}_frame"
+    con.register(view, frame)
+    try:  # a registered DataFrame has no rowid: copy it first, a table keeps the frame's row order
+        con.execute(f"CREATE TABLE {raw.table}_stage AS SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
+    con.execute(f"CREATE TABLE {raw.table} AS SELECT *, rowid + 1 AS {_ROW} FROM {raw.table}_stage")
+    con.execute(f"DROP TABLE {raw.table}_stage")
+    raw.format = "dataframe"
+    _describe(con, raw)
+    if raw.rows_in == 0:
+        raise InputFileError(f"{raw.label}: no data rows")
+
+
+def _describe(con: duckdb.DuckDBPyConnection, raw: _RawTable) -> None:
+    described = con.execute(f"DESCRIBE {raw.table}").fetchall()
+    raw.types = {name: str(col_type) for name, col_type, *_ in described if name != _ROW}
+    raw.columns = list(raw.types)
+    raw.rows_in = con.execute(f"SELECT count(*) FROM {raw.table}").fetchall()[0][0]
+
+
+def _unique_names(names: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        candidate, n = name, 1
+        while candidate.lower() in seen:
+            n += 1
+            candidate = f"{name}_{n}"
+        seen.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Mapping and parsing
+
+
+def _map_columns(raw: _RawTable, roles: Sequence[str]) -> dict[str, str]:
+    """Role -> actual column name in ``raw``; InputFileError naming the file when a column is absent."""
+    mapping = {}
+    by_lower: dict[str, list[str]] = {}
+    for col in raw.columns:
+        by_lower.setdefault(col.lower(), []).append(col)
+    for role, column in raw.source.columns.items():
+        if role not in roles:
+            raise ConfigError(f"{raw.config_key}.columns: unknown role '{role}' (roles: {', '.join(roles)})")
+        if column in raw.types:
+            mapping[role] = column
+        elif len(by_lower.get(column.lower(), [])) == 1:  # DuckDB identifiers are case-insensitive anyway
+            mapping[role] = by_lower[column.lower()][0]
+        else:
+            raise InputFileError(
+                f"{raw.label}: column '{column}' (role {role}) not found; columns are: {', '.join(raw.columns)}"
+            )
+    return mapping
+
+
+def _base_type(col_type: str) -> str:
+    return col_type.split("(")[0].strip().upper()
+
+
+def _text_expr(column: str) -> str:
+    """Trimmed text, NULL when empty. Never goes through a number: ids keep leading zeros."""
+    return f"NULLIF(trim(CAST({_ident(column)} AS VARCHAR), {_BLANKS}), '')"
+
+
+def _number_expr(raw: _RawTable, column: str) -> str:
+    if _base_type(raw.types[column]) in _NUMERIC_TYPES:
+        return f"CAST({_ident(column)} AS DOUBLE)"
+    return f"try_cast({_text_expr(column)} AS DOUBLE)"
+
+
+def _timestamp_expr(raw: _RawTable, column: str, timestamp_format: str | None) -> str:
+    base = _base_type(raw.types[column])
+    if base == "DATE" or base.startswith("TIMESTAMP"):
+        return f"CAST({_ident(column)} AS TIMESTAMP)"
+    text = _text_expr(column)
+    if timestamp_format:
+        return f"CAST(try_strptime({text}, {_literal(timestamp_format)}) AS TIMESTAMP)"
+    # via TIMESTAMPTZ so an explicit offset is honoured (converted to UTC); plain values are read as UTC
+    return f"CAST(try_cast({text} AS TIMESTAMPTZ) AS TIMESTAMP)"
+
+
+def _check_format_and_pattern(con: duckdb.DuckDBPyConnection, raw: _RawTable) -> None:
+    source = raw.source
+    if source.timestamp_format:
+        try:
+            con.execute("SELECT try_strptime('', ?)", [source.timestamp_format]).fetchall()
+        except duckdb.Error as exc:
+            raise ConfigError(f"{raw.config_key}.timestamp_format: {_first_line(exc)}") from None
+    pattern = getattr(source, "non_product_pattern", None)
+    if pattern:
+        try:
+            con.execute("SELECT regexp_matches('', ?)", [pattern]).fetchall()
+        except duckdb.Error as exc:
+            raise ConfigError(
+                f"{raw.config_key}.non_product_pattern: invalid regular expression ({_first_line(exc)})"
+            ) from None
+
+
+def _check_required_roles(raw: _RawTable) -> None:
+    source = raw.source
+    columns = source.columns
+    key = raw.config_key
+    unknown = [role for role in columns if role not in TRANSACTION_ROLES]
+    if unknown:
+        raise ConfigError(
+            f"{key}.columns: unknown role '{unknown[0]}' (roles: {', '.join(TRANSACTION_ROLES)})"
+        )
+    for role in ("customer_id", "timestamp"):
+        if role not in columns:
+            raise ConfigError(f"{key}.columns: role '{role}' must be mapped")
+    if "amount" not in columns and not ("quantity" in columns and "unit_price" in columns):
+        raise ConfigError(f"{key}.columns: map 'amount', or both 'quantity' and 'unit_price'")
+    if (source.non_product_codes or source.non_product_pattern) and "product_id" not in columns:
+        raise ConfigError(f"{key}: non_product_codes/non_product_pattern need columns.product_id")
+    if source.cancellation_prefix and "order_id" not in columns:
+        raise ConfigError(f"{key}: cancellation_prefix needs columns.order_id")
+
+
+def _typed_transactions(
+    con: duckdb.DuckDBPyConnection, raw: _RawTable, index: int, max_bad_share: float
+) -> str:
+    """Create ``typed_<index>``: one row per raw row with parsed roles and per-role failure flags."""
+    source: TransactionSource = raw.source  # type: ignore[assignment]
+    _check_format_and_pattern(con, raw)
+    mapping = _map_columns(raw, TRANSACTION_ROLES)
+
+    def text(role: str) -> str:
+        return _text_expr(mapping[role]) if role in mapping else "CAST(NULL AS VARCHAR)"
+
+    def number(role: str) -> str:
+        return _number_expr(raw, mapping[role]) if role in mapping else "CAST(NULL AS DOUBLE)"
+
+    amount = number("amount") if "amount" in mapping else f"({number('quantity')} * {number('unit_price')})"
+    fails = [
+        "(customer_id IS NULL) AS fail_customer_id",
+        "(timestamp IS NULL) AS fail_timestamp",
+    ]
+    for role in ("amount", "quantity", "unit_price"):
+        parsed = "amount_parsed" if role == "amount" else role
+        fails.append(
+            f"({_literal(role in mapping)} AND NOT coalesce(isfinite({parsed}), false)) AS fail_{role}"
+        )
+    non_product = []
+    if source.non_product_codes:
+        codes = ", ".join(_literal(code.strip().upper()) for code in source.non_product_codes)
+        non_product.append(f"upper(product_id) IN ({codes})")
+    if source.non_product_pattern:
+        non_product.append(f"regexp_matches(product_id, {_literal(source.non_product_pattern)})")
+    non_product_expr = f"coalesce({' OR '.join(non_product)}, false)" if non_product else "false"
+    if source.cancellation_prefix:
+        cancellation = f"coalesce(starts_with(order_id, {_literal(source.cancellation_prefix)}), false)"
+    else:
+        cancellation = "false"
+    table = f"typed_{index}"
+    sql = f"""
+        CREATE TABLE {table} AS
+        WITH parsed AS (
+            SELECT
+                {index} AS source_index,
+                {_literal(raw.name)} AS source,
+                {_ROW} AS source_row,
+                {text("customer_id")} AS customer_id,
+                {text("order_id")} AS order_id,
+                {_timestamp_expr(raw, mapping["timestamp"], source.timestamp_format)} AS timestamp,
+                {amount} AS amount_parsed,
+                {number("quantity")} AS quantity,
+                {number("unit_price")} AS unit_price,
+                {text("product_id")} AS product_id,
+                {text("channel")} AS channel
+            FROM {raw.table}
+        )
+        SELECT
+            source_index, source, source_row, customer_id, order_id, timestamp,
+            amount_parsed AS amount, quantity, unit_price, product_id, channel,
+            {", ".join(fails)},
+            {non_product_expr} AS is_non_product,
+            {cancellation} AS is_cancellation
+        FROM parsed
+    """
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        raise InputFileError(
+            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
+        ) from None
+    _refuse_mostly_bad(con, raw, table, mapping, source.timestamp_format, max_bad_share)
+    return table
+
+
+def _refuse_mostly_bad(
+    con: duckdb.DuckDBPyConnection,
+    raw: _RawTable,
+    table: str,
+    mapping: dict[str, str],
+    timestamp_format: str | None,
+    max_bad_share: float,
+) -> None:
+    """Refuse the whole file when one role fails on more than max_bad_share of rows (wrong column/type)."""
+    roles = [r for r in ("customer_id", "timestamp", "amount", "quantity", "unit_price") if r in mapping]
+    counts = con.execute(
+        f"SELECT {', '.join(f'count(*) FILTER (WHERE fail_{r})' for r in roles)} FROM {table}"
+    ).fetchall()[0]
+    what = {
+        "customer_id": "empty — wrong column?",
+        "timestamp": (
+            f"not timestamps in format {timestamp_format!r} — wrong column or format?"
+            if timestamp_format
+            else "not dates/timestamps — wrong column, or set timestamp_format?"
+        ),
+    }
+    for role, bad in zip(roles, counts, strict=True):
+        if bad > max_bad_share * raw.rows_in:
+            raise InputFileError(
+                f"{raw.label}: column '{mapping[role]}' (role {role}): {bad:,} of {raw.rows_in:,} rows are "
+                f"{what.get(role, 'not numbers — wrong column or type?')}"
+            )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Classification
+
+
+def _reason_conditions(rules: CleaningRules, max_date: dt.date) -> dict[QuarantineReason, str]:
+    """SQL condition per reason on the unioned typed rows (before precedence is applied)."""
+    R = QuarantineReason
+    outliers = rules.outliers
+    conditions = {
+        R.MISSING_CUSTOMER_ID: "fail_customer_id",
+        R.UNPARSEABLE_TIMESTAMP: "fail_timestamp",
+        R.TIMESTAMP_OUT_OF_RANGE: f"coalesce(timestamp < TIMESTAMP '{rules.min_date.isoformat()}', false)",
+        R.FUTURE_TIMESTAMP: f"coalesce(CAST(timestamp AS DATE) > DATE '{max_date.isoformat()}', false)",
+        R.NON_NUMERIC_AMOUNT: (
+            "(fail_amount OR fail_quantity OR fail_unit_price OR NOT coalesce(isfinite(amount), false))"
+        ),
+        R.NON_PRODUCT: "is_non_product",
+        R.DUPLICATE_ROW: "is_duplicate",  # computed in a second step, among rows passing earlier reasons
+        R.ZERO_AMOUNT: "coalesce(amount = 0, false)" if rules.zero_amount == "quarantine" else "false",
+        R.RETURN: "is_return" if rules.returns == "quarantine" else "false",
+        R.OUTLIER_AMOUNT: (
+            f"coalesce(abs(amount) > {float(outliers.quarantine_above)!r}, false)"
+            if outliers.quarantine_above is not None
+            else "false"
+        ),
+    }
+    missing = set(QuarantineReason) - set(conditions)
+    if missing:  # pragma: no cover - guards schema.py and this module drifting apart
+        raise RuntimeError(f"ingest has no rule for quarantine reasons {sorted(missing)}")
+    return conditions
+
+
+def _duplicate_condition(rules: CleaningRules) -> str:
+    if rules.duplicates == "keep":
+        return "false"
+    if rules.duplicates == "drop_identical":
+        return "true"
+    return "order_id IS NOT NULL"  # auto: only order lines repeated under the same order id
+
+
+def _classify(
+    con: duckdb.DuckDBPyConnection, typed_tables: Sequence[str], rules: CleaningRules, max_date: dt.date
+) -> None:
+    """Create ``classified``: every row with its single ``reason`` (NULL = kept), signed amounts, flags."""
+    conditions = _reason_conditions(rules, max_date)
+    dup_rank = QUARANTINE_PRECEDENCE.index(QuarantineReason.DUPLICATE_ROW)
+    before_dup = [conditions[r] for r in QUARANTINE_PRECEDENCE[:dup_rank]]
+    eligible = f"NOT ({' OR '.join(before_dup)})" if before_dup else "true"
+    identity = ", ".join(["source", *_ROLE_COLUMNS])
+    union = " UNION ALL ".join(f"SELECT * FROM {t}" for t in typed_tables)
+    con.execute(
+        f"""
+        CREATE TABLE rows_checked AS
+        WITH unioned AS ({union}),
+        flagged AS (
+            SELECT *,
+                coalesce(amount < 0 OR quantity < 0, false) OR is_cancellation AS is_return,
+                {eligible} AS dup_eligible
+            FROM unioned
+        )
+        SELECT *,
+            CASE WHEN dup_eligible AND ({_duplicate_condition(rules)}) THEN
+                row_number() OVER (PARTITION BY dup_eligible, {identity} ORDER BY source_row) > 1
+            ELSE false END AS is_duplicate
+        FROM flagged
+        """
+    )
+    reason_case = " ".join(f"WHEN {conditions[r]} THEN '{r.value}'" for r in QUARANTINE_PRECEDENCE)
+    con.execute(
+        f"""
+        CREATE TABLE classified AS
+        SELECT *,
+            CASE {reason_case} ELSE NULL END AS reason,
+            CASE WHEN is_return THEN -abs(amount) ELSE amount END AS amount_signed,
+            CASE WHEN is_return THEN -abs(quantity) ELSE quantity END AS quantity_signed
+        FROM rows_checked
+        """
+    )
+
+
+def _flag_outliers(con: duckdb.DuckDBPyConnection, rules: CleaningRules) -> dict[str, Any]:
+    """Add ``is_outlier`` on kept rows; return the rule actually applied (for the report)."""
+    outliers = rules.outliers
+    if outliers.flag_above is not None:
+        threshold = float(outliers.flag_above)
+        applied: dict[str, Any] = {"method": "flag_above", "flag_threshold_amount": threshold}
+    else:
+        median, mad = con.execute(
+            "WITH k AS (SELECT ln(1 + abs(amount_signed)) AS x FROM classified WHERE reason IS NULL) "
+            "SELECT median(x), median(abs(x - (SELECT median(x) FROM k))) FROM k"
+        ).fetchall()[0]
+        applied = {"method": "mad", "log1p_median": median, "log1p_mad": mad}
+        if median is None or not mad:  # no kept rows, or no spread: nothing stands out
+            threshold = None
+        else:
+            cut = median + outliers.flag_mad * 1.4826 * mad
+            threshold = float(con.execute("SELECT exp(?) - 1", [cut]).fetchall()[0][0])
+        applied["flag_threshold_amount"] = threshold
+    flag = "false" if threshold is None else f"abs(amount_signed) > {threshold!r}"
+    con.execute("ALTER TABLE classified ADD COLUMN is_outlier BOOLEAN")
+    con.execute(f"UPDATE classified SET is_outlier = ({flag}) WHERE reason IS NULL")
+    return applied
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Orchestration and report
+
+
+def _ingest_tables(
+    con: duckdb.DuckDBPyConnection,
+    raws: Sequence[_RawTable],
+    rules: CleaningRules,
+    *,
+    today: dt.date | None,
+    customers: _RawTable | None,
+) -> dict[str, Any]:
+    """Clean loaded raw tables into ``clean_out`` / ``quarantine_out`` (+ customers); return the DQ report."""
+    max_date = rules.max_date or today or dt.date.today()
+    typed = []
+    for index, raw in enumerate(raws):
+        typed.append(_typed_transactions(con, raw, index, rules.max_bad_share))
+    _classify(con, typed, rules, max_date)
+    outlier_rule = _flag_outliers(con, rules)
+
+    clean_select = ", ".join(
+        f"CAST({_CLEAN_SOURCES.get(col, col)} AS {col_type}) AS {col}"
+        for col, col_type in CLEAN_TRANSACTION_COLUMNS.items()
+    )
+    con.execute(f"CREATE TABLE clean_out AS SELECT {clean_select} FROM classified WHERE reason IS NULL")
+    _build_quarantine(con, raws, "classified", "quarantine_out", with_source=True)
+
+    report = _transaction_report(con, raws, rules, max_date, today, outlier_rule)
+    report["customers_file"] = _ingest_customers(con, customers, rules) if customers is not None else None
+    return report
+
+
+_CLEAN_SOURCES = {"amount": "amount_signed", "quantity": "quantity_signed"}
+
+
+def _build_quarantine(
+    con: duckdb.DuckDBPyConnection, raws: Sequence[_RawTable], classified: str, out: str, *, with_source: bool
+) -> None:
+    """Original columns as text (union by name over sources), then source, source_row, reason."""
+    union_columns: list[str] = []
+    seen: set[str] = set()
+    for raw in raws:
+        for col in raw.columns:
+            if col.lower() not in seen:
+                seen.add(col.lower())
+                union_columns.append(col)
+    parts = []
+    for index, raw in enumerate(raws):
+        own = {col.lower(): col for col in raw.columns}
+        selects = []
+        for col in union_columns:
+            alias = f"{col}_original" if col.lower() in _QUARANTINE_TAIL else col
+            value = (
+                f"CAST(r.{_ident(own[col.lower()])} AS VARCHAR)"
+                if col.lower() in own
+                else "CAST(NULL AS VARCHAR)"
+            )
+            selects.append(f"{value} AS {_ident(alias)}")
+        tail = f"{index} AS source_index, c.source, " if with_source else ""
+        selects.append(f"{tail}r.{_ROW} AS source_row, c.reason")
+        source_filter = f"AND c.source_index = {index}" if with_source else ""
+        parts.append(
+            f"SELECT {', '.join(selects)} FROM {raw.table} r JOIN {classified} c "
+            f"ON c.source_row = r.{_ROW} {source_filter} WHERE c.reason IS NOT NULL"
+        )
+    con.execute(f"CREATE TABLE {out} AS {' UNION ALL '.join(parts)}")
+
+
+def _by_reason(rows: Sequence[tuple[str, int]]) -> dict[str, int]:
+    counts = dict(rows)
+    return {r.value: int(counts[r.value]) for r in QUARANTINE_PRECEDENCE if counts.get(r.value)}
+
+
+def _transaction_report(
+    con: duckdb.DuckDBPyConnection,
+    raws: Sequence[_RawTable],
+    rules: CleaningRules,
+    max_date: dt.date,
+    today: dt.date | None,
+    outlier_rule: dict[str, Any],
+) -> dict[str, Any]:
+    rows_in = sum(raw.rows_in for raw in raws)
+    (
+        kept,
+        quarantined,
+        customers,
+        date_min,
+        date_max,
+        amount_total,
+        returns_n,
+        returns_amount,
+        outliers_n,
+        zero_kept,
+    ) = con.execute(
+        """
+        SELECT count(*) FILTER (WHERE reason IS NULL),
+               count(*) FILTER (WHERE reason IS NOT NULL),
+               count(DISTINCT customer_id) FILTER (WHERE reason IS NULL),
+               min(CAST(timestamp AS DATE)) FILTER (WHERE reason IS NULL),
+               max(CAST(timestamp AS DATE)) FILTER (WHERE reason IS NULL),
+               round(coalesce(fsum(amount_signed) FILTER (WHERE reason IS NULL), 0), 6),
+               count(*) FILTER (WHERE reason IS NULL AND is_return),
+               round(coalesce(fsum(amount_signed) FILTER (WHERE reason IS NULL AND is_return), 0), 6),
+               count(*) FILTER (WHERE reason IS NULL AND is_outlier),
+               count(*) FILTER (WHERE reason IS NULL AND amount_signed = 0)
+        FROM classified
+        """
+    ).fetchall()[0]
+    if kept + quarantined != rows_in:
+        raise RuntimeError(
+            f"ingest invariant violated: rows_in {rows_in} != kept {kept} + quarantined {quarantined}"
+        )
+    identity = ", ".join(["source", *_ROLE_COLUMNS])
+    identical_kept = con.execute(
+        f"SELECT count(*) FROM (SELECT row_number() OVER (PARTITION BY {identity} ORDER BY source_row) AS n "
+        "FROM classified WHERE reason IS NULL) WHERE n > 1"
+    ).fetchall()[0][0]
+    by_reason = _by_reason(
+        con.execute(
+            "SELECT reason, count(*) FROM classified WHERE reason IS NOT NULL GROUP BY reason"
+        ).fetchall()
+    )
+    per_source_counts = con.execute(
+        "SELECT source_index, reason, count(*) FROM classified GROUP BY ALL"
+    ).fetchall()
+    sources = []
+    for index, raw in enumerate(raws):
+        src: TransactionSource = raw.source  # type: ignore[assignment]
+        own = [(reason, n) for i, reason, n in per_source_counts if i == index and reason is not None]
+        src_kept = sum(n for i, reason, n in per_source_counts if i == index and reason is None)
+        entry = {
+            "name": raw.name,
+            "path": raw.label,
+            "format": raw.format,
+            "columns": dict(src.columns),
+            "timestamp_format": src.timestamp_format,
+            "cancellation_prefix": src.cancellation_prefix,
+            "non_product_codes": list(src.non_product_codes),
+            "non_product_pattern": src.non_product_pattern,
+            "rows_in": raw.rows_in,
+            "rows_kept": int(src_kept),
+            "rows_quarantined": int(sum(n for _, n in own)),
+            "by_reason": _by_reason(own),
+        }
+        if raw.rows_with_extra_fields is not None:
+            entry["rows_with_extra_fields"] = int(raw.rows_with_extra_fields)
+        sources.append(entry)
+    outliers = rules.outliers
+    rules_report = {
+        "precedence": [r.value for r in QUARANTINE_PRECEDENCE],
+        "duplicates": rules.duplicates,
+        "zero_amount": rules.zero_amount,
+        "returns": rules.returns,
+        "min_date": rules.min_date.isoformat(),
+        "max_date": max_date.isoformat(),
+        "max_date_from": "config" if rules.max_date else ("today argument" if today else "ingest day"),
+        "max_bad_share": rules.max_bad_share,
+        "outliers": {
+            "flag_above": outliers.flag_above,
+            "flag_mad": outliers.flag_mad,
+            "quarantine_above": outliers.quarantine_above,
+            **outlier_rule,
+        },
+    }
+    return {
+        "rows_in": int(rows_in),
+        "rows_kept": int(kept),
+        "rows_quarantined": int(quarantined),
+        "by_reason": by_reason,
+        "customers": int(customers),
+        "date_min": date_min.isoformat() if date_min else None,
+        "date_max": date_max.isoformat() if date_max else None,
+        "amount_total_kept": float(amount_total),
+        "returns": {"count": int(returns_n), "amount": float(returns_amount)},
+        "outliers_flagged": int(outliers_n),
+        "zero_amount_kept": int(zero_kept),
+        "identical_rows_kept": int(identical_kept),
+        "sources": sources,
+        "rules": rules_report,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Customer attributes
+
+
+def _ingest_customers(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: CleaningRules) -> dict[str, Any]:
+    """Create ``customers_out`` / ``quarantine_customers_out``; return the ``customers_file`` report section."""
+    source: CustomerSource = raw.source  # type: ignore[assignment]
+    key = raw.config_key
+    roles = list(source.columns)
+    _check_format_and_pattern(con, raw)
+    mapping = _map_columns(raw, roles)
+    default_attributes = [r for r in roles if r not in CUSTOMER_ROLES]
+    attributes = list(source.attributes) if source.attributes is not None else default_attributes
+    for attribute in attributes:
+        if attribute not in default_attributes:
+            raise ConfigError(
+                f"{key}.attributes: '{attribute}' is not a mapped attribute role "
+                f"(mapped: {', '.join(default_attributes) or 'none'})"
+            )
+    if "signup_date" in mapping:
+        signup = f"CAST({_timestamp_expr(raw, mapping['signup_date'], source.timestamp_format)} AS DATE)"
+        signup_present = f"{_text_expr(mapping['signup_date'])} IS NOT NULL"
+    else:
+        signup, signup_present = "CAST(NULL AS DATE)", "false"
+    attribute_selects = "".join(f", {_text_expr(mapping[a])} AS {_ident(a)}" for a in attributes)
+    try:
+        con.execute(
+            f"""
+            CREATE TABLE customers_checked AS
+            WITH parsed AS (
+                SELECT {_ROW} AS source_row, {_text_expr(mapping["customer_id"])} AS customer_id,
+                       {signup} AS signup_date, {signup_present} AS signup_present {attribute_selects}
+                FROM {raw.table}
+            )
+            SELECT *,
+                CASE WHEN customer_id IS NULL THEN '{QuarantineReason.MISSING_CUSTOMER_ID.value}'
+                     WHEN row_number() OVER (PARTITION BY customer_id ORDER BY source_row) > 1
+                     THEN '{QuarantineReason.DUPLICATE_ROW.value}' END AS reason
+            FROM parsed
+            """
+        )
+    except duckdb.Error as exc:
+        raise InputFileError(
+            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
+        ) from None
+    missing_ids, bad_signup = con.execute(
+        "SELECT count(*) FILTER (WHERE customer_id IS NULL), "
+        "count(*) FILTER (WHERE signup_present AND signup_date IS NULL) FROM customers_checked"
+    ).fetchall()[0]
+    for role, bad, what in (
+        ("customer_id", missing_ids, "empty — wrong column?"),
+        ("signup_date", bad_signup, "not dates — wrong column, or set timestamp_format?"),
+    ):
+        if bad > rules.max_bad_share * raw.rows_in:
+            raise InputFileError(
+                f"{raw.label}: column '{mapping[role]}' (role {role}): {bad:,} of {raw.rows_in:,} rows are {what}"
+            )
+    attribute_columns = "".join(f", {_ident(a)}" for a in attributes)
+    con.execute(
+        f"CREATE TABLE customers_out AS SELECT customer_id, signup_date{attribute_columns} "
+        "FROM customers_checked WHERE reason IS NULL"
+    )
+    _build_quarantine(con, [raw], "customers_checked", "quarantine_customers_out", with_source=False)
+    kept, quarantined, transaction_customers_missing, customers_without_transactions = con.execute(
+        """
+        SELECT (SELECT count(*) FROM customers_out),
+               (SELECT count(*) FROM quarantine_customers_out),
+               (SELECT count(DISTINCT customer_id) FROM clean_out
+                 WHERE customer_id NOT IN (SELECT customer_id FROM customers_out)),
+               (SELECT count(*) FROM customers_out
+                 WHERE customer_id NOT IN (SELECT customer_id FROM clean_out))
+        """
+    ).fetchall()[0]
+    if kept + quarantined != raw.rows_in:
+        raise RuntimeError(
+            f"ingest invariant violated for {raw.label}: rows_in {raw.rows_in} != "
+            f"kept {kept} + quarantined {quarantined}"
+        )
+    by_reason = _by_reason(
+        con.execute(
+            "SELECT reason, count(*) FROM customers_checked WHERE reason IS NOT NULL GROUP BY reason"
+        ).fetchall()
+    )
+    return {
+        "path": raw.label,
+        "columns": dict(source.columns),
+        "attributes": attributes,
+        "rows_in": int(raw.rows_in),
+        "rows_kept": int(kept),
+        "rows_quarantined": int(quarantined),
+        "by_reason": by_reason,
+        "signup_date_unparseable": int(bad_signup),
+        "transaction_customers_without_attributes": int(transaction_customers_missing),
+        "customers_without_transactions": int(customers_without_transactions),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output and SQL text helpers
+
+
+def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, target: Path) -> None:
+    """Write a query result to parquet atomically (temp name in the same folder, then rename)."""
+    with atomic_path(target) as tmp:
+        con.execute(f"COPY ({query}) TO {_literal(str(tmp))} (FORMAT parquet)")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split("\n")[:1]).strip()
+    return text if len(text) <= 240 else text[:237] + "..."
