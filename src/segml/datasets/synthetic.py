@@ -1,0 +1,931 @@
+"""Synthetic customers and transactions with planted ground truth (``segml synth``).
+
+The generative model, in short:
+
+* **Customers** carry attributes (industry, size, region, org_type) and a signup date. About 40 % are an
+  existing base signed up before ``start``; the rest sign up during the period and buy for the first time a
+  few days later. A small share (``attributes_only_share``) signs up and never buys.
+* **Latent tier** per customer (vip, regular, occasional, churning, rising; ``attributes_only`` for the
+  never-buyers), drawn from a multinomial logit whose probabilities depend on size, org_type and industry:
+  attributes carry signal but do not determine the tier.
+* **Purchases** follow a Poisson process with a gamma-distributed base rate around the tier mean, an
+  exponential trend (strongly positive for the rising tier, negative for churning), and an optional
+  month-of-year multiplier. A customer becomes inactive after an exponential lifetime with a
+  gamma-distributed, tier-dependent hazard (Pareto/NBD-style dropout).
+* **Orders** have 1–5 lines with distinct products (popularity-weighted); line quantity is
+  ``1 + Poisson(theta * Gamma)`` with a lognormal, heavy-tailed customer-level ``theta``, so a minority of
+  customers holds most of the spend. Line amount = quantity x unit price (exact cents).
+* **Returns**: each order is returned with a customer-level probability (about 4 % on average): one line,
+  full quantity, 2 days to a few weeks later, as its own ``R…`` order with negative quantity and amount.
+* **Truth**: ``true_expected_spend`` is the analytic expected net spend in ``(truth_cutoff,
+  truth_cutoff + horizon_days]`` given the latent state at the cutoff; ``realized_spend`` is what the
+  generated data shows in that window.
+
+``truth.parquet`` columns (one row per customer): ``customer_id``, ``tier``, ``purchase_rate`` (orders per
+day at the cutoff including the trend, before the month multiplier), ``mean_basket`` (expected gross order
+value), ``alive_at_cutoff`` (first order on or before the cutoff day and not yet dropped out),
+``dropout_date`` (day the customer became inactive; null if still active at ``end`` or never buying),
+``true_expected_spend``, ``realized_spend``, and the latent ``dropout_rate`` (per day), ``trend_per_year``
+(log-rate growth per year) and ``return_probability`` (per order).
+
+Everything is vectorised numpy; one seed gives byte-identical files. With ``dirty=True`` known counts of
+bad rows (one fault each) are interleaved, and ``truth.json`` records them per quarantine reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from segml.errors import ConfigError
+from segml.schema import QuarantineReason
+from segml.storage import atomic_path, write_json
+
+# --------------------------------------------------------------------------------------------------------------
+# Model constants
+
+TIERS = ("vip", "regular", "occasional", "churning", "rising")
+ATTRIBUTES_ONLY_TIER = "attributes_only"
+
+#: per tier: mean orders per year, gamma shape of the customer-level rate, mean yearly dropout hazard,
+#: mean extra units per line (``theta``), mean rate trend per year, return-probability multiplier
+TIER_ORDERS_PER_YEAR = np.array([11.0, 3.6, 1.0, 3.0, 1.3])
+TIER_RATE_SHAPE = np.array([2.5, 2.0, 1.5, 2.0, 2.0])
+TIER_DROPOUT_PER_YEAR = np.array([0.06, 0.18, 0.40, 1.50, 0.08])
+TIER_EXTRA_UNITS = np.array([4.0, 2.2, 1.2, 1.8, 1.8])
+TIER_TREND_PER_YEAR = np.array([0.0, 0.0, 0.0, -0.30, 0.85])
+TIER_RETURN_MULTIPLIER = np.array([0.8, 1.0, 1.0, 1.6, 0.9])
+#: base logits of the tier choice (before attribute effects)
+TIER_BASE_LOGIT = np.array([-1.9, 0.0, 0.55, -0.25, -0.55])
+
+INDUSTRIES = (
+    "manufacturing",
+    "wholesale",
+    "retail",
+    "construction",
+    "it_services",
+    "healthcare",
+    "logistics",
+    "hospitality",
+    "education",
+    "new_energy",
+)
+INDUSTRY_SHARE = np.array([0.20, 0.13, 0.16, 0.10, 0.09, 0.07, 0.08, 0.07, 0.05, 0.05])
+#: tier logit effects per industry, columns in TIERS order
+INDUSTRY_TIER_EFFECT = np.array(
+    [
+        [0.2, 0.3, 0.0, 0.0, 0.0],
+        [0.7, 0.3, -0.2, 0.0, 0.0],
+        [0.0, 0.0, 0.1, 0.3, 0.0],
+        [0.2, 0.0, 0.0, 0.3, -0.2],
+        [0.0, 0.0, 0.0, 0.0, 0.6],
+        [0.1, 0.2, 0.0, -0.2, 0.0],
+        [0.0, 0.2, 0.0, 0.0, 0.0],
+        [0.0, -0.2, 0.0, 0.6, 0.0],
+        [-0.3, 0.2, 0.2, 0.0, 0.0],
+        [0.0, 0.0, -0.2, 0.0, 1.2],
+    ]
+)
+
+SIZES = ("1-9", "10-49", "50-249", "250+")
+SIZE_TIER_EFFECT = np.array(
+    [
+        [-1.0, -0.3, 0.5, 0.2, 0.0],
+        [0.0, 0.0, 0.0, 0.0, 0.2],
+        [0.8, 0.4, -0.4, -0.2, 0.3],
+        [1.6, 0.6, -0.8, -0.4, 0.2],
+    ]
+)
+#: multiplier of the extra units per line by company size
+SIZE_UNITS_FACTOR = np.array([0.6, 1.0, 1.8, 3.0])
+
+ORG_TYPES = ("private", "state_owned", "foreign", "individual")
+ORG_TYPE_SHARE = np.array([0.58, 0.12, 0.08, 0.22])
+#: size distribution given org_type (individuals are always "1-9")
+ORG_TYPE_SIZE_SHARE = np.array(
+    [
+        [0.40, 0.32, 0.18, 0.10],
+        [0.10, 0.30, 0.35, 0.25],
+        [0.15, 0.35, 0.32, 0.18],
+        [1.00, 0.00, 0.00, 0.00],
+    ]
+)
+ORG_TYPE_TIER_EFFECT = np.array(
+    [
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+        [0.2, 0.6, -0.2, -0.6, -0.3],
+        [0.4, 0.1, -0.2, 0.0, 0.4],
+        [-1.2, -0.4, 0.6, 0.3, -0.2],
+    ]
+)
+ORG_TYPE_UNITS_FACTOR = np.array([1.0, 1.2, 1.3, 0.6])
+
+REGIONS = ("east", "south", "north", "central", "southwest", "northeast", "northwest")
+REGION_SHARE = np.array([0.28, 0.20, 0.17, 0.12, 0.10, 0.07, 0.06])
+
+CHANNELS = ("online", "offline", "sales_rep")
+#: preferred-channel distribution by size; an order uses the preferred channel with CHANNEL_LOYALTY
+SIZE_CHANNEL_SHARE = np.array(
+    [
+        [0.65, 0.30, 0.05],
+        [0.45, 0.35, 0.20],
+        [0.30, 0.25, 0.45],
+        [0.15, 0.15, 0.70],
+    ]
+)
+CHANNEL_LOYALTY = 0.8
+
+#: lines per order: P(1..5 lines)
+LINES_PER_ORDER_SHARE = np.array([0.42, 0.26, 0.16, 0.10, 0.06])
+#: order hour-of-day weights (business hours, some evening online orders)
+HOUR_WEIGHT = np.array(
+    [0.2, 0.1, 0.1, 0.1, 0.1, 0.2, 0.5, 1.5, 4, 7, 8, 7, 5, 6, 7, 7, 6, 4, 3, 3, 3, 2, 1.2, 0.5]
+)
+
+#: month-of-year purchase-rate multiplier (January first) before normalising to a day-weighted mean of 1
+RAW_MONTH_PROFILE = np.array([0.85, 0.72, 0.92, 0.95, 0.98, 0.98, 0.88, 0.85, 0.98, 1.02, 1.62, 1.80])
+
+#: share of customers signed up before ``start`` (an existing, active base)
+EXISTING_BASE_SHARE = 0.40
+EXISTING_BASE_YEARS = 4
+#: new customers place their first order 0..FIRST_ORDER_MAX_LAG days after signing up
+FIRST_ORDER_MAX_LAG = 13
+#: return lag in days: RETURN_MIN_LAG + floor(Gamma(2, 5))
+RETURN_MIN_LAG = 2
+MEAN_RETURN_PROBABILITY = 0.04
+RETURN_PROBABILITY_CONCENTRATION = 50.0
+#: no clean line may reach the quarantine threshold of experiments/synthetic.yaml (1,000,000)
+MAX_LINE_CENTS = 99_999_999
+
+NON_PRODUCT_CODES = ("POSTAGE", "FEE", "ADJUST")
+MISSING_CUSTOMER_IDS = (None, "", "   ")
+UNPARSEABLE_TIMESTAMPS = ("not a date", "2024-13-45", "")
+NON_NUMERIC_AMOUNTS = ("n/a", "abc", "", "inf", "nan")
+
+SECONDS_PER_DAY = 86_400
+DAYS_PER_YEAR = 365.25
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public types
+
+
+@dataclass
+class SynthSpec:
+    """What to generate. Defaults match ``experiments/synthetic.yaml``.
+
+    ``truth_cutoff`` defaults to ``end - horizon_days`` (2025-06-30 for the defaults).
+    """
+
+    n_customers: int = 2000
+    seed: int = 7
+    dirty: bool = False
+    start: dt.date = dt.date(2023, 7, 1)
+    end: dt.date = dt.date(2026, 6, 30)
+    horizon_days: int = 365
+    seasonality: bool = True
+    truth_cutoff: dt.date | None = None
+    n_products: int = 300
+    attributes_only_share: float = 0.04
+
+    @property
+    def cutoff(self) -> dt.date:
+        """The truth cutoff actually used."""
+        return self.truth_cutoff or (self.end - dt.timedelta(days=self.horizon_days))
+
+    def validate(self) -> None:
+        """Raise :class:`~segml.errors.ConfigError` naming the first invalid field."""
+        if self.n_customers < 1:
+            raise ConfigError(f"synth: n_customers must be >= 1, got {self.n_customers}")
+        if self.end <= self.start:
+            raise ConfigError(f"synth: end {self.end} must be after start {self.start}")
+        if self.horizon_days < 1:
+            raise ConfigError(f"synth: horizon_days must be >= 1, got {self.horizon_days}")
+        if self.n_products < 5:
+            raise ConfigError(
+                f"synth: n_products must be >= 5 (orders have up to 5 lines), got {self.n_products}"
+            )
+        if not self.start <= self.cutoff <= self.end:
+            raise ConfigError(f"synth: truth_cutoff {self.cutoff} must lie within [{self.start}, {self.end}]")
+        if not 0.0 <= self.attributes_only_share < 1.0:
+            raise ConfigError(
+                f"synth: attributes_only_share must be in [0, 1), got {self.attributes_only_share}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as JSON-ready values (dates as ISO strings, the effective truth cutoff filled in)."""
+        values = dataclasses.asdict(self)
+        values["truth_cutoff"] = self.cutoff
+        return {k: v.isoformat() if isinstance(v, dt.date) else v for k, v in values.items()}
+
+
+@dataclass
+class SynthData:
+    """Generated data: the three tables as written to parquet, and the ``truth.json`` content."""
+
+    transactions: pd.DataFrame
+    customers: pd.DataFrame
+    truth: pd.DataFrame
+    truth_json: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Generation
+
+
+@dataclass
+class _Tables:
+    transactions: pa.Table
+    customers: pa.Table
+    truth: pa.Table
+    truth_json: dict[str, Any]
+
+
+def generate(spec: SynthSpec | None = None) -> SynthData:
+    """Generate synthetic customers, transactions and their ground truth.
+
+    Parameters
+    ----------
+    spec:
+        What to generate; default :class:`SynthSpec()`.
+
+    Returns
+    -------
+    SynthData
+        ``transactions`` (customer_id, order_id, order_ts, amount, quantity, product_id, channel; in dirty
+        mode ``order_ts`` and ``amount`` are text), ``customers``, ``truth`` (one row per customer) and
+        ``truth_json``.
+    """
+    tables = _build_tables(spec or SynthSpec())
+    return SynthData(
+        transactions=tables.transactions.to_pandas(),
+        customers=tables.customers.to_pandas(),
+        truth=tables.truth.to_pandas(),
+        truth_json=tables.truth_json,
+    )
+
+
+def write_synthetic(spec: SynthSpec, out_dir: str | Path) -> dict[str, Any]:
+    """Generate and write ``transactions.parquet``, ``customers.parquet``, ``truth.parquet`` and ``truth.json``.
+
+    Each file is written atomically. The same spec gives byte-identical files.
+
+    Parameters
+    ----------
+    spec:
+        What to generate.
+    out_dir:
+        Output folder (created if missing).
+
+    Returns
+    -------
+    dict
+        The ``truth.json`` content: seed, spec, customers, transactions (rows written), clean_rows, tiers,
+        truth_cutoff, horizon_days, month_profile, injected ({reason: rows}), notes, ...
+    """
+    out = Path(out_dir)
+    tables = _build_tables(spec)
+    for name, table in (
+        ("transactions", tables.transactions),
+        ("customers", tables.customers),
+        ("truth", tables.truth),
+    ):
+        with atomic_path(out / f"{name}.parquet") as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+    write_json(out / "truth.json", tables.truth_json)
+    return tables.truth_json
+
+
+def month_profile(seasonality: bool) -> np.ndarray:
+    """Month-of-year purchase-rate multipliers (January first), day-weighted mean 1; all ones when off."""
+    if not seasonality:
+        return np.ones(12)
+    days_in_month = np.array([31, 28.25, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+    profile = RAW_MONTH_PROFILE * days_in_month.sum() / (RAW_MONTH_PROFILE * days_in_month).sum()
+    return np.round(profile, 4)
+
+
+def _build_tables(spec: SynthSpec) -> _Tables:
+    spec.validate()
+    population_seed, fault_seed = np.random.SeedSequence(spec.seed).spawn(2)
+    rng = np.random.default_rng(population_seed)
+    profile = month_profile(spec.seasonality)
+
+    customers = _draw_customers(spec, rng)
+    orders = _draw_orders(spec, customers, profile, rng)
+    lines = _draw_lines(spec, customers, orders, rng)
+    prices = _price_expectations(lines["price_cents"], lines["popularity"], spec.n_products)
+    truth = _truth(spec, customers, lines, prices, profile)
+
+    n_clean = len(lines["row_customer"])
+    buyers = int(np.count_nonzero(np.bincount(lines["row_customer"], minlength=1)))
+    injected: dict[str, int] = {}
+    overrides: dict[str, tuple[np.ndarray, list[Any]]] = {}
+    order = None
+    if spec.dirty:
+        injected, overrides, order = _inject_faults(spec, lines, np.random.default_rng(fault_seed))
+
+    transactions = _transactions_table(spec, customers, lines, overrides, order)
+    tier_counts = pd.Series(truth["tier"]).value_counts()
+    truth_json = {
+        "seed": spec.seed,
+        "spec": spec.to_json(),
+        "customers": spec.n_customers,
+        "customers_with_transactions": buyers,
+        "transactions": transactions.num_rows,
+        "clean_rows": n_clean,
+        "orders": int(lines["n_orders"]),
+        "return_lines": int(lines["n_returns"]),
+        "tiers": {tier: int(tier_counts.get(tier, 0)) for tier in (*TIERS, ATTRIBUTES_ONLY_TIER)},
+        "truth_cutoff": spec.cutoff.isoformat(),
+        "horizon_days": spec.horizon_days,
+        "month_profile": [float(x) for x in profile],
+        "injected": injected,
+        "notes": _notes(spec),
+    }
+    return _Tables(
+        transactions=transactions,
+        customers=_customers_table(spec, customers),
+        truth=_truth_table(spec, customers, truth),
+        truth_json=truth_json,
+    )
+
+
+def _notes(spec: SynthSpec) -> str:
+    return (
+        "Latent tiers drawn from a logit on size/org_type/industry; Poisson purchases with gamma base rates, "
+        "exponential trend (rising tier grows, churning shrinks)"
+        + (", month-of-year multipliers (month_profile)" if spec.seasonality else "")
+        + "; exponential lifetimes with tier-dependent gamma hazards; orders of 1-5 distinct products, "
+        "quantity 1+Poisson(theta*Gamma) with lognormal customer theta; one-line full returns with "
+        "customer-level probability. true_expected_spend = analytic expected net spend in "
+        "(truth_cutoff, truth_cutoff+horizon_days] given the latent state at the cutoff (0 if inactive; "
+        "customers starting later counted from their first order); realized_spend = net spend in that "
+        "window in the clean rows (to end). Injected faults: one per row, counts in `injected`."
+    )
+
+
+def _draw_customers(spec: SynthSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Attributes, tier and latent parameters per customer; times are days since ``start``."""
+    n = spec.n_customers
+    period_days = (spec.end - spec.start).days + 1
+    org_type = rng.choice(len(ORG_TYPES), size=n, p=ORG_TYPE_SHARE)
+    size = _choice_by_row(ORG_TYPE_SIZE_SHARE[org_type], rng)
+    industry = rng.choice(len(INDUSTRIES), size=n, p=INDUSTRY_SHARE)
+    region = rng.choice(len(REGIONS), size=n, p=REGION_SHARE)
+
+    logits = (
+        TIER_BASE_LOGIT
+        + SIZE_TIER_EFFECT[size]
+        + ORG_TYPE_TIER_EFFECT[org_type]
+        + INDUSTRY_TIER_EFFECT[industry]
+        + rng.gumbel(size=(n, len(TIERS)))
+    )
+    tier = logits.argmax(axis=1)
+    buys = rng.random(n) >= spec.attributes_only_share
+
+    # signup: existing base (before start, active at start) or new during the period
+    existing = rng.random(n) < EXISTING_BASE_SHARE
+    base_days = EXISTING_BASE_YEARS * 365
+    last_signup = max(0, period_days - 1 - FIRST_ORDER_MAX_LAG - 1)
+    signup = np.where(
+        existing,
+        -rng.integers(1, base_days + 1, size=n),
+        rng.integers(0, last_signup + 1, size=n),
+    )
+    rate_per_day = (
+        TIER_ORDERS_PER_YEAR[tier]
+        / DAYS_PER_YEAR
+        * rng.gamma(TIER_RATE_SHAPE[tier], 1.0 / TIER_RATE_SHAPE[tier])
+    )
+    rate_per_day = np.where(buys, rate_per_day, 0.0)
+    # The purchase process starts with a first order: for new customers a few days after signup; for the
+    # existing base at the first arrival of its Poisson process after `start`, conditioned on falling inside
+    # the period (the base holds customers who still buy), i.e. an exponential truncated to the period.
+    first_order_lag = np.minimum(rng.geometric(0.35, size=n) - 1, FIRST_ORDER_MAX_LAG)
+    safe_rate = np.maximum(rate_per_day, 1e-12)
+    first_arrival = -np.log1p(rng.random(n) * np.expm1(-safe_rate * period_days)) / safe_rate
+    active_start = np.where(
+        existing, np.minimum(np.floor(first_arrival), period_days - 1), signup + first_order_lag
+    ).astype(np.float64)
+    has_first_order = buys & (active_start < period_days)
+
+    dropout_per_day = TIER_DROPOUT_PER_YEAR[tier] / DAYS_PER_YEAR * rng.gamma(3.0, 1.0 / 3.0, size=n)
+    lifetime = rng.exponential(1.0, size=n) / dropout_per_day
+    dropout_t = active_start + lifetime
+    trend_per_year = TIER_TREND_PER_YEAR[tier] + rng.normal(0.0, 0.08, size=n)
+    trend_per_year = np.where(tier == TIERS.index("rising"), np.abs(trend_per_year), trend_per_year)
+    sigma = 0.75
+    extra_units = (
+        TIER_EXTRA_UNITS[tier]
+        * SIZE_UNITS_FACTOR[size]
+        * ORG_TYPE_UNITS_FACTOR[org_type]
+        * rng.lognormal(-0.5 * sigma**2, sigma, size=n)
+    )
+    return_mean = np.clip(MEAN_RETURN_PROBABILITY * TIER_RETURN_MULTIPLIER[tier], 0.001, 0.5)
+    return_probability = rng.beta(
+        return_mean * RETURN_PROBABILITY_CONCENTRATION, (1 - return_mean) * RETURN_PROBABILITY_CONCENTRATION
+    )
+    preferred_channel = _choice_by_row(SIZE_CHANNEL_SHARE[size], rng)
+    return {
+        "org_type": org_type,
+        "size": size,
+        "industry": industry,
+        "region": region,
+        "tier": tier,
+        "buys": buys,
+        "signup": signup,
+        "active_start": active_start,
+        "has_first_order": has_first_order,
+        "rate_per_day": rate_per_day,
+        "trend_per_day": trend_per_year / 365.0,
+        "dropout_per_day": dropout_per_day,
+        "dropout_t": dropout_t,
+        "extra_units": extra_units,
+        "return_probability": return_probability,
+        "preferred_channel": preferred_channel,
+    }
+
+
+def _choice_by_row(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One categorical draw per row of a (n, k) probability matrix."""
+    cumulative = probabilities.cumsum(axis=1)
+    draws = rng.random(len(probabilities))[:, None] * cumulative[:, -1:]
+    return np.minimum((draws >= cumulative).sum(axis=1), probabilities.shape[1] - 1)
+
+
+def _month_grid(start: dt.date, lo_t: float, hi_t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Calendar-month segments covering ``[lo_t, hi_t)`` (days since ``start``).
+
+    Returns the segment boundaries (length k+1, clipped to the range) and each segment's month of year (0-11).
+    """
+    start_day = np.datetime64(start, "D")
+    first_month = (start_day + int(np.floor(lo_t))).astype("datetime64[M]")
+    last_month = (start_day + int(np.ceil(hi_t)) - 1).astype("datetime64[M]")
+    months = np.arange(first_month, last_month + 1)
+    edges = np.append(months, last_month + 1).astype("datetime64[D]")
+    bounds = np.clip((edges - start_day).astype(np.float64), lo_t, hi_t)
+    return bounds, months.astype(np.int64) % 12
+
+
+def _trend_integral(
+    rate: np.ndarray,
+    trend: np.ndarray,
+    t0: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    decay: np.ndarray | float,
+) -> np.ndarray:
+    """``∫_lo^hi rate * exp(trend (t - t0)) * exp(-decay (t - lo)) dt`` (0 where hi <= lo)."""
+    length = np.maximum(hi - lo, 0.0)
+    slope = trend - decay
+    small = np.abs(slope * length) < 1e-9
+    safe = np.where(small, 1.0, slope)
+    shape = np.where(small, length * (1 + 0.5 * slope * length), np.expm1(slope * length) / safe)
+    return rate * np.exp(trend * (lo - t0)) * shape
+
+
+def _draw_orders(
+    spec: SynthSpec, customers: dict[str, np.ndarray], profile: np.ndarray, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Order times: Poisson counts per (customer, calendar month), placed uniformly inside the active span."""
+    period_days = float((spec.end - spec.start).days + 1)
+    bounds, month_of_year = _month_grid(spec.start, 0.0, period_days)
+    active_start = customers["active_start"]
+    active_end = np.minimum(customers["dropout_t"], period_days)
+    order_customer, order_t = [], []
+    for m in range(len(month_of_year)):
+        lo = np.maximum(bounds[m], active_start)
+        hi = np.minimum(bounds[m + 1], active_end)
+        expected = profile[month_of_year[m]] * _trend_integral(
+            customers["rate_per_day"], customers["trend_per_day"], active_start, lo, hi, 0.0
+        )
+        counts = rng.poisson(expected)
+        who = np.flatnonzero(counts)
+        counts = counts[who]
+        span_lo = np.repeat(lo[who], counts)
+        span = np.repeat(hi[who] - lo[who], counts)
+        order_customer.append(np.repeat(who, counts))
+        order_t.append(span_lo + rng.random(span.size) * span)
+    first = np.flatnonzero(customers["has_first_order"])
+    order_customer.append(first)
+    order_t.append(active_start[first])
+    customer = np.concatenate(order_customer)
+    day = np.minimum(np.floor(np.concatenate(order_t)), period_days - 1).astype(np.int64)
+    second_of_day = _seconds_of_day(customer.size, rng)
+    seconds = day * SECONDS_PER_DAY + second_of_day
+    chronological = np.argsort(seconds * np.int64(customers["rate_per_day"].size) + customer)
+    return {"customer": customer[chronological], "seconds": seconds[chronological]}
+
+
+def _seconds_of_day(n: int, rng: np.random.Generator) -> np.ndarray:
+    hour = rng.choice(24, size=n, p=HOUR_WEIGHT / HOUR_WEIGHT.sum())
+    return hour * 3600 + rng.integers(0, 3600, size=n)
+
+
+def _draw_lines(
+    spec: SynthSpec, customers: dict[str, np.ndarray], orders: dict[str, np.ndarray], rng: np.random.Generator
+) -> dict[str, Any]:
+    """Order lines and return lines as index arrays, sorted by time (rows of the clean file)."""
+    n_products = spec.n_products
+    period_days = (spec.end - spec.start).days + 1
+    price_cents = np.maximum(np.round(rng.lognormal(np.log(60.0), 0.9, size=n_products) * 100), 50).astype(
+        np.int64
+    )
+    rank = rng.permutation(n_products)
+    popularity = (rank + 5.0) ** -1.1
+    popularity /= popularity.sum()
+
+    n_orders = orders["customer"].size
+    order_customer = orders["customer"]
+    n_lines = rng.choice(len(LINES_PER_ORDER_SHARE), size=n_orders, p=LINES_PER_ORDER_SHARE) + 1
+    line_order = np.repeat(np.arange(n_orders), n_lines)
+    order_first_line = np.cumsum(n_lines) - n_lines
+    line_number = np.arange(line_order.size) - order_first_line[line_order]
+    # distinct products within an order: first by popularity, then strictly increasing offsets (mod n)
+    step_max = (n_products - 1) // (len(LINES_PER_ORDER_SHARE) - 1)
+    step = np.where(line_number == 0, 0, rng.integers(1, step_max + 1, size=line_order.size))
+    offset = np.cumsum(step)
+    offset -= offset[order_first_line][line_order]
+    first_product = rng.choice(n_products, size=n_orders, p=popularity)
+    product = (first_product[line_order] + offset) % n_products
+
+    line_customer = order_customer[line_order]
+    units_mean = customers["extra_units"][line_customer] * rng.gamma(2.0, 0.5, size=line_order.size)
+    quantity = 1 + rng.poisson(units_mean)
+    quantity = np.minimum(quantity, MAX_LINE_CENTS // price_cents[product])
+    cents = quantity * price_cents[product]
+    seconds = orders["seconds"][line_order]
+    channel = np.where(
+        rng.random(n_orders) < CHANNEL_LOYALTY,
+        customers["preferred_channel"][order_customer],
+        rng.integers(0, len(CHANNELS), size=n_orders),
+    )[line_order]
+
+    # returns: one whole line of an order, 2 days to a few weeks later, dropped if after `end`
+    returned = rng.random(n_orders) < customers["return_probability"][order_customer]
+    returned_order = np.flatnonzero(returned)
+    returned_line = order_first_line[returned_order] + np.floor(
+        rng.random(returned_order.size) * n_lines[returned_order]
+    ).astype(np.int64)
+    lag_days = RETURN_MIN_LAG + np.floor(rng.gamma(2.0, 5.0, size=returned_order.size)).astype(np.int64)
+    return_day = seconds[returned_line] // SECONDS_PER_DAY + lag_days
+    return_seconds = return_day * SECONDS_PER_DAY + _seconds_of_day(returned_order.size, rng)
+    keep = return_day < period_days
+    returned_line, return_seconds = returned_line[keep], return_seconds[keep]
+    by_time = np.lexsort((returned_line, return_seconds))
+    returned_line, return_seconds = returned_line[by_time], return_seconds[by_time]
+
+    # rows: order lines (already chronological: orders are sorted and numbered by time) merged with the
+    # return lines by time, a return after the order lines of the same second; no full sort needed
+    n_rows = line_order.size + returned_line.size
+    return_row = np.searchsorted(seconds, return_seconds, side="right") + np.arange(returned_line.size)
+    row_is_return = np.zeros(n_rows, dtype=bool)
+    row_is_return[return_row] = True
+    line_row = np.flatnonzero(~row_is_return)
+    source = np.empty(n_rows, dtype=np.int64)  # the order line each row copies
+    source[line_row] = np.arange(line_order.size)
+    source[return_row] = returned_line
+    row_seconds = np.empty(n_rows, dtype=np.int64)
+    row_seconds[line_row] = seconds
+    row_seconds[return_row] = return_seconds
+    row_doc = np.empty(n_rows, dtype=np.int64)  # order number or return number (0-based)
+    row_doc[line_row] = line_order
+    row_doc[return_row] = np.arange(returned_line.size)
+    sign = np.where(row_is_return, -1, 1)
+    return {
+        "row_customer": line_customer[source],
+        "row_seconds": row_seconds,
+        "row_is_return": row_is_return,
+        "row_doc": row_doc,
+        "row_line": np.where(row_is_return, 0, line_number[source]),
+        "row_product": product[source],
+        "row_quantity": sign * quantity[source],
+        "row_cents": sign * cents[source],
+        "row_channel": channel[source],
+        "n_orders": n_orders,
+        "n_returns": returned_line.size,
+        "price_cents": price_cents,
+        "popularity": popularity,
+    }
+
+
+def _price_expectations(price_cents: np.ndarray, popularity: np.ndarray, n_products: int) -> dict[str, float]:
+    """Expected sum of unit prices of an order (``order``) and of its returned line (``returned_line``).
+
+    Line j's product is the first product shifted by j independent uniform steps (mod n), so its
+    distribution is the popularity vector circularly convolved j times with the step distribution.
+    """
+    max_lines = len(LINES_PER_ORDER_SHARE)
+    step_max = (n_products - 1) // (max_lines - 1)
+    price = price_cents / 100.0
+    distribution = popularity.copy()
+    line_price = []
+    for j in range(max_lines):
+        if j:
+            distribution = sum(np.roll(distribution, s) for s in range(1, step_max + 1)) / step_max
+        line_price.append(float(distribution @ price))
+    cumulative = np.cumsum(line_price)  # expected price sum of an order with k lines, k = 1..5
+    lines = np.arange(1, max_lines + 1)
+    return {
+        "order": float(LINES_PER_ORDER_SHARE @ cumulative),
+        "returned_line": float(LINES_PER_ORDER_SHARE @ (cumulative / lines)),
+    }
+
+
+def _truth(
+    spec: SynthSpec,
+    customers: dict[str, np.ndarray],
+    lines: dict[str, Any],
+    prices: dict[str, float],
+    profile: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Latent state at the cutoff, analytic expected net spend over the horizon, and realized spend."""
+    n = spec.n_customers
+    cutoff_t = float((spec.cutoff - spec.start).days + 1)  # end of the cutoff day
+    window_end_t = cutoff_t + spec.horizon_days
+    active_start = customers["active_start"]
+    dropout_t = customers["dropout_t"]
+    rate = customers["rate_per_day"]
+    trend = customers["trend_per_day"]
+    started = active_start < cutoff_t
+    alive = started & (dropout_t > cutoff_t) & customers["buys"]
+
+    unit_factor = 1.0 + customers["extra_units"]
+    mean_basket = unit_factor * prices["order"]
+    mean_net_order = unit_factor * (
+        prices["order"] - customers["return_probability"] * prices["returned_line"]
+    )
+
+    # expected orders in the window: survival counted from the cutoff (alive) or from the later start
+    survival_from = np.maximum(active_start, cutoff_t)
+    bounds, month_of_year = _month_grid(spec.start, cutoff_t, window_end_t)
+    expected_orders = np.zeros(n)
+    for m in range(len(month_of_year)):
+        lo = np.maximum(bounds[m], survival_from)
+        hi = np.full(n, bounds[m + 1])
+        # ∫ rate e^{trend (t - t0)} e^{-dropout (t - survival_from)} = e^{-dropout (lo - survival_from)} x ...
+        survival_at_lo = np.exp(-customers["dropout_per_day"] * np.maximum(lo - survival_from, 0.0))
+        expected_orders += (
+            profile[month_of_year[m]]
+            * survival_at_lo
+            * _trend_integral(rate, trend, active_start, lo, hi, customers["dropout_per_day"])
+        )
+    future_start = ~started & customers["buys"]
+    expected_orders = np.where(alive | future_start, expected_orders, 0.0)
+    first_order_in_window = customers["has_first_order"] & ~started & (active_start < window_end_t)
+    expected_orders += first_order_in_window
+    true_expected_spend = expected_orders * mean_net_order
+
+    day = lines["row_seconds"] // SECONDS_PER_DAY
+    in_window = (day >= cutoff_t) & (day < window_end_t)
+    realized = np.bincount(
+        lines["row_customer"][in_window], weights=lines["row_cents"][in_window] / 100.0, minlength=n
+    )
+    rate_at_cutoff = rate * np.exp(trend * np.maximum(cutoff_t - active_start, 0.0))
+    tier_names = np.array([*TIERS, ATTRIBUTES_ONLY_TIER], dtype=object)
+    tier = np.where(customers["buys"], customers["tier"], len(TIERS))
+    period_days = (spec.end - spec.start).days + 1
+    dropped = (dropout_t < period_days) & customers["buys"]
+    return {
+        "tier": tier_names[tier],
+        "purchase_rate": rate_at_cutoff,
+        "mean_basket": np.where(customers["buys"], mean_basket, 0.0),
+        "alive_at_cutoff": alive,
+        "dropout_day": np.where(dropped, np.floor(dropout_t), -1).astype(np.int64),
+        "dropout_dropped": dropped,
+        "true_expected_spend": np.round(true_expected_spend, 2),
+        "realized_spend": np.round(realized, 2),
+    }
+
+
+def _inject_faults(
+    spec: SynthSpec, lines: dict[str, Any], rng: np.random.Generator
+) -> tuple[dict[str, int], dict[str, Any], np.ndarray]:
+    """Append one-fault rows to the line arrays and return counts, text overrides and the row order.
+
+    Every injected row is built from a distinct clean first order line (a template). All but duplicates and
+    non-product lines get a fresh order id, so no injected row can duplicate another row. Duplicates are
+    exact copies placed after their original.
+    """
+    n_clean = lines["row_customer"].size
+    scale = int(min(40, max(5, round(5 * np.sqrt(spec.n_customers / 100)))))
+    reasons = [
+        QuarantineReason.MISSING_CUSTOMER_ID,
+        QuarantineReason.UNPARSEABLE_TIMESTAMP,
+        QuarantineReason.TIMESTAMP_OUT_OF_RANGE,
+        QuarantineReason.FUTURE_TIMESTAMP,
+        QuarantineReason.NON_NUMERIC_AMOUNT,
+        QuarantineReason.NON_PRODUCT,
+        QuarantineReason.DUPLICATE_ROW,
+        QuarantineReason.ZERO_AMOUNT,
+        QuarantineReason.OUTLIER_AMOUNT,
+    ]
+    counts = rng.integers((scale + 1) // 2, scale + 1, size=len(reasons))
+    candidates = np.flatnonzero(~lines["row_is_return"] & (lines["row_line"] == 0))
+    if counts.sum() > candidates.size:  # tiny data: share the available templates round-robin
+        counts = np.minimum(
+            counts, np.bincount(np.arange(candidates.size) % len(reasons), minlength=len(reasons))
+        )
+    templates = rng.choice(candidates, size=int(counts.sum()), replace=False)
+    reason_of = np.repeat(np.arange(len(reasons)), counts)
+    n_bad = templates.size
+
+    bad = {key: lines[key][templates].copy() for key in lines if key.startswith("row_")}
+    fresh_doc = lines["n_orders"] + np.arange(n_bad)
+    keeps_order_id = np.isin(
+        reason_of,
+        [reasons.index(QuarantineReason.DUPLICATE_ROW), reasons.index(QuarantineReason.NON_PRODUCT)],
+    )
+    bad["row_doc"] = np.where(keeps_order_id, bad["row_doc"], fresh_doc)
+
+    def rows_for(reason: QuarantineReason) -> np.ndarray:
+        return np.flatnonzero(reason_of == reasons.index(reason))
+
+    def cycled(values: tuple[Any, ...], k: int) -> list[Any]:
+        return [values[i] for i in rng.permutation(np.arange(k) % len(values))]
+
+    overrides: dict[str, tuple[list[int], list[Any]]] = {
+        "customer_id": ([], []),
+        "order_ts": ([], []),
+        "amount": ([], []),
+        "product_id": ([], []),
+    }
+
+    def override(column: str, rows: np.ndarray, values: list[Any]) -> None:
+        overrides[column][0].extend((n_clean + rows).tolist())
+        overrides[column][1].extend(values)
+
+    rows = rows_for(QuarantineReason.MISSING_CUSTOMER_ID)
+    override("customer_id", rows, cycled(MISSING_CUSTOMER_IDS, rows.size))
+    rows = rows_for(QuarantineReason.UNPARSEABLE_TIMESTAMP)
+    override("order_ts", rows, cycled(UNPARSEABLE_TIMESTAMPS, rows.size))
+    rows = rows_for(QuarantineReason.TIMESTAMP_OUT_OF_RANGE)
+    bad["row_seconds"][rows] = _random_seconds(
+        dt.date(1900, 1, 1), dt.date(1960, 12, 31), rows.size, rng, spec
+    )
+    rows = rows_for(QuarantineReason.FUTURE_TIMESTAMP)
+    bad["row_seconds"][rows] = _random_seconds(
+        dt.date(2099, 1, 1), dt.date(2099, 12, 31), rows.size, rng, spec
+    )
+    rows = rows_for(QuarantineReason.NON_NUMERIC_AMOUNT)
+    override("amount", rows, cycled(NON_NUMERIC_AMOUNTS, rows.size))
+    rows = rows_for(QuarantineReason.NON_PRODUCT)
+    override("product_id", rows, cycled(NON_PRODUCT_CODES, rows.size))
+    bad["row_quantity"][rows] = 1
+    bad["row_cents"][rows] = rng.integers(500, 30_001, size=rows.size)
+    rows = rows_for(QuarantineReason.ZERO_AMOUNT)
+    bad["row_cents"][rows] = 0
+    rows = rows_for(QuarantineReason.OUTLIER_AMOUNT)
+    bad["row_cents"][rows] = rng.integers(100_000_001, 1_000_000_000, size=rows.size)
+
+    for key, values in bad.items():
+        lines[key] = np.concatenate([lines[key], values])
+
+    # interleave: an injected row goes just before clean row `slot`; duplicates after their original
+    slot = rng.integers(0, n_clean + 1, size=n_bad)
+    duplicate = rows_for(QuarantineReason.DUPLICATE_ROW)
+    after = templates[duplicate] + 1
+    slot[duplicate] = after + np.floor(rng.random(duplicate.size) * (n_clean + 1 - after)).astype(np.int64)
+    placed = np.lexsort((rng.random(n_bad), slot))
+    bad_row = np.zeros(n_clean + n_bad, dtype=bool)
+    bad_row[slot[placed] + np.arange(n_bad)] = True
+    order = np.empty(n_clean + n_bad, dtype=np.int64)
+    order[bad_row] = n_clean + placed
+    order[~bad_row] = np.arange(n_clean)
+    injected = {str(reason): int(count) for reason, count in zip(reasons, counts, strict=True) if count}
+    text_overrides = {
+        column: (np.asarray(idx, dtype=np.int64), values) for column, (idx, values) in overrides.items()
+    }
+    return injected, text_overrides, order
+
+
+def _random_seconds(
+    first: dt.date, last: dt.date, n: int, rng: np.random.Generator, spec: SynthSpec
+) -> np.ndarray:
+    """Random times between two dates, as seconds since ``spec.start`` (may be negative)."""
+    lo = (first - spec.start).days * SECONDS_PER_DAY
+    hi = ((last - spec.start).days + 1) * SECONDS_PER_DAY
+    return rng.integers(lo, hi, size=n)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Arrow tables
+
+
+def _ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    text = pc.utf8_lpad(pc.cast(pa.array(numbers, type=pa.int64()), pa.string()), width, "0")
+    return pc.binary_join_element_wise(prefix, text, "")
+
+
+def _labels(names: tuple[str, ...], codes: np.ndarray) -> pa.Array:
+    return pa.array(names, type=pa.string()).take(pa.array(codes, type=pa.int64()))
+
+
+def _customer_ids(n: int) -> pa.Array:
+    return _ids("C", np.arange(1, n + 1), max(7, len(str(n))))
+
+
+def _cents_text(cents: np.ndarray) -> pa.Array:
+    """Exact ``-123.45`` text for integer cents."""
+    magnitude = np.abs(cents)
+    whole = pc.cast(pa.array(magnitude // 100), pa.string())
+    fraction = pc.utf8_lpad(pc.cast(pa.array(magnitude % 100), pa.string()), 2, "0")
+    sign = pc.if_else(pa.array(cents < 0), "-", "")
+    return pc.binary_join_element_wise(sign, whole, ".", fraction, "")
+
+
+def _timestamp_text(epoch_seconds: np.ndarray) -> pa.Array:
+    """``YYYY-MM-DD HH:MM:SS`` text, built from per-day and per-second-of-day lookups (fast for 10M rows)."""
+    day, second_of_day = np.divmod(epoch_seconds, SECONDS_PER_DAY)
+    first_day = int(day.min(initial=0))
+    days = np.arange(first_day, int(day.max(initial=0)) + 1).astype("datetime64[D]")
+    day_text = pa.array(days.astype(str)).take(pa.array(day - first_day))
+    clock = pc.strftime(pa.array(np.arange(SECONDS_PER_DAY).astype("datetime64[s]")), format="%H:%M:%S")
+    return pc.binary_join_element_wise(day_text, clock.take(pa.array(second_of_day)), " ")
+
+
+def _transactions_table(
+    spec: SynthSpec,
+    customers: dict[str, np.ndarray],
+    lines: dict[str, Any],
+    overrides: dict[str, tuple[np.ndarray, list[Any]]],
+    order: np.ndarray | None,
+) -> pa.Table:
+    n_customers = spec.n_customers
+    is_return = lines["row_is_return"]
+    n_order_ids = int(lines["row_doc"][~is_return].max(initial=-1)) + 1
+    n_return_ids = int(lines["row_doc"][is_return].max(initial=-1)) + 1
+    doc_width = max(8, len(str(max(n_order_ids, n_return_ids))))
+    document_ids = pa.concat_arrays(
+        [
+            _ids("O", np.arange(1, n_order_ids + 1), doc_width),
+            _ids("R", np.arange(1, n_return_ids + 1), doc_width),
+        ]
+    )
+    document = np.where(is_return, n_order_ids + lines["row_doc"], lines["row_doc"])
+    product_ids = _ids("P", np.arange(1, spec.n_products + 1), max(4, len(str(spec.n_products))))
+    epoch_seconds = (spec.start - dt.date(1970, 1, 1)).days * SECONDS_PER_DAY + lines["row_seconds"]
+    timestamps = pa.array(epoch_seconds.astype("datetime64[s]")).cast(pa.timestamp("us"))
+    columns = {
+        "customer_id": _customer_ids(n_customers).take(pa.array(lines["row_customer"])),
+        "order_id": document_ids.take(pa.array(document)),
+        "order_ts": _timestamp_text(epoch_seconds) if spec.dirty else timestamps,
+        "amount": _cents_text(lines["row_cents"]) if spec.dirty else pa.array(lines["row_cents"] / 100.0),
+        "quantity": pa.array(lines["row_quantity"], type=pa.int64()),
+        "product_id": product_ids.take(pa.array(lines["row_product"])),
+        "channel": _labels(CHANNELS, lines["row_channel"]),
+    }
+    for column, (rows, values) in overrides.items():
+        if rows.size:
+            mask = np.zeros(len(lines["row_customer"]), dtype=bool)
+            mask[rows] = True
+            # replace_with_mask consumes replacements in row order
+            replacement = [values[i] for i in np.argsort(rows, kind="stable")]
+            columns[column] = pc.replace_with_mask(
+                columns[column], pa.array(mask), pa.array(replacement, type=pa.string())
+            )
+    table = pa.table(columns)
+    return table.take(pa.array(order)) if order is not None else table
+
+
+def _customers_table(spec: SynthSpec, customers: dict[str, np.ndarray]) -> pa.Table:
+    signup = np.datetime64(spec.start, "D") + customers["signup"]
+    return pa.table(
+        {
+            "customer_id": _customer_ids(spec.n_customers),
+            "signup_date": pa.array(signup, type=pa.date32()),
+            "industry": _labels(INDUSTRIES, customers["industry"]),
+            "size": _labels(SIZES, customers["size"]),
+            "region": _labels(REGIONS, customers["region"]),
+            "org_type": _labels(ORG_TYPES, customers["org_type"]),
+        }
+    )
+
+
+def _truth_table(spec: SynthSpec, customers: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> pa.Table:
+    dropout_date = np.datetime64(spec.start, "D") + truth["dropout_day"]
+    return pa.table(
+        {
+            "customer_id": _customer_ids(spec.n_customers),
+            "tier": pa.array(truth["tier"], type=pa.string()),
+            "purchase_rate": pa.array(truth["purchase_rate"]),
+            "mean_basket": pa.array(truth["mean_basket"]),
+            "alive_at_cutoff": pa.array(truth["alive_at_cutoff"]),
+            "dropout_date": pa.array(dropout_date, type=pa.date32(), mask=~truth["dropout_dropped"]),
+            "true_expected_spend": pa.array(truth["true_expected_spend"]),
+            "realized_spend": pa.array(truth["realized_spend"]),
+            "dropout_rate": pa.array(customers["dropout_per_day"]),
+            "trend_per_year": pa.array(customers["trend_per_day"] * 365.0),
+            "return_probability": pa.array(customers["return_probability"]),
+        }
+    )
