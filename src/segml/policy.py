@@ -1,0 +1,850 @@
+"""Grade policy: scores → A–E grades, value × potential matrix cells and service strategies.
+
+Everything comes from the ``policy:`` section of the experiment YAML, merged over the shipped defaults
+(``segml/resources/default_policy.yaml``; see ``docs/policy.md`` for every key).
+
+How a customer is graded
+------------------------
+1. Three raw measures per customer: current value (``value_feature``, default ``spend_365d``), potential
+   value (the model's predicted future spend) and loyalty
+   (``(1 - w) * active_months_share + w * repurchase``, ``w = loyalty.repurchase_weight``, default 0.25).
+2. Each measure becomes a percentile rank against a reference distribution frozen at training (stored
+   quantiles over customers with purchases). The rank of ``x`` is the fraction of the reference ≤ ``x``,
+   interpolated linearly between stored quantiles (see :func:`percentile_rank`), so a customer's rank never
+   depends on who else is scored in the same batch.
+3. Composite score = weighted sum of the three ranks (0..1).
+4. Grades: ``shares`` freezes score thresholds at training so that the grades hold the configured population
+   shares; ``score_thresholds`` / ``value_thresholds`` use fixed lower bounds on the score / on predicted
+   value. A customer exactly at a lower bound gets the better grade. Grades are monotone in what they
+   threshold.
+5. Customers without purchases get the ``new_customer`` grade; their score is NaN (their ranks are still
+   reported: the potential rank tells a promising newcomer apart).
+
+No pickle anywhere: a :class:`FittedPolicy` is a plain dict / YAML document.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from segml import storage
+from segml.config import from_mapping
+from segml.errors import ConfigError, InputFileError
+
+#: format marker written into every fitted policy document
+FITTED_POLICY_FORMAT = "segml.fitted_policy"
+FITTED_POLICY_VERSION = 1
+
+#: the three levels of each matrix axis, worst first
+MATRIX_LEVELS = ("low", "mid", "high")
+MATRIX_CELL_KEYS = tuple(f"{value}_{potential}" for value in MATRIX_LEVELS for potential in MATRIX_LEVELS)
+
+#: columns of the frame returned by :meth:`FittedPolicy.grade`
+GRADE_COLUMNS = (
+    "customer_id",
+    "grade",
+    "grade_name",
+    "score",
+    "value_rank",
+    "potential_rank",
+    "loyalty_rank",
+    "value_level",
+    "potential_level",
+    "matrix_cell",
+    "strategy",
+)
+
+_SUM_TOLERANCE = 1e-9
+
+# libyaml's safe dumper/loader when available: a fitted policy holds ~3000 floats
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# --------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class Weights:
+    """Weights of the three percentile ranks in the composite score. Omitted components are 0."""
+
+    value: float = 0.0
+    potential: float = 0.0
+    loyalty: float = 0.0
+
+
+@dataclass
+class LoyaltyDefinition:
+    """loyalty = (1 - repurchase_weight) * feature + repurchase_weight * repurchase_feature."""
+
+    feature: str
+    repurchase_feature: str
+    repurchase_weight: float
+
+
+@dataclass
+class Grade:
+    """One grade, in the order best → worst. Names and strategies may be in any language."""
+
+    code: str
+    name: str
+    strategy: str = ""
+    #: population share at training (method ``shares``)
+    share: float | None = None
+    #: yearly service cost per customer (currency), used for ROI-style summaries
+    cost_per_customer: float | None = None
+
+
+@dataclass
+class NewCustomerGrade:
+    """The grade of customers who have not bought yet (attributes only)."""
+
+    code: str
+    name: str
+    strategy: str = ""
+    cost_per_customer: float | None = None
+    #: the matrix cell reported for new customers (default: the grade name)
+    matrix_cell: str | None = None
+
+
+@dataclass
+class ValuePotentialMatrix:
+    """3 × 3 matrix on the value rank and the potential rank.
+
+    Each axis is cut at two points: rank < ``cuts[0]`` is ``low``, < ``cuts[1]`` is ``mid``, else ``high``.
+    ``cells`` names each ``<value level>_<potential level>`` cell (e.g. ``high_high: stars``).
+    """
+
+    value_cuts: list[float]
+    potential_cuts: list[float]
+    cells: dict[str, str]
+
+
+@dataclass
+class GradePolicy:
+    """A validated grade policy (unfitted). Build with :meth:`from_config`; fit with :meth:`fit`."""
+
+    weights: Weights
+    value_feature: str
+    loyalty: LoyaltyDefinition
+    method: Literal["shares", "score_thresholds", "value_thresholds"]
+    grades: list[Grade]
+    new_customer: NewCustomerGrade
+    matrix: ValuePotentialMatrix
+    #: lower bounds of every grade but the last, best first (score 0..1, or predicted value)
+    thresholds: list[float] | None = None
+    #: number of stored quantiles per reference distribution (levels 0, 1/(n-1), ..., 1)
+    reference_quantiles: int = 1001
+
+    def __post_init__(self) -> None:
+        _validate_policy(self)
+
+    # -- construction ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, policy: dict[str, Any] | None = None, *, merge_defaults: bool = True) -> GradePolicy:
+        """Build a policy from the experiment's raw ``policy:`` mapping.
+
+        Parameters
+        ----------
+        policy:
+            The ``policy:`` section (``cfg.policy``); ``None`` or ``{}`` gives the defaults.
+        merge_defaults:
+            Merge ``policy`` over the shipped defaults (mappings key by key; lists and ``weights`` replaced
+            as a whole). ``False`` requires a complete policy (used when reading a fitted policy back).
+
+        Returns
+        -------
+        GradePolicy
+
+        Raises
+        ------
+        ConfigError
+            Unknown key (named by dotted path, e.g. ``policy.matrix.cels``), wrong type, or an invalid value.
+        """
+        policy = {} if policy is None else policy
+        if not isinstance(policy, dict):
+            raise ConfigError(f"policy: expected a mapping, got {type(policy).__name__}")
+        data = merge_policy(default_policy_mapping(), policy) if merge_defaults else policy
+        return from_mapping(cls, data, "policy")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The complete policy as a plain mapping (round-trips through :meth:`from_config`)."""
+        return dataclasses.asdict(self)
+
+    # -- fitting -----------------------------------------------------------------------------------------------
+
+    @property
+    def threshold_on(self) -> Literal["score", "predicted_value"]:
+        """What grade boundaries are lower bounds of."""
+        return "predicted_value" if self.method == "value_thresholds" else "score"
+
+    def loyalty_measure(self, features: pd.DataFrame) -> np.ndarray:
+        """Raw loyalty per customer: ``(1 - w) * feature + w * repurchase_feature`` (missing values count 0)."""
+        share = _numeric_column(features, self.loyalty.feature, "policy.loyalty.feature")
+        weight = self.loyalty.repurchase_weight
+        if weight == 0.0:
+            return share
+        repurchase = _numeric_column(
+            features, self.loyalty.repurchase_feature, "policy.loyalty.repurchase_feature"
+        )
+        return (1.0 - weight) * share + weight * repurchase
+
+    def fit(self, features: pd.DataFrame, potential: np.ndarray | pd.Series) -> FittedPolicy:
+        """Freeze reference distributions (and, for ``shares``, grade thresholds) on a training population.
+
+        Parameters
+        ----------
+        features:
+            Feature table (``segml.features`` contract): ``customer_id``, ``has_purchases``, the value feature
+            and the loyalty feature(s). Only customers with purchases enter the references.
+        potential:
+            Predicted future spend, aligned by position with the rows of ``features``.
+
+        Returns
+        -------
+        FittedPolicy
+        """
+        measures = _measures(self, features, potential)
+        purchased = measures["purchased"]
+        n_train = int(purchased.sum())
+        if n_train == 0:
+            raise InputFileError(
+                f"features: none of the {len(features)} rows has has_purchases = True; "
+                "a policy needs customers with purchases to fit"
+            )
+        levels = self.reference_quantiles
+        fitted = FittedPolicy(
+            policy=self,
+            value_reference=frozen_quantiles(measures["value"][purchased], levels),
+            potential_reference=frozen_quantiles(measures["potential"][purchased], levels),
+            loyalty_reference=frozen_quantiles(measures["loyalty"][purchased], levels),
+            grade_thresholds=list(self.thresholds or []),
+            n_training_customers=n_train,
+            training_grade_counts={},
+        )
+        if self.method == "shares":
+            return fitted.refit_boundaries(features, potential)
+        return fitted._with_training_counts(features, potential)
+
+
+def default_policy_mapping() -> dict[str, Any]:
+    """The shipped default ``policy:`` mapping (a fresh copy)."""
+    text = resources.files("segml").joinpath("resources/default_policy.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)["policy"]
+
+
+def merge_policy(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge an experiment's ``policy:`` mapping over the defaults.
+
+    Mappings merge key by key (so ``matrix: {cells: {low_low: 低价值}}`` renames one cell); lists and the
+    ``weights`` mapping are replaced as a whole (the weights written are exactly the weights used).
+    """
+    return _merge(defaults, overrides, replace_whole={"weights"})
+
+
+def _merge(base: Any, over: Any, replace_whole: set[str]) -> Any:
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    merged = dict(base)
+    for key, value in over.items():
+        if key in replace_whole or key not in base:
+            merged[key] = value
+        else:
+            merged[key] = _merge(base[key], value, set())
+    return merged
+
+
+def _validate_policy(policy: GradePolicy) -> None:  # noqa: C901 - one check per rule, in reading order
+    w = policy.weights
+    for name in ("value", "potential", "loyalty"):
+        weight = getattr(w, name)
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"policy.weights.{name}: must be a number ≥ 0, got {weight!r}")
+    total = w.value + w.potential + w.loyalty
+    if abs(total - 1.0) > _SUM_TOLERANCE:
+        raise ConfigError(
+            f"policy.weights: value + potential + loyalty must sum to 1, got "
+            f"{w.value:g} + {w.potential:g} + {w.loyalty:g} = {total:g}"
+        )
+    rw = policy.loyalty.repurchase_weight
+    if not (math.isfinite(rw) and 0.0 <= rw <= 1.0):
+        raise ConfigError(f"policy.loyalty.repurchase_weight: must be between 0 and 1, got {rw!r}")
+    if not policy.value_feature:
+        raise ConfigError("policy.value_feature: must name a feature column")
+
+    grades = policy.grades
+    if len(grades) < 2:
+        raise ConfigError(f"policy.grades: need at least 2 grades, got {len(grades)}")
+    codes = [g.code for g in grades] + [policy.new_customer.code]
+    for i, grade in enumerate(grades):
+        if not grade.code.strip() or not grade.name.strip():
+            raise ConfigError(f"policy.grades.{i}: code and name must not be empty")
+        if grade.cost_per_customer is not None and not (
+            math.isfinite(grade.cost_per_customer) and grade.cost_per_customer >= 0
+        ):
+            raise ConfigError(
+                f"policy.grades.{i}.cost_per_customer: must be ≥ 0, got {grade.cost_per_customer!r}"
+            )
+    duplicates = sorted({c for c in codes if codes.count(c) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"policy.grades: grade codes must be unique (new_customer included), repeated: {', '.join(duplicates)}"
+        )
+    if not policy.new_customer.name.strip():
+        raise ConfigError("policy.new_customer.name: must not be empty")
+
+    if policy.method == "shares":
+        if policy.thresholds is not None:
+            raise ConfigError(
+                "policy.thresholds: only used with method score_thresholds or value_thresholds "
+                "(method is shares); remove it or change policy.method"
+            )
+        for i, grade in enumerate(grades):
+            if grade.share is None or not math.isfinite(grade.share) or grade.share <= 0:
+                raise ConfigError(
+                    f"policy.grades.{i}.share: method shares needs a positive share per grade, got {grade.share!r}"
+                )
+        share_total = sum(g.share for g in grades)  # type: ignore[misc]
+        if abs(share_total - 1.0) > _SUM_TOLERANCE:
+            raise ConfigError(f"policy.grades: shares must sum to 1, got {share_total:g}")
+    else:
+        thresholds = policy.thresholds
+        if thresholds is None or len(thresholds) != len(grades) - 1:
+            got = "none" if thresholds is None else str(len(thresholds))
+            raise ConfigError(
+                f"policy.thresholds: method {policy.method} needs {len(grades) - 1} lower bounds "
+                f"(one per grade but the last, best first), got {got}"
+            )
+        if not all(math.isfinite(t) for t in thresholds):
+            raise ConfigError(f"policy.thresholds: must be finite numbers, got {thresholds}")
+        if any(a <= b for a, b in zip(thresholds, thresholds[1:], strict=False)):
+            raise ConfigError(
+                f"policy.thresholds: must be strictly decreasing (best grade first), got {thresholds}"
+            )
+        if policy.method == "score_thresholds" and not all(0.0 <= t <= 1.0 for t in thresholds):
+            raise ConfigError(f"policy.thresholds: score thresholds must lie in [0, 1], got {thresholds}")
+
+    if policy.reference_quantiles < 101:
+        raise ConfigError(f"policy.reference_quantiles: must be ≥ 101, got {policy.reference_quantiles}")
+
+    matrix = policy.matrix
+    for axis in ("value_cuts", "potential_cuts"):
+        cuts = getattr(matrix, axis)
+        if len(cuts) != 2 or not (0.0 < cuts[0] < cuts[1] < 1.0):
+            raise ConfigError(
+                f"policy.matrix.{axis}: need two increasing cut points strictly between 0 and 1, got {cuts}"
+            )
+    unknown = sorted(set(matrix.cells) - set(MATRIX_CELL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"unknown key 'policy.matrix.cells.{unknown[0]}' (allowed here: {', '.join(MATRIX_CELL_KEYS)})"
+        )
+    missing = [key for key in MATRIX_CELL_KEYS if not str(matrix.cells.get(key, "")).strip()]
+    if missing:
+        raise ConfigError(f"policy.matrix.cells: all 9 cells need a name, missing: {', '.join(missing)}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Frozen reference distributions
+
+
+def frozen_quantiles(values: np.ndarray, levels: int) -> list[float]:
+    """``levels`` quantiles of ``values`` at 0, 1/(levels-1), ..., 1 (linear interpolation), as floats."""
+    values = np.asarray(values, dtype=float)
+    probabilities = np.linspace(0.0, 1.0, levels)
+    return [float(q) for q in np.quantile(values, probabilities, method="linear")]
+
+
+def percentile_rank(values: np.ndarray, reference: list[float] | np.ndarray) -> np.ndarray:
+    """Percentile rank of each value against a frozen reference (stored quantiles).
+
+    The rank of ``x`` is the fraction of the reference ≤ ``x``. With stored quantiles ``q_0 ≤ … ≤ q_m`` at
+    levels ``p_i = i/m``: ``x < q_0`` → 0; ``x ≥ q_m`` → 1; otherwise with ``j`` the last index with
+    ``q_j ≤ x`` (the top of a run of tied quantiles) and ``k = j + 1``, the rank is
+    ``p_j + (p_k - p_j) (x - q_j) / (q_k - q_j)``. A value equal to a tied quantile (say a spike of zeros)
+    therefore gets the top of the tie, and the rank is a non-decreasing function of ``x`` alone. NaN → NaN.
+    """
+    q = np.asarray(reference, dtype=float)
+    x = np.asarray(values, dtype=float)
+    p = np.linspace(0.0, 1.0, q.size)
+    above = np.searchsorted(q, x, side="right")  # number of stored quantiles ≤ x
+    lower = np.clip(above - 1, 0, q.size - 1)
+    upper = np.clip(above, 0, q.size - 1)
+    gap = q[upper] - q[lower]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(gap > 0, (x - q[lower]) / gap, 0.0)
+    rank = p[lower] + (p[upper] - p[lower]) * fraction
+    rank = np.where(above == 0, 0.0, np.where(above >= q.size, 1.0, rank))
+    return np.where(np.isnan(x), np.nan, np.clip(rank, 0.0, 1.0))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fitted policy
+
+
+@dataclass
+class FittedPolicy:
+    """A policy with its training-time references frozen. Grading is a pure function of one customer's row."""
+
+    policy: GradePolicy
+    value_reference: list[float]
+    potential_reference: list[float]
+    loyalty_reference: list[float]
+    #: lower bounds of every grade but the last, best first, on the score or on predicted value
+    grade_thresholds: list[float]
+    n_training_customers: int
+    #: customers per grade code on the training population (purchasers only)
+    training_grade_counts: dict[str, int]
+
+    @property
+    def threshold_on(self) -> Literal["score", "predicted_value"]:
+        """What :attr:`grade_thresholds` are lower bounds of."""
+        return self.policy.threshold_on
+
+    def grade(self, features: pd.DataFrame, potential: np.ndarray | pd.Series) -> pd.DataFrame:
+        """Grade customers.
+
+        Parameters
+        ----------
+        features:
+            Feature table rows (any batch: one customer or millions give the same row results).
+        potential:
+            Predicted future spend aligned by position with ``features`` (NaN allowed only for customers
+            without purchases).
+
+        Returns
+        -------
+        pd.DataFrame
+            One row per input row, same order: ``customer_id, grade, grade_name, score, value_rank,
+            potential_rank, loyalty_rank, value_level, potential_level, matrix_cell, strategy``. New customers
+            (``has_purchases`` False) get the new-customer grade, score NaN, levels None.
+        """
+        policy = self.policy
+        measures = _measures(policy, features, potential)
+        purchased = measures["purchased"]
+        value_rank = percentile_rank(measures["value"], self.value_reference)
+        potential_rank = percentile_rank(measures["potential"], self.potential_reference)
+        loyalty_rank = percentile_rank(measures["loyalty"], self.loyalty_reference)
+        score = composite_score(policy.weights, value_rank, potential_rank, loyalty_rank)
+        score = np.where(purchased, score, np.nan)
+
+        graded_on = measures["potential"] if policy.method == "value_thresholds" else score
+        grade_index = grade_index_from_thresholds(graded_on, self.grade_thresholds)
+        grade_index = np.where(purchased, grade_index, len(policy.grades))
+
+        all_grades = [*policy.grades, policy.new_customer]
+        codes = np.array([g.code for g in all_grades], dtype=object)
+        names = np.array([g.name for g in all_grades], dtype=object)
+        strategies = np.array([g.strategy for g in all_grades], dtype=object)
+
+        value_level = _matrix_level(value_rank, policy.matrix.value_cuts)
+        potential_level = _matrix_level(potential_rank, policy.matrix.potential_cuts)
+        cell_names = np.array([policy.matrix.cells[key] for key in MATRIX_CELL_KEYS], dtype=object)
+        matrix_cell = cell_names[value_level * len(MATRIX_LEVELS) + potential_level]
+        new_cell = policy.new_customer.matrix_cell or policy.new_customer.name
+        matrix_cell = np.where(purchased, matrix_cell, new_cell)
+        level_names = np.array(MATRIX_LEVELS, dtype=object)
+
+        return pd.DataFrame(
+            {
+                "customer_id": features["customer_id"].to_numpy(),
+                "grade": codes[grade_index],
+                "grade_name": names[grade_index],
+                "score": score,
+                "value_rank": value_rank,
+                "potential_rank": potential_rank,
+                "loyalty_rank": loyalty_rank,
+                "value_level": np.where(purchased, level_names[value_level], None),
+                "potential_level": np.where(purchased, level_names[potential_level], None),
+                "matrix_cell": matrix_cell,
+                "strategy": strategies[grade_index],
+            },
+            columns=list(GRADE_COLUMNS),
+        )
+
+    def refit_boundaries(self, features: pd.DataFrame, potential: np.ndarray | pd.Series) -> FittedPolicy:
+        """Re-derive share-based grade thresholds on a new population, keeping the frozen references.
+
+        This is the explicit, deliberate way to let grade sizes follow the population again (plain
+        :meth:`grade` never moves a boundary). Thresholds: sort the purchasers' scores best first; with
+        ``c_k`` the cumulative share of grades 1..k and ``n`` purchasers, ``m_k = floor(c_k n + 0.5)`` and the
+        lower bound of grade k is the ``m_k``-th best score (``m_k = 0``: just above the best score, so the
+        grade is empty). Customers tied with that score all get the better grade, so on the fitting population
+        each boundary holds exactly ``m_k`` customers above it unless scores tie at the boundary.
+
+        Returns
+        -------
+        FittedPolicy
+            A new fitted policy; ``self`` is unchanged.
+
+        Raises
+        ------
+        ConfigError
+            If the policy's method is not ``shares`` (fixed thresholds have nothing to re-derive).
+        """
+        policy = self.policy
+        if policy.method != "shares":
+            raise ConfigError(
+                f"policy.method is {policy.method}: grade boundaries are fixed by policy.thresholds, "
+                "there is nothing to re-derive from shares"
+            )
+        measures = _measures(policy, features, potential)
+        purchased = measures["purchased"]
+        if not purchased.any():
+            raise InputFileError(
+                f"features: none of the {len(features)} rows has has_purchases = True; cannot derive grade boundaries"
+            )
+        score = composite_score(
+            policy.weights,
+            percentile_rank(measures["value"][purchased], self.value_reference),
+            percentile_rank(measures["potential"][purchased], self.potential_reference),
+            percentile_rank(measures["loyalty"][purchased], self.loyalty_reference),
+        )
+        thresholds = share_thresholds(score, [g.share for g in policy.grades])  # type: ignore[misc]
+        refitted = dataclasses.replace(
+            self, grade_thresholds=thresholds, n_training_customers=int(purchased.sum())
+        )
+        return refitted._with_training_counts(features, potential)
+
+    def _with_training_counts(
+        self, features: pd.DataFrame, potential: np.ndarray | pd.Series
+    ) -> FittedPolicy:
+        graded = self.grade(features, potential)
+        counts = graded.loc[features["has_purchases"].fillna(False).to_numpy(bool), "grade"].value_counts()
+        codes = [g.code for g in self.policy.grades]
+        return dataclasses.replace(self, training_grade_counts={c: int(counts.get(c, 0)) for c in codes})
+
+    # -- serialisation -----------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON/YAML-able document (no pickle). ``from_dict(to_dict())`` reproduces the object exactly."""
+        return {
+            "format": FITTED_POLICY_FORMAT,
+            "format_version": FITTED_POLICY_VERSION,
+            "policy": self.policy.to_dict(),
+            "grade_thresholds": {
+                "on": self.threshold_on,
+                "lower_bounds": [float(t) for t in self.grade_thresholds],
+            },
+            "training": {
+                "n_customers": int(self.n_training_customers),
+                "grade_counts": {str(k): int(v) for k, v in self.training_grade_counts.items()},
+            },
+            "reference": {
+                "value": [float(v) for v in self.value_reference],
+                "potential": [float(v) for v in self.potential_reference],
+                "loyalty": [float(v) for v in self.loyalty_reference],
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> FittedPolicy:
+        """Rebuild a fitted policy from :meth:`to_dict` output, validating it.
+
+        Raises
+        ------
+        ConfigError
+            Wrong format marker or version, invalid policy, or inconsistent references/thresholds.
+        """
+        if not isinstance(document, dict) or document.get("format") != FITTED_POLICY_FORMAT:
+            raise ConfigError(f"fitted policy: not a {FITTED_POLICY_FORMAT} document")
+        if document.get("format_version") != FITTED_POLICY_VERSION:
+            raise ConfigError(
+                f"fitted policy: format_version {document.get('format_version')!r} is not supported "
+                f"(this segml reads version {FITTED_POLICY_VERSION})"
+            )
+        try:
+            policy = GradePolicy.from_config(document["policy"], merge_defaults=False)
+            reference = document["reference"]
+            references = {
+                name: [float(v) for v in reference[name]] for name in ("value", "potential", "loyalty")
+            }
+            thresholds = [float(t) for t in document["grade_thresholds"]["lower_bounds"]]
+            on = document["grade_thresholds"]["on"]
+            training = document["training"]
+            n_customers = int(training["n_customers"])
+            counts = {str(k): int(v) for k, v in training["grade_counts"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"fitted policy: malformed document ({exc.__class__.__name__}: {exc})"
+            ) from None
+        for name, values in references.items():
+            if len(values) != policy.reference_quantiles or np.any(np.diff(values) < 0):
+                raise ConfigError(
+                    f"fitted policy: reference.{name} must hold {policy.reference_quantiles} non-decreasing "
+                    f"quantiles, got {len(values)}"
+                )
+        if on != policy.threshold_on or len(thresholds) != len(policy.grades) - 1:
+            raise ConfigError(
+                f"fitted policy: grade_thresholds must be {len(policy.grades) - 1} lower bounds on "
+                f"{policy.threshold_on}, got {len(thresholds)} on {on}"
+            )
+        if np.any(np.diff(thresholds) > 0):
+            raise ConfigError(f"fitted policy: grade_thresholds must be non-increasing, got {thresholds}")
+        return cls(
+            policy=policy,
+            value_reference=references["value"],
+            potential_reference=references["potential"],
+            loyalty_reference=references["loyalty"],
+            grade_thresholds=thresholds,
+            n_training_customers=n_customers,
+            training_grade_counts=counts,
+        )
+
+    def to_yaml(self) -> str:
+        """The :meth:`to_dict` document as YAML text (UTF-8, CJK kept as is, floats exact)."""
+        return yaml.dump(self.to_dict(), Dumper=_YAML_DUMPER, allow_unicode=True, sort_keys=False, width=120)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> FittedPolicy:
+        """Read :meth:`to_yaml` text back."""
+        try:
+            document = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"fitted policy: not valid YAML ({exc.__class__.__name__})") from None
+        return cls.from_dict(document)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the policy as YAML, atomically."""
+        return storage.write_text(path, self.to_yaml())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FittedPolicy:
+        """Read a policy written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: fitted policy file not found")
+        try:
+            return cls.from_yaml(path.read_text(encoding="utf-8"))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scoring pieces (pure, vectorised)
+
+
+def composite_score(
+    weights: Weights, value_rank: np.ndarray, potential_rank: np.ndarray, loyalty_rank: np.ndarray
+) -> np.ndarray:
+    """Weighted sum of the three ranks; a rank with weight 0 does not propagate NaN."""
+    score = np.zeros(np.shape(value_rank), dtype=float)
+    for weight, rank in (
+        (weights.value, value_rank),
+        (weights.potential, potential_rank),
+        (weights.loyalty, loyalty_rank),
+    ):
+        if weight:
+            score = score + weight * np.asarray(rank, dtype=float)
+    return np.clip(score, 0.0, 1.0)
+
+
+def grade_index_from_thresholds(values: np.ndarray, lower_bounds: list[float]) -> np.ndarray:
+    """0-based grade index (0 = best): the number of lower bounds strictly above the value.
+
+    A value exactly at a lower bound gets the better grade. NaN values get the worst grade.
+    """
+    values = np.asarray(values, dtype=float)
+    index = np.zeros(values.shape, dtype=np.int64)
+    for bound in lower_bounds:
+        index += ~(values >= bound)
+    return index
+
+
+def share_thresholds(scores: np.ndarray, shares: list[float]) -> list[float]:
+    """Score lower bounds that give ``shares`` (best first) on ``scores``; see
+    :meth:`FittedPolicy.refit_boundaries` for the exact rule."""
+    ordered = np.sort(np.asarray(scores, dtype=float))[::-1]
+    n = ordered.size
+    cumulative = np.cumsum(np.asarray(shares, dtype=float))[:-1]
+    bounds = []
+    for count in np.floor(cumulative * n + 0.5).astype(int):
+        if count <= 0:
+            bounds.append(float(np.nextafter(ordered[0], np.inf)))
+        else:
+            bounds.append(float(ordered[min(count, n) - 1]))
+    return bounds
+
+
+def _matrix_level(rank: np.ndarray, cuts: list[float]) -> np.ndarray:
+    """0 = low, 1 = mid, 2 = high; a rank at a cut point goes up; NaN → low."""
+    rank = np.asarray(rank, dtype=float)
+    return (rank >= cuts[0]).astype(np.int64) + (rank >= cuts[1]).astype(np.int64)
+
+
+def _numeric_column(features: pd.DataFrame, column: str, key: str) -> np.ndarray:
+    if column not in features.columns:
+        raise InputFileError(
+            f"features: missing column '{column}' (named by {key}) in a table of {len(features)} rows"
+        )
+    values = pd.to_numeric(features[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return np.where(np.isfinite(values), values, 0.0)
+
+
+def _measures(
+    policy: GradePolicy, features: pd.DataFrame, potential: np.ndarray | pd.Series
+) -> dict[str, np.ndarray]:
+    """Raw value, potential and loyalty per row plus the has-purchases mask, checked."""
+    for column in ("customer_id", "has_purchases"):
+        if column not in features.columns:
+            raise InputFileError(f"features: missing column '{column}' in a table of {len(features)} rows")
+    purchased = features["has_purchases"].fillna(False).to_numpy(dtype=bool)
+    predicted = np.asarray(potential, dtype=float).reshape(-1)
+    if predicted.size != len(features):
+        raise InputFileError(
+            f"potential: {predicted.size} predictions for a feature table of {len(features)} rows "
+            "(they must be aligned by position)"
+        )
+    bad = int((~np.isfinite(predicted) & purchased).sum())
+    if bad:
+        raise InputFileError(
+            f"potential: {bad} of {int(purchased.sum())} customers with purchases have a missing or "
+            "infinite predicted value"
+        )
+    return {
+        "purchased": purchased,
+        "value": _numeric_column(features, policy.value_feature, "policy.value_feature"),
+        "potential": np.where(np.isfinite(predicted), predicted, np.nan),
+        "loyalty": policy.loyalty_measure(features),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Summaries
+
+
+def grade_summary(
+    grades: pd.DataFrame,
+    value: np.ndarray | pd.Series,
+    future_value: np.ndarray | pd.Series | None = None,
+    policy: GradePolicy | FittedPolicy | None = None,
+) -> pd.DataFrame:
+    """Per-grade table: size, value concentration, strategy and (with costs) ROI-style columns.
+
+    Parameters
+    ----------
+    grades:
+        Output of :meth:`FittedPolicy.grade`.
+    value:
+        Current value per row of ``grades`` (aligned by position), e.g. ``spend_365d``.
+    future_value:
+        Optional realised (or predicted) future spend per row, for value share and value per cost.
+    policy:
+        Gives the grade order (best first, new customers last), every grade even when empty, and
+        ``cost_per_customer``. Without it grades are ordered by mean score (new customers last) and no cost
+        columns are produced.
+
+    Returns
+    -------
+    pd.DataFrame
+        ``grade, grade_name, n, share, value_total, value_share, value_mean`` (+ ``future_value_total,
+        future_value_share, future_value_mean``) + ``strategy`` (+ ``cost_per_customer, cost_total`` and,
+        with future value, ``future_value_per_cost``).
+    """
+    value = np.asarray(value, dtype=float).reshape(-1)
+    if value.size != len(grades):
+        raise InputFileError(
+            f"value: {value.size} values for {len(grades)} graded customers (aligned by position)"
+        )
+    frame = pd.DataFrame(
+        {"grade": grades["grade"].to_numpy(), "value": value, "score": grades["score"].to_numpy()}
+    )
+    if future_value is not None:
+        future = np.asarray(future_value, dtype=float).reshape(-1)
+        if future.size != len(grades):
+            raise InputFileError(
+                f"future_value: {future.size} values for {len(grades)} graded customers (aligned by position)"
+            )
+        frame["future_value"] = future
+    sums = frame.groupby("grade", sort=False).agg(
+        n=("value", "size"),
+        value_total=("value", "sum"),
+        score_mean=("score", "mean"),
+        **({"future_value_total": ("future_value", "sum")} if future_value is not None else {}),
+    )
+    labels = grades.groupby("grade", sort=False)[["grade_name", "strategy"]].first()
+
+    fitted_policy = policy.policy if isinstance(policy, FittedPolicy) else policy
+    if fitted_policy is not None:
+        specs = [*fitted_policy.grades, fitted_policy.new_customer]
+        order = [g.code for g in specs]
+        order += [code for code in sums.index if code not in order]
+        table = sums.reindex(order)
+        table["n"] = table["n"].fillna(0).astype(np.int64)
+        total_columns = [c for c in table.columns if c.endswith("_total")]
+        table[total_columns] = table[total_columns].fillna(0.0)
+        by_code = {g.code: g for g in specs}
+        table["grade_name"] = [
+            by_code[c].name if c in by_code else labels.loc[c, "grade_name"] for c in order
+        ]
+        table["strategy"] = [
+            by_code[c].strategy if c in by_code else labels.loc[c, "strategy"] for c in order
+        ]
+        costs = [by_code[c].cost_per_customer if c in by_code else None for c in order]
+        table["cost_per_customer"] = np.array([np.nan if c is None else c for c in costs], dtype=float)
+    else:
+        table = sums.join(labels).sort_values(
+            "score_mean", ascending=False, na_position="last", kind="stable"
+        )
+
+    n_total = max(len(grades), 1)
+    table["share"] = table["n"] / n_total
+    table["value_share"] = _safe_share(table["value_total"])
+    table["value_mean"] = table["value_total"] / table["n"].where(table["n"] > 0)
+    columns = ["grade_name", "n", "share", "value_total", "value_share", "value_mean"]
+    if future_value is not None:
+        table["future_value_share"] = _safe_share(table["future_value_total"])
+        table["future_value_mean"] = table["future_value_total"] / table["n"].where(table["n"] > 0)
+        columns += ["future_value_total", "future_value_share", "future_value_mean"]
+    columns.append("strategy")
+    if "cost_per_customer" in table.columns and table["cost_per_customer"].notna().any():
+        table["cost_total"] = table["cost_per_customer"] * table["n"]
+        columns += ["cost_per_customer", "cost_total"]
+        if future_value is not None:
+            table["future_value_per_cost"] = table["future_value_total"] / table["cost_total"].where(
+                table["cost_total"] > 0
+            )
+            columns.append("future_value_per_cost")
+    table.index.name = "grade"
+    return table[columns].reset_index()
+
+
+def _safe_share(totals: pd.Series) -> pd.Series:
+    grand = totals.sum()
+    return totals / grand if grand else totals * np.nan
+
+
+def matrix_table(grades: pd.DataFrame, policy: GradePolicy | FittedPolicy | None = None) -> pd.DataFrame:
+    """3 × 3 customer counts of the value × potential matrix (customers with purchases only).
+
+    Rows are value levels ``high, mid, low``; columns are potential levels ``high, mid, low``. With
+    ``policy``, each count is labelled with its cell name (``"stars: 120"``) instead of a bare integer.
+    """
+    placed = grades[grades["value_level"].notna() & grades["potential_level"].notna()]
+    order = list(reversed(MATRIX_LEVELS))
+    counts = (
+        pd.crosstab(placed["value_level"], placed["potential_level"])
+        .reindex(index=order, columns=order, fill_value=0)
+        .astype(np.int64)
+    )
+    counts.index.name = "value"
+    counts.columns.name = "potential"
+    if policy is None:
+        return counts
+    cells = (policy.policy if isinstance(policy, FittedPolicy) else policy).matrix.cells
+    labelled = counts.astype(object)
+    for value_level in order:
+        for potential_level in order:
+            name = cells[f"{value_level}_{potential_level}"]
+            labelled.loc[value_level, potential_level] = f"{name}: {counts.loc[value_level, potential_level]}"
+    return labelled
