@@ -1,0 +1,978 @@
+"""Point-in-time customer features and future-value labels, one SQL text for DuckDB and Spark.
+
+Every definition is a SQL ``SELECT`` that DuckDB and Spark SQL both accept unchanged (see docs/features.md for
+the dialect subset). The work is done in the engine in two steps:
+
+1. ``purchase_days``: clean transactions with ``date(timestamp) <= max(cutoffs)`` aggregated once to one row per
+   (customer, calendar day), with the gap to the customer's previous purchase day (a ``LAG`` window). Because a
+   day's gap only looks backwards, the table serves every cutoff without leaking.
+   Each purchase day also counts the products and order ids the customer bought for the first time that
+   day, so distinct counts at any cutoff are sums over days.
+2. One ``GROUP BY (as_of, customer_id)`` over ``purchase_days JOIN cutoffs ON day <= as_of`` computes all
+   features for one or many cutoffs; the result is fetched through Arrow.
+
+The cutoff (``as_of``) is inclusive: rows with ``date(timestamp) <= as_of`` are used, nothing later. ``is_outlier``
+is deliberately not used: ingest's robust (median/MAD) outlier flag depends on every row in the file, including
+rows after a cutoff, so a feature built on it would leak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from segml.config import ExperimentConfig, FeatureConfig
+from segml.errors import ConfigError, InputFileError, SegmlError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+__all__ = [
+    "FEATURE_DESCRIPTIONS",
+    "NUMERIC_FEATURES",
+    "LABEL_COLUMNS",
+    "build_features",
+    "build_labels",
+    "describe_feature",
+    "feature_columns",
+    "run_features",
+    "spark_session",
+    "training_frame",
+]
+
+Engine = Literal["duckdb", "spark"]
+TableSource = str | Path | pd.DataFrame
+_EngineSource = str | Path | pa.Table
+
+#: transaction columns the features read (the rest of the clean schema is carried but unused)
+REQUIRED_TRANSACTION_COLUMNS = ("customer_id", "timestamp", "amount")
+OPTIONAL_TRANSACTION_COLUMNS = {"order_id": "STRING", "quantity": "DOUBLE", "product_id": "STRING"}
+
+#: label columns produced by :func:`build_labels` (besides customer_id)
+LABEL_COLUMNS = ("future_spend", "future_orders", "future_active", "label_days")
+
+# --------------------------------------------------------------------------------------------------------------
+# Column catalogue
+
+
+_FIXED_DESCRIPTIONS: dict[str, str] = {
+    "customer_id": "customer id as in the data",
+    "as_of": "the cutoff date (inclusive) the features describe",
+    "has_purchases": "bought at least once on or before the cutoff",
+    "recency_days": "days since the last purchase day",
+    "t_days": "days since the first purchase day (customer age, BTYD 'T')",
+    "btyd_recency_days": "days between the first and the last purchase day (BTYD 'recency')",
+    "frequency": "number of repeat purchase days (distinct purchase days minus one)",
+    "btyd_monetary": "mean net spend of the repeat purchase days (first day excluded)",
+    "n_purchase_days": "number of distinct days with a purchase",
+    "n_orders": "number of distinct orders",
+    "tenure_days": "days since signup (or since the first purchase when no signup date is known)",
+    "monetary_total": "net spend to date (purchases minus returns)",
+    "gross_spend": "spend to date before returns",
+    "return_amount": "value returned to date",
+    "returns_rate": "share of gross spend that was returned",
+    "monetary_mean": "average net spend per purchase day",
+    "monetary_max": "largest net spend on one day",
+    "interpurchase_mean_days": "average days between purchase days",
+    "interpurchase_std_days": "variability (standard deviation) of days between purchase days",
+    "trend_ratio": "spend trend: recent period versus the period before (log ratio, > 0 = growing)",
+    "active_months_share": "share of recent calendar months with a purchase",
+    "repurchase": "has bought on more than one day",
+    "product_breadth": "number of distinct products bought",
+    "quantity_total": "number of units bought, net of returns",
+    "churn_risk_ratio": "days since last purchase relative to the customer's usual gap (> 1 = overdue)",
+}
+
+_WINDOW_FEATURE = re.compile(r"^(spend|orders)_(\d+)d$")
+
+
+def describe_feature(name: str) -> str:
+    """Plain-words description of a feature column, including any trailing-window column.
+
+    Parameters
+    ----------
+    name:
+        A column of :func:`build_features` output, e.g. ``"recency_days"`` or ``"spend_45d"``.
+
+    Returns
+    -------
+    str
+        The description; an attribute column (unknown name) is described as a customer attribute.
+    """
+    if name in _FIXED_DESCRIPTIONS:
+        return _FIXED_DESCRIPTIONS[name]
+    match = _WINDOW_FEATURE.match(name)
+    if match:
+        kind, days = match.group(1), int(match.group(2))
+        if kind == "spend":
+            return f"net spend in the last {days} days"
+        return f"number of purchase days in the last {days} days"
+    return f"customer attribute '{name}'"
+
+
+def _window_descriptions(windows: Iterable[int]) -> dict[str, str]:
+    out = {}
+    for w in windows:
+        out[f"spend_{w}d"] = describe_feature(f"spend_{w}d")
+        out[f"orders_{w}d"] = describe_feature(f"orders_{w}d")
+    return out
+
+
+#: plain-words description per column (default windows; :func:`describe_feature` covers any window)
+FEATURE_DESCRIPTIONS: dict[str, str] = {
+    **_FIXED_DESCRIPTIONS,
+    **_window_descriptions(FeatureConfig().windows),
+}
+
+
+def NUMERIC_FEATURES(spec: FeatureConfig) -> list[str]:  # noqa: N802 - name fixed by the feature contract
+    """The model-ready numeric feature columns, in a fixed order.
+
+    Parameters
+    ----------
+    spec:
+        Feature configuration (its ``windows`` decide the trailing-window columns).
+
+    Returns
+    -------
+    list of str
+        Column names, all float64 in :func:`build_features` output. ``customer_id``, ``as_of``,
+        ``has_purchases`` (same information as ``n_purchase_days > 0``) and attribute columns are excluded.
+    """
+    _check_spec(spec)
+    return [
+        "recency_days",
+        "t_days",
+        "btyd_recency_days",
+        "frequency",
+        "btyd_monetary",
+        "n_purchase_days",
+        "n_orders",
+        "tenure_days",
+        "monetary_total",
+        "gross_spend",
+        "return_amount",
+        "returns_rate",
+        "monetary_mean",
+        "monetary_max",
+        "interpurchase_mean_days",
+        "interpurchase_std_days",
+        *[f"spend_{w}d" for w in spec.windows],
+        *[f"orders_{w}d" for w in spec.windows],
+        "trend_ratio",
+        "active_months_share",
+        "repurchase",
+        "product_breadth",
+        "quantity_total",
+        "churn_risk_ratio",
+    ]
+
+
+def feature_columns(spec: FeatureConfig, attributes: Sequence[str] = ()) -> list[str]:
+    """All columns of :func:`build_features` output, in order."""
+    return ["customer_id", "as_of", "has_purchases", *NUMERIC_FEATURES(spec), *attributes]
+
+
+def _check_spec(spec: FeatureConfig) -> None:
+    windows = list(spec.windows)
+    if not windows or any(not isinstance(w, int) or w < 1 for w in windows):
+        raise ConfigError(f"features.windows: expected a list of positive day counts, got {windows!r}")
+    if len(set(windows)) != len(windows):
+        raise ConfigError(f"features.windows: duplicate window in {windows!r}")
+    if spec.trend_window < 1:
+        raise ConfigError(f"features.trend_window: expected a positive day count, got {spec.trend_window!r}")
+    if spec.active_months < 1:
+        raise ConfigError(
+            f"features.active_months: expected a positive month count, got {spec.active_months!r}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SQL texts.  Only constructs both DuckDB and Spark SQL accept (docs/features.md): day differences are
+# CAST(a - b AS INT), no datediff/strftime/epoch/VARCHAR, divisions guarded with NULLIF (Spark's ANSI mode
+# raises on division by zero), LN not LOG (LOG is base 10 in DuckDB).
+
+
+def _date_literal(day: dt.date) -> str:
+    return f"DATE '{day.isoformat()}'"
+
+
+def _dates_table_sql(columns: dict[str, Sequence[dt.date]]) -> str:
+    """A small inline table of dates as UNION ALL of constant SELECTs (portable, unlike VALUES aliases)."""
+    names = list(columns)
+    rows = zip(*(columns[n] for n in names), strict=True)
+    selects = [
+        "SELECT " + ", ".join(f"{_date_literal(v)} AS {n}" for n, v in zip(names, row, strict=True))
+        for row in rows
+    ]
+    return "\nUNION ALL\n".join(selects)
+
+
+def _transactions_select_sql(source: str, present: set[str]) -> str:
+    """Normalise the transactions source to the columns the features read (absent optional columns -> NULL)."""
+    optional = [
+        f"CAST({name} AS {sql_type}) AS {name}" if name in present else f"CAST(NULL AS {sql_type}) AS {name}"
+        for name, sql_type in OPTIONAL_TRANSACTION_COLUMNS.items()
+    ]
+    return (
+        "SELECT CAST(customer_id AS STRING) AS customer_id, CAST(timestamp AS DATE) AS day, "
+        "CAST(amount AS DECIMAL(18, 6)) AS amount, " + ", ".join(optional) + f"\nFROM {source}\n"
+        "WHERE customer_id IS NOT NULL AND timestamp IS NOT NULL AND amount IS NOT NULL"
+    )
+
+
+def _customers_select_sql(source: str, present: set[str], aliases: Sequence[str]) -> str:
+    signup = "CAST(signup_date AS DATE)" if "signup_date" in present else "CAST(NULL AS DATE)"
+    attrs = "".join(f", CAST({a} AS STRING) AS {a}" for a in aliases)
+    return (
+        f"SELECT CAST(customer_id AS STRING) AS customer_id, {signup} AS signup_date{attrs}\n"
+        f"FROM {source}\nWHERE customer_id IS NOT NULL"
+    )
+
+
+def _purchase_days_ctes(last_day: dt.date) -> str:
+    """CTEs ``purchase_days`` and ``first_purchases`` over view ``transactions`` up to ``last_day``.
+
+    ``purchase_days``: one row per (customer, day) with net spend and its parts, the gap to the previous purchase
+    day and whether the day opens a calendar month (both look backwards only, so one table serves every
+    cutoff). ``first_purchases``: per (customer, day), how many products and order ids the customer bought for
+    the first time that day, so distinct counts at any cutoff are sums over days.
+    """
+    until = f"day <= {_date_literal(last_day)}"
+    return f"""
+daily AS (
+    SELECT customer_id, day,
+           year(day) * 12 + month(day) AS month_index,
+           SUM(amount) AS day_spend,
+           SUM(CASE WHEN amount > 0 THEN amount ELSE 0.0 END) AS gross_spend,
+           SUM(CASE WHEN amount < 0 THEN -amount ELSE 0.0 END) AS return_amount,
+           SUM(quantity) AS quantity_total,
+           MAX(CASE WHEN order_id IS NULL THEN 1 ELSE 0 END) AS has_unordered_rows
+    FROM transactions
+    WHERE {until}
+    GROUP BY customer_id, day
+),
+purchase_days AS (
+    SELECT daily.*,
+           CAST(day - LAG(day) OVER (PARTITION BY customer_id ORDER BY day) AS INT) AS gap_days,
+           CASE WHEN LAG(month_index) OVER (PARTITION BY customer_id ORDER BY day) = month_index
+                THEN 0 ELSE 1 END AS opens_month
+    FROM daily
+),
+first_seen AS (
+    SELECT customer_id, product_id, order_id, MIN(day) AS first_day
+    FROM transactions
+    WHERE {until} AND (product_id IS NOT NULL OR order_id IS NOT NULL)
+    GROUP BY GROUPING SETS ((customer_id, product_id), (customer_id, order_id))
+),
+first_purchases AS (
+    SELECT customer_id, first_day,
+           SUM(CASE WHEN product_id IS NOT NULL THEN 1 ELSE 0 END) AS new_products,
+           SUM(CASE WHEN order_id IS NOT NULL THEN 1 ELSE 0 END) AS new_orders
+    FROM first_seen
+    GROUP BY customer_id, first_day
+)"""
+
+
+def _features_sql(
+    spec: FeatureConfig,
+    last_day: dt.date,
+    attributes: Sequence[str],
+    with_customers: bool,
+    with_labels: bool = False,
+) -> str:
+    """Features for every cutoff in table ``cutoffs(as_of)`` (all <= ``last_day``) from view ``transactions``
+    (and view ``customers`` when ``with_customers``), as one query. ``with_labels`` joins table ``labels``
+    and ``label_windows`` (see :func:`_labels_sql`), zero-filled, for training frames."""
+    window_aggs = []
+    for w in spec.windows:
+        window_aggs.append(f"SUM(CASE WHEN age < {w} THEN day_spend ELSE 0.0 END) AS spend_{w}d")
+        window_aggs.append(f"SUM(CASE WHEN age < {w} THEN 1 ELSE 0 END) AS orders_{w}d")
+    tw = spec.trend_window
+    window_aggs.append(f"SUM(CASE WHEN age < {tw} THEN day_spend ELSE 0.0 END) AS trend_recent_spend")
+    window_aggs.append(
+        f"SUM(CASE WHEN age >= {tw} AND age < {2 * tw} THEN day_spend ELSE 0.0 END) AS trend_previous_spend"
+    )
+    months = spec.active_months
+    window_aggs.append(f"SUM(CASE WHEN months_back < {months} THEN opens_month ELSE 0 END) AS active_months")
+    window_sql = ",\n           ".join(window_aggs)
+
+    window_cols = [f"CAST(COALESCE(b.spend_{w}d, 0.0) AS DOUBLE) AS spend_{w}d" for w in spec.windows]
+    window_cols += [f"CAST(COALESCE(b.orders_{w}d, 0) AS DOUBLE) AS orders_{w}d" for w in spec.windows]
+    window_select = ",\n       ".join(window_cols)
+
+    if with_customers:
+        # buyers FULL JOIN the customers eligible at each cutoff (signed up by then, or no signup date)
+        eligible = """,
+eligible AS (
+    SELECT c.as_of, cu.customer_id FROM cutoffs c CROSS JOIN customers cu
+    WHERE cu.signup_date IS NULL OR cu.signup_date <= c.as_of
+)"""
+        source = (
+            "FROM buyers b\nFULL OUTER JOIN eligible e ON e.as_of = b.as_of AND e.customer_id = b.customer_id\n"
+            "LEFT JOIN customers cu ON cu.customer_id = COALESCE(b.customer_id, e.customer_id)"
+        )
+        customer_id, as_of = "COALESCE(b.customer_id, e.customer_id)", "COALESCE(b.as_of, e.as_of)"
+        tenure = (
+            f"CASE WHEN cu.signup_date IS NOT NULL THEN CAST(CAST({as_of} - cu.signup_date AS INT) AS DOUBLE) "
+            "ELSE CAST(CAST(b.as_of - b.first_day AS INT) AS DOUBLE) END"
+        )
+        attr_select = "".join(f",\n       cu.{a} AS {a}" for a in _attribute_aliases(attributes))
+    else:
+        eligible = ""
+        source = "FROM buyers b"
+        customer_id, as_of = "b.customer_id", "b.as_of"
+        tenure = "CAST(CAST(b.as_of - b.first_day AS INT) AS DOUBLE)"
+        attr_select = ""
+
+    if with_labels:
+        label_select = (
+            ",\n       COALESCE(l.future_spend, 0.0) AS future_spend"
+            ",\n       COALESCE(l.future_orders, 0.0) AS future_orders"
+            ",\n       COALESCE(l.future_active, 0.0) AS future_active"
+            ",\n       CAST(CAST(w.label_end - w.cutoff AS INT) AS DOUBLE) AS label_days"
+        )
+        label_join = (
+            f"\nLEFT JOIN labels l ON l.cutoff = {as_of} AND l.customer_id = {customer_id}"
+            f"\nLEFT JOIN label_windows w ON w.cutoff = {as_of}"
+        )
+    else:
+        label_select = label_join = ""
+
+    return f"""
+WITH {_purchase_days_ctes(last_day)},
+aged AS (
+    SELECT c.as_of, p.*,
+           CAST(c.as_of - p.day AS INT) AS age,
+           year(c.as_of) * 12 + month(c.as_of) - p.month_index AS months_back
+    FROM purchase_days p
+    JOIN cutoffs c ON p.day <= c.as_of
+),
+day_stats AS (
+    SELECT as_of, customer_id,
+           MIN(day) AS first_day,
+           MAX(day) AS last_day,
+           COUNT(*) AS n_purchase_days,
+           SUM(day_spend) AS monetary_total,
+           SUM(gross_spend) AS gross_spend,
+           SUM(return_amount) AS return_amount,
+           MAX(day_spend) AS monetary_max,
+           SUM(quantity_total) AS quantity_total,
+           SUM(has_unordered_rows) AS unordered_days,
+           SUM(CASE WHEN gap_days IS NULL THEN 0.0 ELSE day_spend END) AS repeat_spend,
+           AVG(CAST(gap_days AS DOUBLE)) AS interpurchase_mean_days,
+           STDDEV_SAMP(CAST(gap_days AS DOUBLE)) AS interpurchase_std_days,
+           {window_sql}
+    FROM aged
+    GROUP BY as_of, customer_id
+),
+first_counts AS (
+    SELECT c.as_of, f.customer_id,
+           SUM(f.new_products) AS product_breadth,
+           SUM(f.new_orders) AS n_order_ids
+    FROM first_purchases f
+    JOIN cutoffs c ON f.first_day <= c.as_of
+    GROUP BY c.as_of, f.customer_id
+),
+buyers AS (
+    SELECT d.*, fc.product_breadth, fc.n_order_ids
+    FROM day_stats d
+    LEFT JOIN first_counts fc ON fc.as_of = d.as_of AND fc.customer_id = d.customer_id
+){eligible}
+SELECT {customer_id} AS customer_id,
+       {as_of} AS as_of,
+       b.customer_id IS NOT NULL AS has_purchases,
+       CAST(CAST(b.as_of - b.last_day AS INT) AS DOUBLE) AS recency_days,
+       CAST(CAST(b.as_of - b.first_day AS INT) AS DOUBLE) AS t_days,
+       CAST(CAST(b.last_day - b.first_day AS INT) AS DOUBLE) AS btyd_recency_days,
+       CAST(COALESCE(b.n_purchase_days - 1, 0) AS DOUBLE) AS frequency,
+       CASE WHEN b.n_purchase_days > 1 THEN CAST(b.repeat_spend AS DOUBLE) / CAST(b.n_purchase_days - 1 AS DOUBLE)
+            ELSE 0.0 END AS btyd_monetary,
+       CAST(COALESCE(b.n_purchase_days, 0) AS DOUBLE) AS n_purchase_days,
+       CAST(COALESCE(b.n_order_ids, 0) + COALESCE(b.unordered_days, 0) AS DOUBLE) AS n_orders,
+       {tenure} AS tenure_days,
+       CAST(COALESCE(b.monetary_total, 0.0) AS DOUBLE) AS monetary_total,
+       CAST(COALESCE(b.gross_spend, 0.0) AS DOUBLE) AS gross_spend,
+       CAST(COALESCE(b.return_amount, 0.0) AS DOUBLE) AS return_amount,
+       CASE WHEN b.gross_spend > 0 THEN CAST(b.return_amount AS DOUBLE) / CAST(b.gross_spend AS DOUBLE)
+            ELSE 0.0 END AS returns_rate,
+       CAST(b.monetary_total AS DOUBLE) / CAST(b.n_purchase_days AS DOUBLE) AS monetary_mean,
+       CAST(b.monetary_max AS DOUBLE) AS monetary_max,
+       b.interpurchase_mean_days,
+       b.interpurchase_std_days,
+       {window_select},
+       LN((GREATEST(CAST(COALESCE(b.trend_recent_spend, 0.0) AS DOUBLE), 0.0) + 1.0)
+          / (GREATEST(CAST(COALESCE(b.trend_previous_spend, 0.0) AS DOUBLE), 0.0) + 1.0)) AS trend_ratio,
+       CAST(COALESCE(b.active_months, 0) AS DOUBLE) / {float(months)} AS active_months_share,
+       CASE WHEN b.n_purchase_days > 1 THEN 1.0 ELSE 0.0 END AS repurchase,
+       CAST(NULLIF(b.product_breadth, 0) AS DOUBLE) AS product_breadth,
+       CAST(b.quantity_total AS DOUBLE) AS quantity_total,
+       CAST(CAST(b.as_of - b.last_day AS INT) AS DOUBLE) / NULLIF(b.interpurchase_mean_days, 0.0)
+           AS churn_risk_ratio{attr_select}{label_select}
+{source}{label_join}
+ORDER BY as_of, customer_id
+"""
+
+
+def _labels_sql(first_cutoff: dt.date, last_end: dt.date, ordered: bool = True) -> str:
+    """Labels for every window in table ``label_windows(cutoff, label_end)``: purchases in (cutoff, label_end]."""
+    return f"""
+WITH future_days AS (
+    SELECT customer_id, day, SUM(amount) AS day_spend
+    FROM transactions
+    WHERE day > {_date_literal(first_cutoff)} AND day <= {_date_literal(last_end)}
+    GROUP BY customer_id, day
+)
+SELECT w.cutoff, d.customer_id,
+       CAST(SUM(d.day_spend) AS DOUBLE) AS future_spend,
+       CAST(COUNT(*) AS DOUBLE) AS future_orders,
+       1.0 AS future_active,
+       CAST(CAST(w.label_end - w.cutoff AS INT) AS DOUBLE) AS label_days
+FROM future_days d
+JOIN label_windows w ON d.day > w.cutoff AND d.day <= w.label_end
+GROUP BY w.cutoff, w.label_end, d.customer_id
+""" + ("ORDER BY w.cutoff, d.customer_id\n" if ordered else "")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Engines: register inputs, materialise intermediate tables, fetch results. The SQL above is shared.
+
+
+class _SqlEngine(Protocol):
+    def register(self, name: str, source: _EngineSource) -> None: ...
+
+    def create_view(self, name: str, sql: str) -> None: ...
+
+    def materialise(self, name: str, sql: str) -> None: ...
+
+    def fetch(self, sql: str) -> pa.Table: ...
+
+
+class _DuckDBEngine:
+    """An in-memory DuckDB connection with fixed resources and a private spill directory."""
+
+    def __init__(self, threads: int | None, memory_limit: str | None) -> None:
+        import duckdb
+
+        self._spill = tempfile.TemporaryDirectory(prefix="segml-duckdb-")
+        config: dict[str, Any] = {
+            "temp_directory": self._spill.name,
+            "preserve_insertion_order": False,
+        }
+        if threads:
+            config["threads"] = int(threads)
+        if memory_limit:
+            config["memory_limit"] = str(memory_limit)
+        self.con = duckdb.connect(":memory:", config=config)
+        self.con.execute("SET enable_progress_bar = false")
+        # like the Spark session: a TIMESTAMPTZ input falls on its UTC calendar day on both engines
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    def register(self, name: str, source: _EngineSource) -> None:
+        if isinstance(source, pa.Table):
+            self.con.register(name, source)
+        else:
+            pattern = Path(source) / "**" / "*.parquet" if Path(source).is_dir() else Path(source)
+            path = str(pattern).replace("'", "''")
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+
+    def create_view(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
+
+    def materialise(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+
+    def fetch(self, sql: str) -> pa.Table:
+        return self.con.sql(sql).to_arrow_table()
+
+    def close(self) -> None:
+        self.con.close()
+        self._spill.cleanup()
+
+
+def spark_session(app_name: str = "segml", shuffle_partitions: int = 4) -> SparkSession:
+    """A local Spark session configured like the DuckDB engine: UTC, two cores, few shuffle partitions.
+
+    Parameters
+    ----------
+    app_name:
+        Spark application name.
+    shuffle_partitions:
+        ``spark.sql.shuffle.partitions`` (Spark's default of 200 is slow on one machine).
+
+    Returns
+    -------
+    SparkSession
+        The active session if one exists (its settings are kept, except the time zone, which is set to UTC),
+        else a new ``local[2]`` session.
+
+    Raises
+    ------
+    SegmlError
+        pyspark is not installed (``pip install segml[spark]``).
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:  # pragma: no cover - depends on the install
+        raise SegmlError("features.engine=spark needs pyspark: pip install 'segml[spark]'") from None
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.conf.set("spark.sql.session.timeZone", "UTC")
+        return active
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName(app_name)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+class _SparkEngine:
+    """Runs the same SQL texts through a SparkSession; intermediate tables are cached temp views."""
+
+    def __init__(self, session: SparkSession | None = None) -> None:
+        self.spark = session or spark_session()
+        self._cached: list[Any] = []
+        self._views: list[str] = []
+
+    def register(self, name: str, source: _EngineSource) -> None:
+        if isinstance(source, pa.Table):
+            frame = self.spark.createDataFrame(source)
+        else:
+            frame = self.spark.read.parquet(str(source))
+        frame.createOrReplaceTempView(name)
+        self._views.append(name)
+
+    def create_view(self, name: str, sql: str) -> None:
+        self.spark.sql(sql).createOrReplaceTempView(name)
+        self._views.append(name)
+
+    def materialise(self, name: str, sql: str) -> None:
+        frame = self.spark.sql(sql).cache()
+        frame.createOrReplaceTempView(name)
+        self._cached.append(frame)
+        self._views.append(name)
+
+    def fetch(self, sql: str) -> pa.Table:
+        return self.spark.sql(sql).toArrow()
+
+    def close(self) -> None:
+        for frame in self._cached:
+            frame.unpersist()
+        for name in self._views:
+            self.spark.catalog.dropTempView(name)
+
+
+@contextlib.contextmanager
+def _open_engine(engine: str, spec: FeatureConfig | None = None) -> Iterator[_SqlEngine]:
+    if engine == "duckdb":
+        runner: Any = _DuckDBEngine(spec.threads if spec else None, spec.memory_limit if spec else None)
+    elif engine == "spark":
+        runner = _SparkEngine()
+    else:
+        raise ConfigError(f"features.engine: {engine!r} is not one of 'duckdb', 'spark'")
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _source_columns(source: TableSource, what: str) -> set[str]:
+    if isinstance(source, pd.DataFrame):
+        return {str(c) for c in source.columns}
+    path = Path(source)
+    if not path.exists():
+        raise InputFileError(f"{path}: {what} file not found")
+    try:
+        return (
+            set(pq.read_schema(path).names) if path.is_file() else set(pq.ParquetDataset(path).schema.names)
+        )
+    except Exception as exc:  # pyarrow raises several types for a non-parquet file
+        raise InputFileError(f"{path}: cannot read {what} as parquet ({exc.__class__.__name__})") from None
+
+
+def _label(source: TableSource, what: str) -> str:
+    return f"{what} DataFrame" if isinstance(source, pd.DataFrame) else str(source)
+
+
+def _typed_column(frame: pd.DataFrame, name: str, kind: pa.DataType) -> pa.Array:
+    """One pandas column as an Arrow array of a fixed type (vectorised; ids become strings)."""
+    col = frame[name]
+    if pa.types.is_string(kind):
+        return pa.array(col.astype("string"), type=pa.string(), from_pandas=True)
+    if pa.types.is_floating(kind):
+        return pa.array(
+            pd.to_numeric(col, errors="coerce").astype("float64"), type=pa.float64(), from_pandas=True
+        )
+    stamps = pd.to_datetime(col, errors="coerce")
+    if isinstance(stamps.dtype, pd.DatetimeTZDtype):  # keep the wall-clock day the data was recorded in
+        stamps = stamps.dt.tz_localize(None)
+    stamps = pa.array(stamps.astype("datetime64[us]"), type=pa.timestamp("us"), from_pandas=True)
+    return pc.cast(stamps, pa.date32()) if pa.types.is_date(kind) else stamps
+
+
+def _typed_table(frame: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
+    return pa.table({name: _typed_column(frame, name, kind) for name, kind in types.items()})
+
+
+_TRANSACTION_ARROW_TYPES = {
+    "customer_id": pa.string(),
+    "timestamp": pa.timestamp("us"),
+    "amount": pa.float64(),
+    "order_id": pa.string(),
+    "quantity": pa.float64(),
+    "product_id": pa.string(),
+}
+
+
+def _register_transactions(runner: _SqlEngine, transactions: TableSource) -> None:
+    present = _source_columns(transactions, "transactions")
+    missing = [c for c in REQUIRED_TRANSACTION_COLUMNS if c not in present]
+    if missing:
+        raise InputFileError(
+            f"{_label(transactions, 'transactions')}: missing column(s) {', '.join(missing)} "
+            f"(clean transactions need {', '.join(REQUIRED_TRANSACTION_COLUMNS)})"
+        )
+    source: _EngineSource
+    if isinstance(transactions, pd.DataFrame):
+        types = {name: kind for name, kind in _TRANSACTION_ARROW_TYPES.items() if name in present}
+        source = _typed_table(transactions, types)
+    else:
+        source = transactions
+    runner.register("transactions_source", source)
+    runner.create_view("transactions", _transactions_select_sql("transactions_source", present))
+
+
+def _attribute_aliases(attributes: Sequence[str]) -> list[str]:
+    """SQL-safe names for attribute columns (their own names may be keywords or contain spaces, and the two
+    engines quote identifiers differently); the original names are restored on the Arrow result."""
+    return [f"attribute_{i}" for i in range(len(attributes))]
+
+
+def _register_customers(runner: _SqlEngine, customers: TableSource) -> list[str]:
+    """Register clean customers as view ``customers`` (attributes under :func:`_attribute_aliases`);
+    returns the attribute column names in file order."""
+    present = _source_columns(customers, "customers")
+    label = _label(customers, "customers")
+    if "customer_id" not in present:
+        raise InputFileError(f"{label}: missing column customer_id")
+    frame = customers if isinstance(customers, pd.DataFrame) else pq.read_table(customers).to_pandas()
+    attributes = [str(c) for c in frame.columns if c not in ("customer_id", "signup_date")]
+    reserved = set(feature_columns(FeatureConfig(windows=[1]))) | set(LABEL_COLUMNS) | {"cutoff"}
+    clash = [a for a in attributes if a in reserved or _WINDOW_FEATURE.match(a)]
+    if clash:
+        raise InputFileError(f"{label}: attribute column(s) {', '.join(clash)} clash with feature names")
+    columns = {"customer_id": _typed_column(frame, "customer_id", pa.string())}
+    if "signup_date" in present:
+        columns["signup_date"] = _typed_column(frame, "signup_date", pa.date32())
+    for alias, name in zip(_attribute_aliases(attributes), attributes, strict=True):
+        columns[alias] = _typed_column(frame, name, pa.string())
+    runner.register("customers_source", pa.table(columns))
+    runner.create_view(
+        "customers", _customers_select_sql("customers_source", present, _attribute_aliases(attributes))
+    )
+    counted = runner.fetch("SELECT COUNT(*) - COUNT(DISTINCT customer_id) AS n FROM customers")
+    duplicates = int(counted["n"][0].as_py())
+    if duplicates > 0:
+        raise InputFileError(
+            f"{label}: {duplicates} duplicate customer_id row(s); expected one row per customer"
+        )
+    return attributes
+
+
+def _normalise_features(
+    table: pa.Table, spec: FeatureConfig, attributes: Sequence[str], with_labels: bool = False
+) -> pd.DataFrame:
+    """Same dtypes from both engines, converted in Arrow: str ids, datetime64[ns] cutoff, bool flag, float64
+    features, attributes as str or None (and float64 labels plus a ``cutoff`` column ``with_labels``)."""
+    as_of = table["as_of"].cast(pa.timestamp("ns"))
+    columns = {"customer_id": table["customer_id"].cast(pa.string())}
+    if with_labels:
+        columns["cutoff"] = as_of
+    columns["as_of"] = as_of
+    columns["has_purchases"] = table["has_purchases"].cast(pa.bool_())
+    columns.update({name: table[name].cast(pa.float64()) for name in NUMERIC_FEATURES(spec)})
+    for alias, name in zip(_attribute_aliases(attributes), attributes, strict=True):
+        columns[name] = table[alias].cast(pa.string())
+    if with_labels:
+        columns.update({name: table[name].cast(pa.float64()) for name in LABEL_COLUMNS})
+    return pa.table(columns).to_pandas(split_blocks=True, self_destruct=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def _features_at(
+    runner: _SqlEngine,
+    transactions: TableSource,
+    cutoffs: Sequence[dt.date],
+    spec: FeatureConfig,
+    customers: TableSource | None,
+    label_ends: Sequence[dt.date] | None = None,
+) -> pd.DataFrame:
+    """Features at each cutoff; with ``label_ends`` (one per cutoff) also the labels of (cutoff, end]."""
+    _register_transactions(runner, transactions)
+    attributes = _register_customers(runner, customers) if customers is not None else []
+    runner.materialise("cutoffs", _dates_table_sql({"as_of": list(cutoffs)}))
+    with_labels = label_ends is not None
+    if label_ends is not None:
+        runner.materialise(
+            "label_windows", _dates_table_sql({"cutoff": list(cutoffs), "label_end": label_ends})
+        )
+        runner.materialise("labels", _labels_sql(min(cutoffs), max(label_ends), ordered=False))
+    raw = runner.fetch(_features_sql(spec, max(cutoffs), attributes, customers is not None, with_labels))
+    return _normalise_features(raw, spec, attributes, with_labels)
+
+
+def _as_date(value: Any, what: str) -> dt.date:
+    if isinstance(value, pd.Timestamp):
+        return value.date()
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{what}: expected a date YYYY-MM-DD, got {value!r}")
+
+
+def build_features(
+    transactions: TableSource,
+    as_of: dt.date,
+    spec: FeatureConfig,
+    customers: TableSource | None = None,
+    *,
+    engine: Engine = "duckdb",
+) -> pd.DataFrame:
+    """Point-in-time customer features at a cutoff.
+
+    Parameters
+    ----------
+    transactions:
+        Clean transactions: a parquet path (file or folder) or a DataFrame with the
+        :data:`segml.schema.CLEAN_TRANSACTION_COLUMNS` (``customer_id``, ``timestamp`` and ``amount`` are
+        required; ``order_id``, ``quantity`` and ``product_id`` are used when present).
+    as_of:
+        Cutoff, inclusive: only rows with ``date(timestamp) <= as_of`` are read.
+    spec:
+        Feature configuration (windows, trend window, active months, DuckDB threads and memory limit).
+    customers:
+        Optional clean customers (path or DataFrame): ``customer_id``, optional ``signup_date`` and attribute
+        columns, one row per customer. Customers with ``signup_date <= as_of`` (or no signup date) who have not
+        bought yet get a row with ``has_purchases = False``.
+    engine:
+        ``"duckdb"`` (default) or ``"spark"``; both run the same SQL and return identical frames.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per customer, sorted by ``customer_id``, index ``0..n-1``, columns
+        :func:`feature_columns` (see docs/features.md for every definition).
+
+    Raises
+    ------
+    InputFileError
+        A file is missing or unreadable, or a required column is absent.
+    ConfigError
+        Invalid windows, engine or date.
+    """
+    _check_spec(spec)
+    as_of = _as_date(as_of, "as_of")
+    with _open_engine(engine, spec) as runner:
+        return _features_at(runner, transactions, [as_of], spec, customers)
+
+
+def _label_windows(
+    cutoffs: Sequence[dt.date], horizon_days: int, label_end: dt.date | None
+) -> tuple[list[dt.date], list[dt.date]]:
+    if not isinstance(horizon_days, int | np.integer) or horizon_days < 1:
+        raise ConfigError(f"cutoffs.horizon_days: expected a positive day count, got {horizon_days!r}")
+    ends = []
+    for cutoff in cutoffs:
+        end = cutoff + dt.timedelta(days=int(horizon_days))
+        if label_end is not None:
+            end = min(end, label_end)
+        if end <= cutoff:
+            raise ConfigError(
+                f"label window after cutoff {cutoff} is empty: label_end {label_end} is not after the cutoff"
+            )
+        ends.append(end)
+    return list(cutoffs), ends
+
+
+def _labels_at(
+    runner: _SqlEngine, cutoffs: Sequence[dt.date], horizon_days: int, label_end: dt.date | None
+) -> pd.DataFrame:
+    starts, ends = _label_windows(cutoffs, horizon_days, label_end)
+    runner.materialise("label_windows", _dates_table_sql({"cutoff": starts, "label_end": ends}))
+    raw = runner.fetch(_labels_sql(min(starts), max(ends)))
+    columns = {
+        "cutoff": raw["cutoff"].cast(pa.timestamp("ns")),
+        "customer_id": raw["customer_id"].cast(pa.string()),
+        **{name: raw[name].cast(pa.float64()) for name in LABEL_COLUMNS},
+    }
+    return pa.table(columns).to_pandas(split_blocks=True, self_destruct=True)
+
+
+def build_labels(
+    transactions: TableSource,
+    cutoff: dt.date,
+    horizon_days: int,
+    *,
+    label_end: dt.date | None = None,
+    engine: Engine = "duckdb",
+) -> pd.DataFrame:
+    """Future-value labels for the window ``(cutoff, cutoff + horizon_days]``, clipped at ``label_end``.
+
+    Parameters
+    ----------
+    transactions:
+        Clean transactions (parquet path or DataFrame), as for :func:`build_features`.
+    cutoff:
+        Last day of the observed past; the label window starts the day after.
+    horizon_days:
+        Length of the label window in days.
+    label_end:
+        Last day with data (inclusive); the window is cut there. ``label_days`` records the observed length.
+    engine:
+        ``"duckdb"`` or ``"spark"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``customer_id``, ``future_spend`` (net spend in the window), ``future_orders`` (purchase days),
+        ``future_active`` (1.0), ``label_days``; only customers with rows in the window, sorted by id.
+        Left-join onto features and fill the label columns with 0.
+
+    Raises
+    ------
+    ConfigError
+        ``horizon_days`` is not positive, or ``label_end`` is not after ``cutoff``.
+    """
+    cutoff = _as_date(cutoff, "cutoff")
+    label_end = _as_date(label_end, "label_end") if label_end is not None else None
+    with _open_engine(engine) as runner:
+        _register_transactions(runner, transactions)
+        labels = _labels_at(runner, [cutoff], horizon_days, label_end)
+    return labels.drop(columns="cutoff").reset_index(drop=True)
+
+
+def training_frame(
+    transactions: TableSource,
+    cutoffs: Sequence[dt.date],
+    horizon_days: int,
+    spec: FeatureConfig,
+    customers: TableSource | None = None,
+    *,
+    label_end: dt.date | None = None,
+    engine: Engine = "duckdb",
+) -> pd.DataFrame:
+    """Features at several historical cutoffs joined with the labels that followed each.
+
+    All cutoffs are computed in one pass: purchase days are aggregated once and one grouped query over a
+    ``cutoffs`` table yields every (cutoff, customer) row; labels likewise come from one query.
+
+    Parameters
+    ----------
+    transactions, spec, customers, engine:
+        As for :func:`build_features`.
+    cutoffs:
+        Cutoff dates (duplicates are ignored).
+    horizon_days:
+        Label window length after each cutoff.
+    label_end:
+        Last day with data; label windows are clipped there (``label_days`` < ``horizon_days``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The :func:`build_features` columns plus ``cutoff`` (= ``as_of``), ``future_spend``, ``future_orders``,
+        ``future_active`` (0 for customers without purchases in the window) and ``label_days``, sorted by
+        cutoff then customer_id, index ``0..n-1``.
+    """
+    _check_spec(spec)
+    dates = sorted({_as_date(c, "cutoffs") for c in cutoffs})
+    if not dates:
+        raise ConfigError("cutoffs: at least one cutoff date is needed for a training frame")
+    label_end = _as_date(label_end, "label_end") if label_end is not None else None
+    _, ends = _label_windows(dates, horizon_days, label_end)
+    with _open_engine(engine, spec) as runner:
+        return _features_at(runner, transactions, dates, spec, customers, label_ends=ends)
+
+
+def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
+    """Build the feature table of an experiment at a cutoff and write it as parquet.
+
+    Parameters
+    ----------
+    cfg:
+        The experiment; reads ``cfg.paths.clean_transactions`` and, when ``data.customers`` is configured and
+        ingest wrote it, ``cfg.paths.clean_customers`` (restricted to ``data.customers.attributes`` if set).
+    as_of:
+        Cutoff date (inclusive).
+
+    Returns
+    -------
+    (Path, int)
+        ``data/processed/<experiment>/features_<as_of>.parquet`` (written atomically) and the customer count.
+
+    Raises
+    ------
+    SegmlError
+        The clean transactions do not exist yet (run ``segml ingest`` first).
+    """
+    from rich.console import Console
+
+    from segml.storage import write_parquet
+
+    as_of = _as_date(as_of, "as_of")
+    tx_path = cfg.paths.clean_transactions
+    experiment = cfg.source_path or f"experiments/{cfg.name}.yaml"
+    if not tx_path.is_file():
+        raise SegmlError(f"{tx_path}: clean transactions not found; run `segml ingest {experiment}` first")
+    customers: TableSource | None = None
+    if cfg.data.customers is not None and cfg.paths.clean_customers.is_file():
+        customers = cfg.paths.clean_customers
+        wanted = cfg.data.customers.attributes
+        if wanted is not None:
+            names = pq.read_schema(customers).names
+            missing = [a for a in wanted if a not in names]
+            if missing:
+                raise InputFileError(
+                    f"{customers}: attribute column(s) {', '.join(missing)} listed in "
+                    "data.customers.attributes are not in the clean customers file"
+                )
+            keep = ["customer_id", *(["signup_date"] if "signup_date" in names else []), *wanted]
+            customers = pd.read_parquet(customers, columns=keep)
+    console = Console(stderr=True)
+    with console.status(f"features {cfg.name} as of {as_of} ({cfg.features.engine})"):
+        frame = build_features(tx_path, as_of, cfg.features, customers, engine=cfg.features.engine)
+        target = cfg.paths.features_file(as_of)
+        write_parquet(frame, target)
+    return target, len(frame)

@@ -1,0 +1,528 @@
+"""Features, labels and training frames against an independent pandas computation on a hand-made fixture."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segml.config import FeatureConfig
+from segml.errors import ConfigError, InputFileError, SegmlError
+from segml.features import (
+    FEATURE_DESCRIPTIONS,
+    LABEL_COLUMNS,
+    NUMERIC_FEATURES,
+    build_features,
+    build_labels,
+    describe_feature,
+    feature_columns,
+    training_frame,
+)
+
+AS_OF = dt.date(2024, 6, 30)
+SPEC = FeatureConfig(threads=1)
+
+
+def make_transactions() -> pd.DataFrame:
+    """Clean transactions covering the awkward cases (all ids are strings, "00001" stays "00001").
+
+    * 00001: order lines on one day (two rows, one order), a same-day return, a no-order-id day, product ids,
+      a row just after midnight of the cutoff day (counts) and rows after the cutoff (must not count).
+    * 00002: no order ids, no product ids, no quantities; identical same-day rows (real repeat purchases).
+    * 00003: one purchase day only, then a return on a later day whose net is negative.
+    * 00004: a single purchase day, 400 days before the cutoff (outside every window but 365 ... no: 400).
+    * 00005: only rows after the cutoff: not a customer yet at the cutoff.
+    * 00006: many purchase days spread over two years (windows, trend, active months, std).
+    """
+    rows = [
+        # customer, order, timestamp, amount, quantity, product
+        ("00001", "A1", "2024-01-10 09:00:00", 30.0, 1.0, "P1"),
+        ("00001", "A1", "2024-01-10 09:00:00", 20.0, 2.0, "P2"),
+        ("00001", "A2", "2024-01-10 18:30:00", -5.0, -1.0, "P2"),
+        ("00001", None, "2024-03-05 12:00:00", 12.5, 1.0, "P3"),
+        ("00001", "A3", "2024-06-29 23:59:59", 40.0, 4.0, "P1"),
+        ("00001", "A4", "2024-06-30 00:00:01", 7.0, 1.0, None),
+        ("00001", "A5", "2024-07-01 00:00:00", 1000.0, 9.0, "P9"),
+        ("00001", "A6", "2024-09-01 10:00:00", -30.0, -1.0, "P1"),
+        ("00002", None, "2023-11-20 10:00:00", 15.0, None, None),
+        ("00002", None, "2023-11-20 10:00:00", 15.0, None, None),
+        ("00002", None, "2024-02-01 08:00:00", 25.0, None, None),
+        ("00002", None, "2024-05-15 08:00:00", 5.0, None, None),
+        ("00002", None, "2024-07-20 08:00:00", 99.0, None, None),
+        ("00003", "C1", "2024-04-01 10:00:00", 100.0, 2.0, "P4"),
+        ("00003", "C2", "2024-04-20 10:00:00", -150.0, -3.0, "P4"),
+        ("00004", "D1", "2023-05-27 10:00:00", 60.0, 1.0, "P5"),
+        ("00005", "E1", "2024-07-02 10:00:00", 80.0, 1.0, "P6"),
+        ("00006", "F1", "2022-08-15 10:00:00", 10.0, 1.0, "P1"),
+        ("00006", "F2", "2023-01-03 10:00:00", 20.0, 1.0, "P2"),
+        ("00006", "F3", "2023-07-30 10:00:00", 30.0, 1.0, "P3"),
+        ("00006", "F4", "2023-12-24 10:00:00", 40.0, 1.0, "P1"),
+        ("00006", "F5", "2024-02-28 10:00:00", 50.0, 1.0, "P1"),
+        ("00006", "F6", "2024-03-31 10:00:00", 60.0, 1.0, "P2"),
+        ("00006", "F7", "2024-04-02 10:00:00", 70.0, 1.0, "P3"),
+        ("00006", "F8", "2024-06-01 10:00:00", 80.0, 1.0, "P7"),
+        ("00006", "F8", "2024-06-01 10:00:00", -80.0, -1.0, "P7"),
+        ("00006", "F9", "2024-06-30 10:00:00", 90.0, 1.0, "P8"),
+    ]
+    frame = pd.DataFrame(
+        rows, columns=["customer_id", "order_id", "timestamp", "amount", "quantity", "product_id"]
+    )
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    frame["channel"] = "web"
+    frame["source"] = "orders"
+    frame["source_row"] = np.arange(1, len(frame) + 1, dtype="int64")
+    frame["is_return"] = frame["amount"] < 0
+    frame["is_outlier"] = False
+    return frame
+
+
+def make_customers() -> pd.DataFrame:
+    """Attributes: 00001/00003 with signup dates, 00007 never bought (signed up before the cutoff), 00008 never
+    bought and no signup date, 00009 signs up after the cutoff (not a customer yet), 00002 has no row."""
+    return pd.DataFrame(
+        {
+            "customer_id": ["00001", "00003", "00004", "00006", "00007", "00008", "00009"],
+            "signup_date": pd.to_datetime(
+                ["2023-12-01", "2024-03-30", None, "2022-01-01", "2024-06-01", None, "2024-07-15"]
+            ).date,
+            "industry": ["retail", "food", None, "retail", "tech", "food", "tech"],
+            "size": ["S", "M", "L", "S", "M", None, "L"],
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Independent reference: plain pandas, written from the contract's definitions.
+
+
+def reference_features(
+    tx: pd.DataFrame, as_of: dt.date, spec: FeatureConfig, customers: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    cutoff = pd.Timestamp(as_of)
+    rows = tx.assign(day=tx["timestamp"].dt.normalize())
+    rows = rows[rows["day"] <= cutoff]
+    days = (
+        rows.groupby(["customer_id", "day"], as_index=False)["amount"]
+        .sum()
+        .rename(columns={"amount": "spend"})
+    )
+    days = days.sort_values(["customer_id", "day"])
+    days["gap"] = days.groupby("customer_id")["day"].diff().dt.days.astype(float)
+    days["age"] = (cutoff - days["day"]).dt.days
+    by_day = days.groupby("customer_id")
+    ids = pd.Index(sorted(days["customer_id"].unique()), name="customer_id")
+    out = pd.DataFrame(index=ids)
+    first, last = by_day["day"].min(), by_day["day"].max()
+    n_days = by_day.size()
+    out["recency_days"] = (cutoff - last).dt.days.astype(float)
+    out["t_days"] = (cutoff - first).dt.days.astype(float)
+    out["btyd_recency_days"] = (last - first).dt.days.astype(float)
+    out["frequency"] = (n_days - 1).astype(float)
+    repeat = days[days["gap"].notna()].groupby("customer_id")["spend"].mean()
+    out["btyd_monetary"] = repeat.reindex(ids).fillna(0.0)
+    out["n_purchase_days"] = n_days.astype(float)
+    with_order = rows[rows["order_id"].notna()].groupby("customer_id")["order_id"].nunique()
+    without_order = rows[rows["order_id"].isna()].groupby("customer_id")["day"].nunique()
+    out["n_orders"] = with_order.reindex(ids).fillna(0) + without_order.reindex(ids).fillna(0)
+    out["tenure_days"] = out["t_days"]
+    out["monetary_total"] = by_day["spend"].sum()
+    out["gross_spend"] = rows["amount"].clip(lower=0).groupby(rows["customer_id"]).sum()
+    out["return_amount"] = (-rows["amount"].clip(upper=0)).groupby(rows["customer_id"]).sum()
+    out["returns_rate"] = np.where(out["gross_spend"] > 0, out["return_amount"] / out["gross_spend"], 0.0)
+    out["monetary_mean"] = out["monetary_total"] / out["n_purchase_days"]
+    out["monetary_max"] = by_day["spend"].max()
+    out["interpurchase_mean_days"] = by_day["gap"].mean()
+    out["interpurchase_std_days"] = by_day["gap"].std(ddof=1)
+    for w in spec.windows:
+        recent = days[days["age"] < w].groupby("customer_id")["spend"]
+        out[f"spend_{w}d"] = recent.sum().reindex(ids).fillna(0.0)
+    for w in spec.windows:
+        recent = days[days["age"] < w].groupby("customer_id")["spend"]
+        out[f"orders_{w}d"] = recent.size().reindex(ids).fillna(0).astype(float)
+    tw = spec.trend_window
+    recent = days[days["age"] < tw].groupby("customer_id")["spend"].sum().reindex(ids).fillna(0.0)
+    before = days[(days["age"] >= tw) & (days["age"] < 2 * tw)].groupby("customer_id")["spend"].sum()
+    before = before.reindex(ids).fillna(0.0)
+    out["trend_ratio"] = np.log((recent.clip(lower=0) + 1) / (before.clip(lower=0) + 1))
+    month = days["day"].dt.year * 12 + days["day"].dt.month
+    in_window = (cutoff.year * 12 + cutoff.month) - month < spec.active_months
+    active = days[in_window].assign(month=month[in_window]).groupby("customer_id")["month"].nunique()
+    out["active_months_share"] = active.reindex(ids).fillna(0) / spec.active_months
+    out["repurchase"] = (out["frequency"] > 0).astype(float)
+    breadth = rows.groupby("customer_id")["product_id"].nunique()
+    out["product_breadth"] = breadth.reindex(ids).replace(0, np.nan).astype(float)
+    out["quantity_total"] = rows.groupby("customer_id")["quantity"].sum(min_count=1)
+    out["churn_risk_ratio"] = out["recency_days"] / out["interpurchase_mean_days"]
+    out.insert(0, "has_purchases", True)
+    out = out.reset_index()
+
+    attributes: list[str] = []
+    if customers is not None:
+        attributes = [c for c in customers.columns if c not in ("customer_id", "signup_date")]
+        signup = pd.to_datetime(customers["signup_date"])
+        eligible = customers[signup.isna() | (signup <= cutoff)]
+        new = eligible[~eligible["customer_id"].isin(out["customer_id"])][["customer_id"]].copy()
+        new["has_purchases"] = False
+        zero_filled = [
+            "frequency",
+            "btyd_monetary",
+            "n_purchase_days",
+            "n_orders",
+            "monetary_total",
+            "gross_spend",
+            "return_amount",
+            "returns_rate",
+            *[f"spend_{w}d" for w in spec.windows],
+            *[f"orders_{w}d" for w in spec.windows],
+            "trend_ratio",
+            "active_months_share",
+            "repurchase",
+        ]
+        for name in zero_filled:
+            new[name] = 0.0
+        out = pd.concat([out, new], ignore_index=True)
+        out = out.merge(customers, on="customer_id", how="left")
+        known = pd.to_datetime(out["signup_date"])
+        out["tenure_days"] = np.where(known.notna(), (cutoff - known).dt.days, out["t_days"])
+        out = out.drop(columns="signup_date")
+    out["as_of"] = pd.Series(cutoff, index=out.index).astype("datetime64[ns]")
+    out = out.sort_values("customer_id").reset_index(drop=True)
+    columns = ["customer_id", "as_of", "has_purchases", *NUMERIC_FEATURES(spec), *attributes]
+    out = out[columns]
+    out[NUMERIC_FEATURES(spec)] = out[NUMERIC_FEATURES(spec)].astype("float64")
+    out["has_purchases"] = out["has_purchases"].astype(bool)
+    for name in attributes:
+        out[name] = out[name].astype(object).where(out[name].notna(), None)
+    return out
+
+
+def reference_labels(
+    tx: pd.DataFrame, cutoff: dt.date, horizon: int, label_end: dt.date | None
+) -> pd.DataFrame:
+    end = pd.Timestamp(cutoff) + pd.Timedelta(days=horizon)
+    if label_end is not None:
+        end = min(end, pd.Timestamp(label_end))
+    day = tx["timestamp"].dt.normalize()
+    window = tx[(day > pd.Timestamp(cutoff)) & (day <= end)].assign(day=day)
+    grouped = window.groupby("customer_id")
+    out = pd.DataFrame(
+        {
+            "future_spend": grouped["amount"].sum(),
+            "future_orders": grouped["day"].nunique().astype(float),
+        }
+    )
+    out["future_active"] = 1.0
+    out["label_days"] = float((end - pd.Timestamp(cutoff)).days)
+    return out.reset_index().sort_values("customer_id").reset_index(drop=True)
+
+
+def assert_same(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert list(actual.columns) == list(expected.columns)
+    pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=1e-9, atol=0.0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tests
+
+
+@pytest.fixture(scope="module")
+def transactions() -> pd.DataFrame:
+    return make_transactions()
+
+
+@pytest.fixture(scope="module")
+def customers() -> pd.DataFrame:
+    return make_customers()
+
+
+@pytest.mark.parametrize("as_of", [AS_OF, dt.date(2024, 1, 10), dt.date(2024, 4, 20), dt.date(2025, 1, 1)])
+def test_features_match_independent_pandas(transactions, as_of):
+    actual = build_features(transactions, as_of, SPEC)
+    assert_same(actual, reference_features(transactions, as_of, SPEC))
+
+
+def test_features_with_customers_match_independent_pandas(transactions, customers):
+    actual = build_features(transactions, AS_OF, SPEC, customers)
+    expected = reference_features(transactions, AS_OF, SPEC, customers)
+    assert_same(actual, expected)
+    assert actual["customer_id"].tolist() == ["00001", "00002", "00003", "00004", "00006", "00007", "00008"]
+
+
+def test_other_windows_match_independent_pandas(transactions):
+    spec = FeatureConfig(windows=[7, 45, 400], trend_window=30, active_months=3, threads=1)
+    assert_same(build_features(transactions, AS_OF, spec), reference_features(transactions, AS_OF, spec))
+
+
+def test_hand_checked_values(transactions, customers):
+    features = build_features(transactions, AS_OF, SPEC, customers).set_index("customer_id")
+    one = features.loc["00001"]
+    # purchase days: 01-10 (30 + 20 - 5 = 45), 03-05 (12.5), 06-29 (40), 06-30 (7); 07-01 and later excluded
+    assert one["n_purchase_days"] == 4
+    assert one["frequency"] == 3
+    assert one["recency_days"] == 0
+    assert one["t_days"] == 172  # 2024-01-10 .. 2024-06-30
+    assert one["btyd_recency_days"] == 172
+    assert one["monetary_total"] == pytest.approx(104.5)
+    assert one["gross_spend"] == pytest.approx(109.5)
+    assert one["return_amount"] == pytest.approx(5.0)
+    assert one["returns_rate"] == pytest.approx(5.0 / 109.5)
+    assert one["btyd_monetary"] == pytest.approx((12.5 + 40 + 7) / 3)
+    assert one["monetary_max"] == pytest.approx(45.0)
+    assert one["n_orders"] == 5  # A1, A2, A3, A4 + the day without an order id
+    assert one["product_breadth"] == 3  # P1, P2, P3 (P9 comes after the cutoff)
+    assert one["quantity_total"] == pytest.approx(8.0)
+    assert one["interpurchase_mean_days"] == pytest.approx(172 / 3)  # gaps 55, 116, 1
+    assert one["interpurchase_std_days"] == pytest.approx(np.std([55, 116, 1], ddof=1))
+    assert one["spend_30d"] == pytest.approx(47.0)
+    assert one["orders_90d"] == 2
+    assert one["spend_180d"] == pytest.approx(104.5)
+    assert one["tenure_days"] == 212  # signup 2023-12-01
+    assert one["active_months_share"] == pytest.approx(3 / 12)  # Jan, Mar, Jun
+    assert one["churn_risk_ratio"] == 0
+    assert one["industry"] == "retail"
+
+    two = features.loc["00002"]  # no order ids: orders = purchase days; identical rows are both purchases
+    assert two["n_orders"] == two["n_purchase_days"] == 3
+    assert two["monetary_total"] == pytest.approx(60.0)
+    assert np.isnan(two["product_breadth"]) and np.isnan(two["quantity_total"])
+    assert two["tenure_days"] == two["t_days"]  # no customer row
+    assert two["industry"] is None
+
+    three = features.loc["00003"]  # a later return nets the customer negative
+    assert three["monetary_total"] == pytest.approx(-50.0)
+    assert three["returns_rate"] == pytest.approx(1.5)
+    assert three["btyd_monetary"] == pytest.approx(-150.0)
+    # 04-01 is 90 days back (previous trend window, +100); 04-20 is recent (-150, clipped at 0)
+    assert three["trend_ratio"] == pytest.approx(np.log(1 / 101))
+    assert np.isnan(three["interpurchase_std_days"])  # one gap only
+
+    four = features.loc["00004"]  # 400 days ago: outside every window
+    assert four["frequency"] == 0 and four["btyd_monetary"] == 0 and four["repurchase"] == 0
+    assert four["spend_365d"] == 0 and four["orders_365d"] == 0
+    assert np.isnan(four["interpurchase_mean_days"]) and np.isnan(four["churn_risk_ratio"])
+
+    six = features.loc["00006"]
+    # trend: last 90 days (> 2024-04-01): 04-02 70, 06-01 0 (return nets out), 06-30 90 -> 160;
+    # the 90 days before (2024-01-03 .. 2024-04-01): 02-28 50, 03-31 60 -> 110
+    assert six["trend_ratio"] == pytest.approx(np.log(161 / 111))
+    assert six["orders_30d"] == 2  # 06-01 counts as a purchase day although it nets to 0
+
+    never = features.loc["00007"]
+    assert not never["has_purchases"]
+    assert np.isnan(never["recency_days"]) and never["n_purchase_days"] == 0 and never["monetary_total"] == 0
+    assert never["tenure_days"] == 29
+    assert np.isnan(features.loc["00008", "tenure_days"])
+    assert "00005" not in features.index and "00009" not in features.index
+
+
+def test_output_contract(transactions, customers):
+    features = build_features(transactions, AS_OF, SPEC, customers)
+    assert list(features.columns) == feature_columns(SPEC, ["industry", "size"])
+    assert features.index.equals(pd.RangeIndex(len(features)))
+    assert features["customer_id"].is_monotonic_increasing
+    assert str(features["as_of"].dtype) == "datetime64[ns]"
+    assert (features["as_of"] == pd.Timestamp(AS_OF)).all()
+    assert features["has_purchases"].dtype == bool
+    assert all(features[c].dtype == "float64" for c in NUMERIC_FEATURES(SPEC))
+    for name in NUMERIC_FEATURES(SPEC) + ["customer_id", "as_of", "has_purchases"]:
+        assert describe_feature(name) and name in FEATURE_DESCRIPTIONS
+    assert describe_feature("spend_45d") == "net spend in the last 45 days"
+
+
+def test_parquet_input_equals_dataframe_input(tmp_path, transactions, customers):
+    tx_path, cu_path = tmp_path / "tx.parquet", tmp_path / "cu.parquet"
+    transactions.to_parquet(tx_path, index=False)
+    customers.to_parquet(cu_path, index=False)
+    assert_same(
+        build_features(tx_path, AS_OF, SPEC, cu_path), build_features(transactions, AS_OF, SPEC, customers)
+    )
+
+
+def test_attribute_names_need_not_be_identifiers(transactions, customers):
+    odd = customers.rename(columns={"industry": "order", "size": "org type"})
+    features = build_features(transactions, AS_OF, SPEC, odd)
+    assert list(features.columns[-2:]) == ["order", "org type"]
+    assert features.set_index("customer_id").loc["00007", "order"] == "tech"
+    with pytest.raises(InputFileError, match="clash with feature names"):
+        build_features(transactions, AS_OF, SPEC, customers.rename(columns={"size": "spend_7d"}))
+
+
+def test_missing_optional_columns(transactions):
+    minimal = transactions[["customer_id", "timestamp", "amount"]]
+    features = build_features(minimal, AS_OF, SPEC)
+    full = build_features(transactions, AS_OF, SPEC)
+    assert features["product_breadth"].isna().all() and features["quantity_total"].isna().all()
+    assert (features["n_orders"] == features["n_purchase_days"]).all()
+    pd.testing.assert_series_equal(features["monetary_total"], full["monetary_total"])
+
+
+def test_input_errors(tmp_path, transactions, customers):
+    with pytest.raises(InputFileError, match="missing column.*amount"):
+        build_features(transactions.drop(columns="amount"), AS_OF, SPEC)
+    with pytest.raises(InputFileError, match="not found"):
+        build_features(tmp_path / "nope.parquet", AS_OF, SPEC)
+    with pytest.raises(InputFileError, match="1 duplicate customer_id"):
+        build_features(transactions, AS_OF, SPEC, pd.concat([customers, customers.iloc[:1]]))
+    with pytest.raises(ConfigError, match="features.windows"):
+        build_features(transactions, AS_OF, FeatureConfig(windows=[30, 30]))
+    with pytest.raises(ConfigError, match="engine"):
+        build_features(transactions, AS_OF, SPEC, engine="pandas")  # type: ignore[arg-type]
+
+
+def test_no_rows_before_cutoff_gives_empty_frame(transactions):
+    features = build_features(transactions, dt.date(2020, 1, 1), SPEC)
+    assert len(features) == 0
+    assert list(features.columns) == feature_columns(SPEC)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Labels and training frames
+
+
+@pytest.mark.parametrize(
+    ("cutoff", "horizon", "label_end"),
+    [(AS_OF, 90, None), (AS_OF, 365, dt.date(2024, 8, 31)), (dt.date(2024, 3, 31), 30, None)],
+)
+def test_labels_match_independent_pandas(transactions, cutoff, horizon, label_end):
+    actual = build_labels(transactions, cutoff, horizon, label_end=label_end)
+    assert list(actual.columns) == ["customer_id", *LABEL_COLUMNS]
+    assert_same(actual, reference_labels(transactions, cutoff, horizon, label_end))
+
+
+def test_labels_hand_checked(transactions):
+    labels = build_labels(transactions, AS_OF, 90, label_end=dt.date(2024, 8, 31)).set_index("customer_id")
+    # (06-30, 08-31]: 00001 has 07-01 (1000) and 09-01 (after label_end: cut); 00002 07-20; 00005 07-02
+    assert labels.index.tolist() == ["00001", "00002", "00005"]
+    assert labels.loc["00001", "future_spend"] == 1000.0
+    assert labels.loc["00001", "future_orders"] == 1
+    assert (labels["label_days"] == 62).all()
+    assert (labels["future_active"] == 1).all()
+    unclipped = build_labels(transactions, AS_OF, 90).set_index("customer_id")
+    assert unclipped.loc["00001", "future_spend"] == 970.0  # the 09-01 return is within 90 days
+    assert (unclipped["label_days"] == 90).all()
+
+
+def test_label_window_must_not_be_empty(transactions):
+    with pytest.raises(ConfigError, match="label_end"):
+        build_labels(transactions, AS_OF, 30, label_end=AS_OF)
+    with pytest.raises(ConfigError, match="horizon_days"):
+        build_labels(transactions, AS_OF, 0)
+
+
+def test_training_frame_stacks_features_and_labels(transactions, customers):
+    cutoffs = [dt.date(2024, 6, 30), dt.date(2024, 3, 31), dt.date(2024, 7, 31)]
+    label_end = dt.date(2024, 9, 15)
+    frame = training_frame(transactions, cutoffs, 60, SPEC, customers, label_end=label_end)
+    assert frame.index.equals(pd.RangeIndex(len(frame)))
+    assert list(frame.columns) == [
+        "customer_id",
+        "cutoff",
+        *feature_columns(SPEC, ["industry", "size"])[1:],
+        "future_spend",
+        "future_orders",
+        "future_active",
+        "label_days",
+    ]
+    assert frame["cutoff"].is_monotonic_increasing
+    for cutoff in sorted(cutoffs):
+        part = frame[frame["cutoff"] == pd.Timestamp(cutoff)].reset_index(drop=True)
+        features = build_features(transactions, cutoff, SPEC, customers)
+        assert_same(part[features.columns], features)
+        expected = reference_labels(transactions, cutoff, 60, label_end).set_index("customer_id")
+        joined = part.set_index("customer_id")
+        for name in ("future_spend", "future_orders", "future_active"):
+            want = expected[name].reindex(joined.index).fillna(0.0)
+            pd.testing.assert_series_equal(joined[name], want, check_names=False, rtol=1e-9)
+        want_days = min(60, (label_end - cutoff).days)
+        assert (part["label_days"] == want_days).all()
+    # 2024-07-31 + 60 days runs past label_end: the window is clipped to 46 days
+    assert (frame.loc[frame["cutoff"] == pd.Timestamp(2024, 7, 31), "label_days"] == 46).all()
+    late = frame[(frame["cutoff"] == pd.Timestamp(2024, 7, 31))].set_index("customer_id")
+    assert late.loc["00001", "future_spend"] == -30.0  # the 09-01 return
+    assert late.loc["00007", "future_spend"] == 0.0  # never bought: zero-filled
+
+
+def test_training_frame_rejects_no_cutoffs(transactions):
+    with pytest.raises(ConfigError, match="at least one cutoff"):
+        training_frame(transactions, [], 30, SPEC)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# run_features (what `segml features` calls)
+
+
+def _experiment(tmp_path, with_customers: bool):
+    from segml.config import load_experiment
+
+    yaml_text = f"""
+data:
+  transactions:
+    - path: raw/tx.parquet
+      columns: {{customer_id: customer_id, timestamp: timestamp, amount: amount}}
+{"  customers: {path: raw/cu.parquet, columns: {customer_id: customer_id, signup_date: signup_date, industry: industry, size: size}, attributes: [industry]}" if with_customers else ""}
+cutoffs:
+  calibration_end: {AS_OF.isoformat()}
+features:
+  windows: [30, 90]
+  threads: 1
+"""
+    path = tmp_path / "experiments" / "tiny.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml_text, encoding="utf-8")
+    return load_experiment(path, root=tmp_path)
+
+
+def test_run_features_writes_parquet(tmp_path, transactions, customers):
+    from segml.features import run_features
+
+    cfg = _experiment(tmp_path, with_customers=True)
+    with pytest.raises(SegmlError, match="segml ingest"):
+        run_features(cfg, AS_OF)
+    cfg.paths.interim.mkdir(parents=True)
+    transactions.to_parquet(cfg.paths.clean_transactions, index=False)
+    customers.to_parquet(cfg.paths.clean_customers, index=False)
+    path, n_customers = run_features(cfg, AS_OF)
+    assert path == tmp_path / "data" / "processed" / "tiny" / f"features_{AS_OF.isoformat()}.parquet"
+    written = pd.read_parquet(path)
+    assert n_customers == len(written) == 7
+    expected = build_features(
+        transactions, AS_OF, cfg.features, customers[["customer_id", "signup_date", "industry"]]
+    )
+    assert "size" not in written.columns
+    assert_same(written, expected)
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_btyd_columns_equal_lifetimes_on_cdnow():
+    """frequency / recency / T / monetary agree with lifetimes' summary on the shipped CDNOW data."""
+    from lifetimes.utils import summary_data_from_transaction_data
+
+    from segml.datasets.cdnow import load_cdnow
+
+    raw = load_cdnow()
+    tx = pd.DataFrame(
+        {
+            "customer_id": raw["customer_id"],
+            "timestamp": raw["date"],
+            "amount": raw["dollar_value"],
+            "quantity": raw["number_of_cds"].astype(float),
+        }
+    )
+    cutoff = dt.date(1997, 9, 30)
+    ours = build_features(tx, cutoff, SPEC).set_index("customer_id")
+    theirs = summary_data_from_transaction_data(
+        raw[raw["date"] <= pd.Timestamp(cutoff)],
+        "customer_id",
+        "date",
+        monetary_value_col="dollar_value",
+        observation_period_end=pd.Timestamp(cutoff),
+        freq="D",
+    )
+    assert len(ours) == len(theirs) == 23_570
+    theirs = theirs.reindex(ours.index)
+    np.testing.assert_array_equal(ours["frequency"], theirs["frequency"])
+    np.testing.assert_array_equal(ours["btyd_recency_days"], theirs["recency"])
+    np.testing.assert_array_equal(ours["t_days"], theirs["T"])
+    np.testing.assert_allclose(ours["btyd_monetary"], theirs["monetary_value"], rtol=1e-9, atol=1e-9)

@@ -1,0 +1,87 @@
+"""The same SQL texts on Spark give the same features and labels as on DuckDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from segml.config import FeatureConfig
+from segml.features import build_features, build_labels, training_frame
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+
+SPEC = FeatureConfig(threads=1)
+
+
+def _fixture_module():
+    """The hand-made fixture of test_features.py, loaded by path (tests is not a package)."""
+    path = Path(__file__).with_name("test_features.py")
+    spec = importlib.util.spec_from_file_location("segml_test_features_fixture", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FIXTURE = _fixture_module()
+
+
+@pytest.fixture(scope="module")
+def spark():
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    from segml.features import spark_session
+
+    session = spark_session()
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, Path]:
+    """A small synthetic data set in the clean schema, as parquet files."""
+    from segml.datasets.synthetic import SynthSpec, generate
+
+    data = generate(SynthSpec(n_customers=150, seed=3))
+    tx = data.transactions.rename(columns={"order_ts": "timestamp"})
+    tx["quantity"] = tx["quantity"].astype("float64")
+    folder = tmp_path_factory.mktemp("synthetic")
+    tx_path, cu_path = folder / "tx.parquet", folder / "cu.parquet"
+    tx.to_parquet(tx_path, index=False)
+    data.customers.to_parquet(cu_path, index=False)
+    return tx_path, cu_path
+
+
+def assert_same(spark_frame: pd.DataFrame, duck_frame: pd.DataFrame) -> None:
+    assert list(spark_frame.columns) == list(duck_frame.columns)
+    pd.testing.assert_frame_equal(spark_frame, duck_frame, check_exact=False, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("as_of", [FIXTURE.AS_OF, dt.date(2024, 4, 20)])
+def test_fixture_features_equal(spark, as_of):
+    tx, customers = FIXTURE.make_transactions(), FIXTURE.make_customers()
+    duck = build_features(tx, as_of, SPEC, customers)
+    on_spark = build_features(tx, as_of, SPEC, customers, engine="spark")
+    assert_same(on_spark, duck)
+    assert_same(on_spark, FIXTURE.reference_features(tx, as_of, SPEC, customers))
+
+
+def test_fixture_labels_equal(spark):
+    tx = FIXTURE.make_transactions()
+    for label_end in (None, dt.date(2024, 8, 31)):
+        duck = build_labels(tx, FIXTURE.AS_OF, 90, label_end=label_end)
+        assert_same(build_labels(tx, FIXTURE.AS_OF, 90, label_end=label_end, engine="spark"), duck)
+
+
+def test_synthetic_training_frame_equal(spark, synthetic):
+    tx_path, cu_path = synthetic
+    cutoffs = [dt.date(2024, 12, 31), dt.date(2025, 6, 30)]
+    spec = FeatureConfig(windows=[30, 90, 365], threads=1)
+    duck = training_frame(tx_path, cutoffs, 365, spec, cu_path, label_end=dt.date(2026, 6, 30))
+    on_spark = training_frame(
+        tx_path, cutoffs, 365, spec, cu_path, label_end=dt.date(2026, 6, 30), engine="spark"
+    )
+    assert len(duck) > 200
+    assert_same(on_spark, duck)

@@ -1,0 +1,279 @@
+"""No leakage: changing or deleting any row after the cutoff leaves every feature at the cutoff unchanged.
+
+Checked twice: from a raw CSV through ``segml ingest`` (so ingest's cleaning rules are part of the check), and
+with hypothesis on the clean-transactions level (random post-cutoff rows appended, mutated and deleted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from segml.config import FeatureConfig, load_experiment
+from segml.features import build_features, training_frame
+
+CUTOFF = dt.date(2024, 6, 30)
+SPEC = FeatureConfig(threads=1)
+
+# --------------------------------------------------------------------------------------------------------------
+# Raw file -> ingest -> features
+
+
+RAW_HEADER = ["cust", "order_no", "ts", "amt", "qty", "sku"]
+RAW_ROWS = [
+    ["C001", "1001", "2023-03-02 10:00:00", "120.00", "2", "SKU-1"],
+    ["C001", "1001", "2023-03-02 10:00:00", "35.50", "1", "SKU-2"],
+    ["C002", "1002", "2023-05-11 14:20:00", "80.00", "1", "SKU-3"],
+    ["C003", "1003", "2023-09-30 23:59:59", "15.00", "1", "SKU-1"],
+    ["C001", "1004", "2023-12-24 09:00:00", "210.00", "3", "SKU-4"],
+    ["C002", "R1002", "2024-01-03 10:00:00", "-80.00", "-1", "SKU-3"],
+    ["C004", "1005", "2024-02-14 12:00:00", "55.00", "1", "SKU-5"],
+    ["C003", "1006", "2024-03-01 08:00:00", "22.00", "2", "SKU-2"],
+    ["C001", "1007", "2024-06-30 23:30:00", "99.00", "1", "SKU-6"],  # on the cutoff day: counts
+    ["C005", "1008", "2024-07-01 00:00:00", "40.00", "1", "SKU-1"],  # first post-cutoff row
+    ["C004", "1009", "2024-05-20 16:00:00", "61.00", "1", "SKU-5"],  # out of time order in the file
+    ["C001", "1010", "2024-07-15 10:00:00", "310.00", "2", "SKU-7"],
+    ["C002", "1011", "2024-08-01 10:00:00", "18.00", "1", "SKU-3"],
+    ["C003", "1012", "2024-06-29 11:00:00", "44.00", "4", "SKU-8"],
+    ["C003", "1013", "2024-09-12 11:00:00", "27.00", "1", "SKU-8"],
+    ["C001", "R1010", "2024-07-20 10:00:00", "-310.00", "-2", "SKU-7"],
+    ["C006", "1014", "2024-10-01 10:00:00", "75.00", "1", "SKU-9"],
+]
+CUSTOMERS_CSV = """cust,signup,region
+C001,2023-01-15,north
+C002,2023-05-01,south
+C003,,east
+C004,2024-02-01,north
+C006,2024-09-01,west
+C007,2024-04-01,south
+"""
+EXPERIMENT_YAML = f"""
+description: leakage fixture
+data:
+  transactions:
+    - path: raw/orders.csv
+      format: csv
+      name: orders
+      columns:
+        customer_id: cust
+        order_id: order_no
+        timestamp: ts
+        amount: amt
+        quantity: qty
+        product_id: sku
+  customers:
+    path: raw/customers.csv
+    format: csv
+    columns: {{customer_id: cust, signup_date: signup, region: region}}
+  cleaning:
+    max_date: 2025-12-31
+    outliers:
+      flag_mad: 3.0
+cutoffs:
+  calibration_end: {CUTOFF.isoformat()}
+  horizon_days: 90
+features:
+  windows: [30, 90, 180, 365]
+  threads: 1
+"""
+
+
+def _is_after_cutoff(row: list[str]) -> bool:
+    return dt.date.fromisoformat(row[2][:10]) > CUTOFF
+
+
+POST = [i for i, row in enumerate(RAW_ROWS) if _is_after_cutoff(row)]
+
+
+def _with(index: int, column: str, value: str) -> list[list[str]]:
+    rows = [list(r) for r in RAW_ROWS]
+    rows[index][RAW_HEADER.index(column)] = value
+    return rows
+
+
+def _mutations() -> dict[str, Callable[[], list[list[str]]]]:
+    first, second = POST[0], POST[1]
+    return {
+        "change_amount": lambda: _with(first, "amt", "4321.99"),
+        "change_customer_to_existing": lambda: _with(second, "cust", "C002"),
+        "change_customer_to_new": lambda: _with(second, "cust", "C999"),
+        "change_customer_to_attribute_only": lambda: _with(first, "cust", "C007"),
+        "move_later": lambda: _with(first, "ts", "2025-03-01 10:00:00"),
+        "change_product_and_order": lambda: [
+            *(_with(first, "sku", "SKU-1")[:first]),
+            [RAW_ROWS[first][0], "1001", RAW_ROWS[first][2], RAW_ROWS[first][3], "1", "SKU-2"],
+            *RAW_ROWS[first + 1 :],
+        ],
+        "delete_rows": lambda: [r for i, r in enumerate(RAW_ROWS) if i not in POST[::2]],
+        "delete_all_post_cutoff_rows": lambda: [r for i, r in enumerate(RAW_ROWS) if i not in POST],
+        "duplicate_rows": lambda: [*RAW_ROWS, *(RAW_ROWS[i] for i in POST), RAW_ROWS[POST[-1]]],
+        "huge_outlier": lambda: [
+            *RAW_ROWS,
+            ["C001", "9999", "2024-07-02 10:00:00", "98765432.10", "1", "SKU-1"],
+        ],
+        "outliers_for_existing_and_new": lambda: [
+            *RAW_ROWS,
+            ["C003", "9998", "2024-12-01 10:00:00", "5000000", "100", "SKU-2"],
+            ["C888", "9997", "2024-12-02 10:00:00", "-7000000", "-100", "SKU-3"],
+        ],
+        "zero_and_bad_rows": lambda: [
+            *RAW_ROWS,
+            ["C002", "9996", "2024-07-05 10:00:00", "0", "1", "SKU-1"],
+            ["C002", "9995", "2024-07-06 10:00:00", "not-a-number", "1", "SKU-1"],
+        ],
+    }
+
+
+def _write_raw(root: Path, rows: list[list[str]]) -> None:
+    raw = root / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(RAW_HEADER), *(",".join(r) for r in rows)]
+    (raw / "orders.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (raw / "customers.csv").write_text(CUSTOMERS_CSV, encoding="utf-8")
+
+
+def _features_through_ingest(root: Path, rows: list[list[str]]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Features at the cutoff, the clean transactions ingest wrote and its quarantined row count."""
+    from segml.ingest import run_ingest
+
+    _write_raw(root, rows)
+    experiment = root / "experiments" / "leak.yaml"
+    experiment.parent.mkdir(parents=True, exist_ok=True)
+    experiment.write_text(EXPERIMENT_YAML, encoding="utf-8")
+    cfg = load_experiment(experiment, [], root=root)
+    result = run_ingest(cfg, today=dt.date(2025, 12, 31))
+    features = build_features(result.transactions_path, CUTOFF, cfg.features, result.customers_path)
+    return features, pd.read_parquet(result.transactions_path), len(pd.read_parquet(result.quarantine_path))
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    return _features_through_ingest(tmp_path_factory.mktemp("baseline"), RAW_ROWS)
+
+
+@pytest.fixture(scope="module")
+def baseline(baseline_run) -> pd.DataFrame:
+    return baseline_run[0]
+
+
+def test_raw_fixture_has_rows_on_both_sides(baseline):
+    assert 0 < len(POST) < len(RAW_ROWS)
+    # C005, C006 and C999 only buy after the cutoff; C006 signs up after it; C007 never buys
+    assert baseline["customer_id"].tolist() == ["C001", "C002", "C003", "C004", "C007"]
+    assert baseline.set_index("customer_id").loc["C001", "n_purchase_days"] == 3
+
+
+@pytest.mark.parametrize("mutation", sorted(_mutations()))
+def test_post_cutoff_changes_in_raw_file_do_not_leak(tmp_path, baseline_run, mutation):
+    baseline_features, baseline_clean, baseline_quarantined = baseline_run
+    rows = _mutations()[mutation]()
+    assert [r for r in rows if not _is_after_cutoff(r)] == [r for r in RAW_ROWS if not _is_after_cutoff(r)]
+    features, clean, quarantined = _features_through_ingest(tmp_path, rows)
+    clean_columns = ["customer_id", "order_id", "timestamp", "amount", "product_id"]
+    changed = (
+        not clean[clean_columns].equals(baseline_clean[clean_columns]) or quarantined != baseline_quarantined
+    )
+    assert changed, "the mutation reached neither the clean file nor the quarantine"
+    pd.testing.assert_frame_equal(features, baseline_features, check_exact=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Clean transactions + hypothesis
+
+
+def _clean_base() -> pd.DataFrame:
+    rng = np.random.default_rng(11)
+    n = 160
+    start = pd.Timestamp(CUTOFF) - pd.Timedelta(days=500)
+    seconds = rng.integers(0, 700 * 86400, n)
+    frame = pd.DataFrame(
+        {
+            "customer_id": rng.choice([f"{i:05d}" for i in range(1, 16)], n),
+            "order_id": np.where(rng.random(n) < 0.2, None, [f"O{i}" for i in rng.integers(0, 90, n)]),
+            "timestamp": start + pd.to_timedelta(seconds, unit="s"),
+            "amount": np.round(rng.lognormal(3, 1, n) * np.where(rng.random(n) < 0.1, -1, 1), 2),
+            "quantity": np.where(rng.random(n) < 0.1, np.nan, rng.integers(1, 5, n).astype(float)),
+            "product_id": np.where(rng.random(n) < 0.2, None, [f"P{i}" for i in rng.integers(0, 12, n)]),
+        }
+    )
+    frame["channel"] = "web"
+    frame["source"] = "orders"
+    frame["source_row"] = np.arange(1, n + 1)
+    frame["is_return"] = frame["amount"] < 0
+    frame["is_outlier"] = False
+    return frame
+
+
+CLEAN = _clean_base()
+CLEAN_POST = np.flatnonzero(CLEAN["timestamp"].dt.normalize() > pd.Timestamp(CUTOFF))
+CLEAN_BASELINE = build_features(CLEAN, CUTOFF, SPEC)
+CUSTOMER_POOL = [*sorted(CLEAN["customer_id"].unique())[:5], "90001", "90002"]
+
+post_rows = st.lists(
+    st.tuples(
+        st.sampled_from(CUSTOMER_POOL),
+        st.one_of(st.none(), st.sampled_from(["O1", "O2", "NEW"])),
+        st.integers(min_value=1, max_value=800),  # days after the cutoff (day 1 = first day after it)
+        st.integers(min_value=0, max_value=86399),
+        st.floats(min_value=-1e9, max_value=1e9, allow_nan=False),
+        st.one_of(st.none(), st.floats(min_value=-50, max_value=50, allow_nan=False)),
+        st.one_of(st.none(), st.sampled_from(["P1", "P2", "PNEW"])),
+    ),
+    max_size=8,
+)
+
+
+@pytest.mark.filterwarnings("ignore:The behavior of DataFrame concatenation:FutureWarning")
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    appended=post_rows,
+    deleted=st.sets(st.sampled_from(list(CLEAN_POST))),
+    new_amounts=st.dictionaries(
+        st.sampled_from(list(CLEAN_POST)),
+        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+        max_size=5,
+    ),
+    new_customers=st.dictionaries(
+        st.sampled_from(list(CLEAN_POST)), st.sampled_from(CUSTOMER_POOL), max_size=5
+    ),
+)
+def test_post_cutoff_rows_never_change_features(appended, deleted, new_amounts, new_customers):
+    assert len(CLEAN_POST) > 10
+    frame = CLEAN.copy()
+    for index, amount in new_amounts.items():
+        frame.loc[index, "amount"] = amount
+    for index, customer in new_customers.items():
+        frame.loc[index, "customer_id"] = customer
+    frame = frame.drop(index=sorted(deleted))
+    if appended:
+        extra = pd.DataFrame(
+            appended,
+            columns=["customer_id", "order_id", "days", "second", "amount", "quantity", "product_id"],
+        )
+        extra["timestamp"] = (
+            pd.Timestamp(CUTOFF)
+            + pd.to_timedelta(extra["days"], unit="D")
+            + pd.to_timedelta(extra["second"], unit="s")
+        )
+        extra = extra.drop(columns=["days", "second"])
+        extra["channel"], extra["source"], extra["source_row"] = "web", "orders", 0
+        extra["is_return"], extra["is_outlier"] = extra["amount"] < 0, True
+        frame = pd.concat([frame, extra[CLEAN.columns]], ignore_index=True)
+    pd.testing.assert_frame_equal(build_features(frame, CUTOFF, SPEC), CLEAN_BASELINE, check_exact=True)
+
+
+def test_training_frame_features_do_not_see_later_cutoffs_data():
+    """In a multi-cutoff frame, the rows of an early cutoff equal features built on data cut at that cutoff."""
+    early, late = dt.date(2024, 1, 31), CUTOFF
+    frame = training_frame(CLEAN, [early, late], 90, SPEC)
+    cut = CLEAN[CLEAN["timestamp"].dt.normalize() <= pd.Timestamp(early)]
+    alone = build_features(cut, early, SPEC)
+    part = frame[frame["cutoff"] == pd.Timestamp(early)].reset_index(drop=True)[alone.columns]
+    pd.testing.assert_frame_equal(part, alone, check_exact=True)
