@@ -1,0 +1,1207 @@
+"""Potential value: a LightGBM forecast of each customer's net spend over the horizon after a cutoff.
+
+How it is trained (details and measured results in ``docs/potential.md``):
+
+- **Stacked cutoffs, per-day rate labels.** Features are built at a lattice of cutoffs inside the training
+  period (spacing derived from the period's length). Each row's label is the customer's net spend in the
+  window after its cutoff — the rest of the training period, at most ``horizon_days`` — divided by the
+  seasonal weight of that window (its length in days when the season profile is flat), and the row is
+  weighted by the window's length. The model therefore learns a per-day spend rate from every window, and
+  the forecast is ``rate × Σ_{days of the horizon} profile(day)``.
+- **Season-aware money.** ``profile`` is a month-of-year profile of total spend estimated from the
+  training data when it spans at least 12 full months (with a log-linear trend removed), flat otherwise, so
+  a rate learned from windows around a seasonal peak is not repeated over a full year. Seasonal money and
+  count features are divided by the profile's mean over the days they cover (:func:`deseasonalise`).
+- **Zero-inflated target.** Candidates compete: a tweedie booster on the rate (with or without the window
+  length as an input), and a hurdle ``P(spend > 0 in the window) × E[rate | spend > 0]`` (binary × gamma).
+- **Selection inside the training period.** A half-size copy of the task (validation cutoff in the
+  middle of the training period, or one horizon before its end when it is long enough) is fit on cutoffs
+  before the validation cutoff, with labels clipped there; every candidate is trained with early stopping
+  on the spend in (validation cutoff, training end] and scored there at a grid of tree counts, after an
+  order-preserving power recalibration of its spread fitted on the same fold. The highest validation Gini
+  within the calibration limits wins and is refit on all cutoffs with labels up to the training end.
+  Nothing after the training end is read: :meth:`PotentialValueModel.fit` drops later transactions
+  before anything else happens.
+- **Production.** :meth:`PotentialValueModel.fit_production` refits the selected settings on all data up
+  to the latest date (no new selection).
+
+Everything is seeded and LightGBM runs with ``deterministic=True`` and a fixed thread count, so two fits on
+the same data give bit-identical boosters. Models serialise to JSON-able dicts (booster text, no pickle).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from segml.config import FeatureConfig
+from segml.errors import ConfigError, InputFileError
+
+__all__ = [
+    "PotentialValueModel",
+    "cutoff_lattice",
+    "deseasonalise",
+    "estimate_season_profile",
+    "season_weight",
+]
+
+#: version tag of :meth:`PotentialValueModel.to_dict` output
+SERIAL_FORMAT = "segml.potential_value/1"
+
+#: the model families; "auto" lets validation choose
+OBJECTIVES = ("tweedie", "hurdle")
+
+#: columns of the feature table that are identifiers or labels, never model inputs
+_NON_FEATURE_COLUMNS = frozenset(
+    {
+        "customer_id",
+        "as_of",
+        "cutoff",
+        "label_days",
+        "future_spend",
+        "future_orders",
+        "future_active",
+    }
+)
+
+#: model column holding the length (days) of the window a rate is averaged over (hurdle candidates)
+WINDOW_COLUMN = "window_days"
+
+#: candidates compared on the validation fold: (family, window_days column). The hurdle always gets the
+#: window length: both P(active in the window) and the conditional per-day rate depend on it strongly.
+_CANDIDATES = (("tweedie", False), ("tweedie", True), ("hurdle", True))
+
+#: boosters of each family
+_BOOSTER_NAMES = {"tweedie": ("tweedie",), "hurdle": ("active", "spend")}
+
+#: tree counts scored on the validation fold (the best one is the early-stopping point)
+_ITERATION_GRID = (10, 15, 20, 25, 30, 40, 50, 60, 75, 100, 125, 150, 200, 250, 300, 400)
+
+#: early stopping: rounds without improvement of the validation metric before training stops
+_PATIENCE = 50
+
+#: target number of cutoffs in the lattice: the spacing is the training span divided by this
+_CUTOFFS_PER_SPAN = 20
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Time axis: cutoff lattice and season profile
+
+
+def cutoff_lattice(start: dt.date, label_end: dt.date, anchor: dt.date, step_days: int) -> list[dt.date]:
+    """Cutoffs ``anchor + k·step_days`` (k any integer) with at least ``step_days`` of history after
+    ``start`` and at least ``step_days`` of label window before ``label_end``.
+
+    Parameters
+    ----------
+    start:
+        First day of the data used.
+    label_end:
+        Last day labels may use (inclusive).
+    anchor:
+        A date the lattice passes through (the validation cutoff), so that the cutoffs of the selection
+        task and of the final fit coincide and their features are built once.
+    step_days:
+        Spacing of the lattice.
+
+    Returns
+    -------
+    list of datetime.date
+        Sorted cutoffs; empty when the period is shorter than two steps.
+    """
+    first = start + dt.timedelta(days=step_days)
+    last = label_end - dt.timedelta(days=step_days)
+    if last < first:
+        return []
+    k_min = math.ceil((first - anchor).days / step_days)
+    k_max = math.floor((last - anchor).days / step_days)
+    return [anchor + dt.timedelta(days=k * step_days) for k in range(k_min, k_max + 1)]
+
+
+def _monthly_spend(transactions: pd.DataFrame, start: dt.date, end: dt.date) -> pd.Series:
+    """Net spend per calendar month for the full months inside [start, end]."""
+    month = transactions["timestamp"].dt.to_period("M")
+    totals = transactions["amount"].groupby(month).sum()
+    first_full = pd.Period(start, "M") if start.day == 1 else pd.Period(start, "M") + 1
+    last_month = pd.Period(end, "M")
+    last_full = last_month if (end + dt.timedelta(days=1)).day == 1 else last_month - 1
+    months = pd.period_range(first_full, last_full, freq="M") if last_full >= first_full else []
+    return totals.reindex(months, fill_value=0.0)
+
+
+def estimate_season_profile(transactions: pd.DataFrame, start: dt.date, end: dt.date) -> np.ndarray:
+    """Month-of-year profile of total net spend per day, mean 1 over a year.
+
+    With at least 12 full months in [start, end] the log of each month's spend per day is regressed on a
+    linear trend (only when 13+ months make it identifiable) plus month-of-year effects; the exponentiated
+    month effects, rescaled to a day-weighted mean of 1, are the profile. Months without spend, or fewer than
+    12 full months, give a flat profile (all ones): no seasonality is assumed that the data cannot show.
+
+    Parameters
+    ----------
+    transactions:
+        Clean transactions (``timestamp``, ``amount``), already limited to the training period.
+    start, end:
+        The training period (inclusive).
+
+    Returns
+    -------
+    numpy.ndarray
+        12 multipliers, January first.
+    """
+    flat = np.ones(12)
+    monthly = _monthly_spend(transactions, start, end)
+    if len(monthly) < 12 or (monthly <= 0).any():
+        return flat
+    days = monthly.index.days_in_month.to_numpy(dtype=float)
+    log_rate = np.log(monthly.to_numpy(dtype=float) / days)
+    month_of_year = monthly.index.month.to_numpy() - 1
+    design = np.zeros((len(monthly), 12))
+    design[np.arange(len(monthly)), month_of_year] = 1.0
+    if len(monthly) >= 13:
+        trend = np.arange(len(monthly), dtype=float)
+        design = np.column_stack([design, trend - trend.mean()])
+    coefficients, *_ = np.linalg.lstsq(design, log_rate, rcond=None)
+    profile = np.exp(coefficients[:12] - coefficients[:12].max())
+    days_in_month = np.array([31, 28.25, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+    # rounded: the least-squares solver may differ in the last bit between runs, the model must not
+    return np.round(profile / np.average(profile, weights=days_in_month), 10)
+
+
+def season_weight(profile: np.ndarray, cutoffs: Any, window_days: Any) -> np.ndarray:
+    """Σ of the daily profile over the days (cutoff, cutoff + window_days], per row.
+
+    Equals ``window_days`` for a flat profile. Computed once per distinct (cutoff, window) pair.
+
+    Parameters
+    ----------
+    profile:
+        12 month-of-year multipliers.
+    cutoffs:
+        Cutoff date per row (anything ``pandas.to_datetime`` accepts).
+    window_days:
+        Window length per row (scalar or array).
+
+    Returns
+    -------
+    numpy.ndarray
+        Seasonal weight per row.
+    """
+    cutoff_days = pd.to_datetime(pd.Series(np.asarray(cutoffs).ravel())).dt.normalize()
+    windows = np.broadcast_to(np.asarray(window_days, dtype=float), (len(cutoff_days),))
+    pairs = pd.DataFrame({"cutoff": cutoff_days.to_numpy(), "window": windows})
+    distinct = pairs.drop_duplicates().reset_index(drop=True)
+    weights = np.empty(len(distinct))
+    for i, (cutoff, window) in enumerate(distinct.itertuples(index=False)):
+        days = pd.date_range(cutoff + pd.Timedelta(days=1), periods=int(window), freq="D")
+        weights[i] = profile[days.month.to_numpy() - 1].sum()
+    lookup = distinct.assign(weight=weights)
+    return pairs.merge(lookup, on=["cutoff", "window"], how="left")["weight"].to_numpy()
+
+
+#: feature columns measured over the trailing window in their name ("spend_90d", "orders_90d")
+_WINDOW_FEATURE = re.compile(r"^(spend|orders)_(\d+)d$")
+
+#: feature columns that accumulate over the customer's whole history
+_HISTORY_TOTALS = (
+    "monetary_total",
+    "gross_spend",
+    "return_amount",
+    "n_purchase_days",
+    "n_orders",
+    "frequency",
+    "quantity_total",
+)
+
+
+def deseasonalise(features: pd.DataFrame, profile: np.ndarray) -> pd.DataFrame:
+    """Divide seasonal money and count features by the mean profile over the days they cover.
+
+    A customer seen just after the peak season has inflated recent spend; without this the model would read
+    the season as a higher personal rate. ``spend_{w}d`` / ``orders_{w}d`` are divided by the mean profile
+    over ``(as_of − w, as_of]`` (only the days since the first purchase, when fewer), the history totals
+    (``monetary_total``, ``n_purchase_days``, …) by the mean profile since the first purchase. A flat
+    profile returns ``features`` unchanged.
+
+    Parameters
+    ----------
+    features:
+        Feature table with ``as_of`` and ``t_days``.
+    profile:
+        12 month-of-year multipliers.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with the adjusted columns (or ``features`` itself when the profile is flat).
+    """
+    if np.allclose(profile, 1.0) or features.empty or "as_of" not in features.columns:
+        return features
+    as_of = pd.to_datetime(features["as_of"]).dt.normalize()
+    first_day = as_of.min() - pd.Timedelta(days=4000)
+    calendar = pd.date_range(first_day, as_of.max(), freq="D")
+    cumulative = np.concatenate([[0.0], np.cumsum(profile[calendar.month.to_numpy() - 1])])
+    end_index = ((as_of - first_day).dt.days + 1).to_numpy()
+    age = features["t_days"].to_numpy(dtype=float) + 1 if "t_days" in features.columns else None
+
+    def exposure(days: np.ndarray) -> np.ndarray:
+        days = np.clip(np.nan_to_num(days, nan=1.0), 1, 4000).astype(int)
+        return (cumulative[end_index] - cumulative[np.maximum(end_index - days, 0)]) / days
+
+    adjusted = features.copy()
+    for column in features.columns:
+        match = _WINDOW_FEATURE.match(column)
+        if match:
+            window = np.full(len(features), float(match.group(2)))
+            covered = window if age is None else np.minimum(window, age)
+            adjusted[column] = features[column].to_numpy(dtype=float) / exposure(covered)
+    if age is not None:
+        history = exposure(age)
+        for column in _HISTORY_TOTALS:
+            if column in features.columns:
+                adjusted[column] = features[column].to_numpy(dtype=float) / history
+    return adjusted
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _read_transactions(transactions: str | Path | pd.DataFrame, data_end: dt.date) -> pd.DataFrame:
+    """Clean transactions on or before ``data_end`` (inclusive): later rows never enter the model."""
+    if isinstance(transactions, pd.DataFrame):
+        frame = transactions
+        where = "transactions frame"
+    else:
+        path = Path(transactions)
+        if not path.is_file():
+            raise InputFileError(f"{path}: clean transactions file not found")
+        frame = pd.read_parquet(path)
+        where = str(path)
+    missing = [c for c in ("customer_id", "timestamp", "amount") if c not in frame.columns]
+    if missing:
+        raise InputFileError(f"{where}: missing column(s) {', '.join(missing)} ({len(frame):,} rows)")
+    timestamps = pd.to_datetime(frame["timestamp"])
+    keep = (timestamps < pd.Timestamp(data_end) + pd.Timedelta(days=1)).to_numpy()
+    kept = frame.loc[keep].copy()
+    kept["timestamp"] = timestamps[keep]
+    if kept.empty:
+        raise InputFileError(f"{where}: no transactions on or before {data_end} (of {len(frame):,} rows)")
+    return kept.reset_index(drop=True)
+
+
+def _history(
+    transactions: str | Path | pd.DataFrame, data_end: dt.date, start: dt.date | None
+) -> tuple[pd.DataFrame, dt.date]:
+    """Transactions in [start, data_end] and the start actually used (default: first transaction day)."""
+    history = _read_transactions(transactions, data_end)
+    start = start or history["timestamp"].min().date()
+    history = history[history["timestamp"] >= pd.Timestamp(start)].reset_index(drop=True)
+    return history, start
+
+
+def _features_module():
+    from segml import features  # imported lazily: the feature engine is heavy and optional at import
+
+    return features
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Design matrix
+
+
+@dataclass(frozen=True)
+class _Design:
+    """How a feature table becomes the model's float matrix."""
+
+    feature_names: tuple[str, ...]
+    categorical_levels: dict[str, list[str]]
+
+    def matrix(self, features: pd.DataFrame) -> np.ndarray:
+        columns = []
+        for name in self.feature_names:
+            if name in self.categorical_levels:
+                levels = pd.Index(self.categorical_levels[name])
+                values = features[name].astype("string") if name in features.columns else None
+                codes = (
+                    levels.get_indexer(values.fillna("\0missing")).astype(float)
+                    if values is not None
+                    else np.full(len(features), -1.0)
+                )
+                codes[codes < 0] = np.nan  # unseen level or missing: LightGBM's missing branch
+                columns.append(codes)
+            elif name in features.columns:
+                columns.append(pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=float))
+            else:
+                raise InputFileError(
+                    f"feature table: missing model column '{name}' ({len(features):,} rows); "
+                    "build it with the same feature config as the model"
+                )
+        if not columns:
+            return np.empty((len(features), 0))
+        return np.column_stack(columns)
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        return [i for i, name in enumerate(self.feature_names) if name in self.categorical_levels]
+
+
+def _design_from_frame(
+    frame: pd.DataFrame, numeric_features: list[str], categorical: str, max_levels: int
+) -> _Design:
+    """Model columns: the contract's numeric features present in ``frame``, ``has_purchases``, and (when
+    ``categorical='auto'``) the attribute columns as LightGBM categoricals with at most ``max_levels``
+    levels (more levels than that, e.g. free-text ids, are dropped)."""
+    names = [c for c in numeric_features if c in frame.columns]
+    if "has_purchases" in frame.columns:
+        names.append("has_purchases")
+    levels: dict[str, list[str]] = {}
+    if categorical == "auto":
+        known = set(names) | _NON_FEATURE_COLUMNS | {"has_purchases"}
+        for column in frame.columns:
+            if column in known or pd.api.types.is_numeric_dtype(frame[column]):
+                continue
+            values = frame[column].dropna().astype("string").unique()
+            if 0 < len(values) <= max_levels:
+                names.append(column)
+                levels[column] = sorted(str(v) for v in values)
+    return _Design(tuple(names), levels)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Boosters
+
+
+def _base_params(random_state: int, num_threads: int, n_rows: int) -> dict[str, Any]:
+    return {
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "min_data_in_leaf": int(max(20, n_rows // 2000)),
+        "min_sum_hessian_in_leaf": 1e-3,
+        "feature_fraction": 0.9,
+        "lambda_l2": 1.0,
+        "max_bin": 255,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": num_threads,
+        "seed": random_state,
+        "verbosity": -1,
+    }
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The columns a booster sees: the customer features of a :class:`_Design` with their money and count
+    columns divided by the seasonal exposure of the period they cover (see :func:`deseasonalise`), then
+    (when ``window_feature``) ``window_days``, the length of the window the rate is averaged over: the label
+    window in training, the horizon when forecasting."""
+
+    design: _Design
+    window_feature: bool
+    profile: tuple[float, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.design.feature_names, *([WINDOW_COLUMN] if self.window_feature else [])]
+
+    @property
+    def categorical(self) -> list[int]:
+        return self.design.categorical_indices
+
+    def matrix(self, features: pd.DataFrame, window_days: Any) -> np.ndarray:
+        customer = self.design.matrix(deseasonalise(features, np.asarray(self.profile)))
+        if not self.window_feature:
+            return customer
+        window = np.broadcast_to(np.asarray(window_days, dtype=float), (len(features),))
+        return np.column_stack([customer, window])
+
+
+@dataclass
+class _Target:
+    """Rows a booster family learns from (or is validated on): model matrix, per-day rate, row weight."""
+
+    matrix: np.ndarray
+    rate: np.ndarray
+    weight: np.ndarray
+
+    def subset(self, rows: np.ndarray) -> _Target:
+        return _Target(self.matrix[rows], self.rate[rows], self.weight[rows])
+
+
+def _train(
+    params: dict[str, Any],
+    train: _Target,
+    label: np.ndarray,
+    columns: _Columns,
+    rounds: int,
+    validation: tuple[_Target, np.ndarray] | None,
+) -> lgb.Booster:
+    """Train one booster; with ``validation`` (rows, labels) stop ``_PATIENCE`` rounds after the normalized
+    Gini of the booster's prediction against its validation labels last improved (all trees trained up to
+    then are kept, so later counts can still be scored).
+
+    The Gini is used instead of the objective's own deviance because it ignores the level: the validation
+    window is longer than most training windows, so its rates and activity shares sit at another level and
+    deviance-based stopping would stop after a handful of trees."""
+
+    def dataset(target: _Target, labels: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        return lgb.Dataset(
+            target.matrix,
+            label=labels,
+            weight=target.weight,
+            feature_name=columns.names,
+            categorical_feature=columns.categorical or "auto",
+            reference=reference,
+            params={"verbosity": -1, "max_bin": params["max_bin"], "seed": params["seed"]},
+        )
+
+    train_set = dataset(train, label)
+    if validation is None:
+        return lgb.train(params, train_set, num_boost_round=int(rounds))
+    valid_set = dataset(validation[0], validation[1], reference=train_set)
+    return lgb.train(
+        {**params, "metric": "None"},
+        train_set,
+        num_boost_round=int(rounds),
+        valid_sets=[valid_set],
+        feval=_gini_metric,
+        callbacks=[lgb.early_stopping(_PATIENCE, verbose=False)],
+        keep_training_booster=True,  # keep the trees after the best iteration: they are scored too
+    )
+
+
+def _gini_metric(predicted: np.ndarray, data: lgb.Dataset) -> tuple[str, float, bool]:
+    from segml.evaluate import normalized_gini
+
+    return "normalized_gini", normalized_gini(data.get_label(), predicted), True
+
+
+@dataclass
+class _Fitted:
+    """The boosters of one candidate and their tree counts."""
+
+    objective: str
+    boosters: dict[str, lgb.Booster]
+    rounds: dict[str, int]
+
+    def rate(self, matrix: np.ndarray) -> np.ndarray:
+        if self.objective == "tweedie":
+            return self.boosters["tweedie"].predict(matrix, num_iteration=self.rounds["tweedie"])
+        active = self.boosters["active"].predict(matrix, num_iteration=self.rounds["active"])
+        spend = self.boosters["spend"].predict(matrix, num_iteration=self.rounds["spend"])
+        return active * spend
+
+
+def _fit_candidate(
+    objective: str,
+    columns: _Columns,
+    train: _Target,
+    rounds: dict[str, int],
+    random_state: int,
+    num_threads: int,
+    validation: _Target | None = None,
+) -> _Fitted:
+    """Fit one family. Tweedie: the rate. Hurdle: ``P(rate > 0)`` (binary, all rows) and ``E[rate | rate > 0]``
+    (gamma, positive rows). With ``validation`` each booster stops early on its own validation metric."""
+    params = _base_params(random_state, num_threads, len(train.rate))
+    if objective == "tweedie":
+        booster = _train(
+            {**params, "objective": "tweedie", "tweedie_variance_power": 1.5},
+            train,
+            train.rate,
+            columns,
+            rounds["tweedie"],
+            None if validation is None else (validation, validation.rate),
+        )
+        return _Fitted(objective, {"tweedie": booster}, dict(rounds))
+    positive = train.rate > 0
+    active = _train(
+        {**params, "objective": "binary"},
+        train,
+        positive.astype(float),
+        columns,
+        rounds["active"],
+        None if validation is None else (validation, (validation.rate > 0).astype(float)),
+    )
+    spend_params = {**params, "objective": "gamma"}
+    spend_params["min_data_in_leaf"] = int(max(20, positive.sum() // 2000))
+    positive_train = train.subset(positive)
+    if validation is None:
+        spend_validation = None
+    else:
+        positive_validation = validation.subset(validation.rate > 0)
+        spend_validation = (positive_validation, positive_validation.rate)
+    spend = _train(
+        spend_params, positive_train, positive_train.rate, columns, rounds["spend"], spend_validation
+    )
+    return _Fitted(objective, {"active": active, "spend": spend}, dict(rounds))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training frames
+
+
+@dataclass
+class _Frame:
+    """Stacked training rows: features at each cutoff, per-day rate label and window weight."""
+
+    features: pd.DataFrame
+    rate: np.ndarray
+    weight: np.ndarray
+    spend: np.ndarray
+
+
+def _stack(
+    transactions: pd.DataFrame,
+    cutoffs: list[dt.date],
+    horizon_days: int,
+    label_end: dt.date,
+    spec: FeatureConfig,
+    customers: str | Path | pd.DataFrame | None,
+    profile: np.ndarray,
+) -> _Frame:
+    """Features at every cutoff with the net spend (≥ 0) in (cutoff, min(cutoff + horizon, label_end)],
+    turned into a per-day rate (spend / seasonal weight of the window) weighted by the window's length."""
+    stacked = _features_module().training_frame(
+        transactions, cutoffs, horizon_days, spec, customers, label_end=label_end
+    )
+    spend = stacked["future_spend"].to_numpy(dtype=float).clip(min=0.0)
+    window = stacked["label_days"].to_numpy(dtype=float)
+    seasonal = season_weight(profile, stacked["cutoff"], window)
+    return _Frame(stacked, spend / seasonal, window, spend)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Selection
+
+
+def _score(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    from segml.evaluate import decile_mape, decile_table, normalized_gini, top_k_capture, total_error
+
+    mape = decile_mape(decile_table(actual, predicted))
+    return {
+        "gini": normalized_gini(actual, predicted),
+        "top20_capture": top_k_capture(actual, predicted, 0.2),
+        "decile_mape": float("nan") if mape is None else mape,
+        "total_error": total_error(actual, predicted),
+    }
+
+
+def _staged_predictions(
+    booster: lgb.Booster, matrix: np.ndarray, grid: list[int], logistic: bool
+) -> dict[int, np.ndarray]:
+    """Predictions (response scale: sigmoid when ``logistic``, else exp) after each tree count in ``grid``,
+    adding the raw scores of successive blocks of trees so that every tree is evaluated once."""
+    raw = np.zeros(matrix.shape[0])
+    done = 0
+    staged = {}
+    for count in grid:
+        raw = raw + booster.predict(matrix, start_iteration=done, num_iteration=count - done, raw_score=True)
+        done = count
+        staged[count] = _sigmoid(raw) if logistic else np.exp(raw)
+    return staged
+
+
+def _fit_spread(rate: np.ndarray, actual_rate: np.ndarray) -> dict[str, float] | None:
+    """Order-preserving recalibration of the spread of predicted rates, fitted on the validation fold.
+
+    Few, shrunken trees compress predictions towards the mean (top deciles under-, bottom deciles
+    over-forecast). With equal-count deciles of the prediction, ``log(mean actual)`` is regressed on
+    ``log(mean predicted)``; the slope ``exponent`` (clipped to [0.5, 2]) stretches the rates as
+    ``level · reference · (rate / reference)^exponent``, where ``reference`` is the mean validation
+    rate and ``level`` keeps the mean validation prediction unchanged (the level stays the model's own).
+    Returns None when fewer than three deciles have positive actual and predicted means.
+    """
+    from segml.evaluate import decile_table
+
+    table = decile_table(actual_rate, rate)
+    usable = (table["mean_actual"] > 0) & (table["mean_pred"] > 0)
+    if usable.sum() < 3:
+        return None
+    x = np.log(table.loc[usable, "mean_pred"].to_numpy(dtype=float))
+    y = np.log(table.loc[usable, "mean_actual"].to_numpy(dtype=float))
+    if np.ptp(x) <= 0:
+        return None
+    slope = float(np.dot(x - x.mean(), y - y.mean()) / np.dot(x - x.mean(), x - x.mean()))
+    # rounded: BLAS-backed fits can differ in the last bit between runs, the model must not
+    exponent = round(float(np.clip(slope, 0.5, 2.0)), 10)
+    reference = float(rate.mean())
+    stretched = (rate / reference) ** exponent
+    return {"exponent": exponent, "reference": reference, "level": float(1.0 / stretched.mean())}
+
+
+def _apply_spread(rate: np.ndarray, spread: dict[str, float] | None) -> np.ndarray:
+    if spread is None:
+        return rate
+    return spread["level"] * spread["reference"] * (rate / spread["reference"]) ** spread["exponent"]
+
+
+def _iteration_grid(trained: int, best: int) -> list[int]:
+    """Tree counts scored on the validation fold: the fixed grid up to the trees trained, the early-stopping
+    optimum of the objective's own metric, and the last tree."""
+    return sorted({n for n in _ITERATION_GRID if n <= trained} | {max(best, 1), trained})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The model
+
+
+class PotentialValueModel:
+    """Expected net spend of each customer over ``horizon_days`` after a cutoff (LightGBM).
+
+    Parameters
+    ----------
+    horizon_days:
+        Forecast horizon in days.
+    objective:
+        ``"auto"`` (tweedie and hurdle compete on the validation fold), ``"tweedie"`` or ``"hurdle"``.
+    n_estimators:
+        Trees per booster; None chooses the count on the validation fold (early stopping).
+    max_estimators:
+        Largest tree count tried when ``n_estimators`` is None.
+    categorical:
+        ``"auto"`` uses non-numeric attribute columns of the feature table (at most ``max_levels`` levels)
+        as LightGBM categoricals; ``"drop"`` ignores them.
+    max_levels:
+        Attribute columns with more distinct values than this are not used.
+    seasonality:
+        ``"auto"`` estimates a month-of-year profile when 12+ full months exist; ``"flat"`` never does.
+    max_decile_mape, max_total_error:
+        Calibration limits on the validation fold: among candidates within both, the highest validation
+        Gini wins (when none is within, the lowest decile MAPE wins).
+    recalibrate:
+        Fit an order-preserving power stretch of the predicted rates on the validation fold (see
+        ``docs/potential.md``); the limits above are then checked on the recalibrated predictions.
+    random_state:
+        Seed of every LightGBM random step.
+    num_threads:
+        LightGBM threads (fixed: results do not depend on the machine's core count).
+
+    Attributes
+    ----------
+    objective_:
+        Selected family.
+    boosters_:
+        ``{"tweedie": Booster}`` or ``{"active": Booster, "spend": Booster}``.
+    n_estimators_:
+        Tree count per booster.
+    feature_names_:
+        Model columns in order; ``categorical_levels_`` their category lists.
+    season_profile_:
+        12 month-of-year multipliers (all ones when flat).
+    selection_:
+        One row per candidate: validation cutoff, label end, tree counts and validation scores; ``selected``
+        marks the winner.
+    params_:
+        The settings :meth:`fit_production` reuses.
+    training_end_, cutoffs_:
+        Last day of data the model saw; cutoffs of its training rows.
+    """
+
+    def __init__(
+        self,
+        horizon_days: int,
+        objective: str = "auto",
+        n_estimators: int | None = None,
+        max_estimators: int = 400,
+        categorical: str = "auto",
+        max_levels: int = 50,
+        seasonality: str = "auto",
+        max_decile_mape: float = 0.18,
+        max_total_error: float = 0.10,
+        recalibrate: bool = True,
+        random_state: int = 42,
+        num_threads: int = 1,
+    ) -> None:
+        self.horizon_days = horizon_days
+        self.objective = objective
+        self.n_estimators = n_estimators
+        self.max_estimators = max_estimators
+        self.categorical = categorical
+        self.max_levels = max_levels
+        self.seasonality = seasonality
+        self.max_decile_mape = max_decile_mape
+        self.max_total_error = max_total_error
+        self.recalibrate = recalibrate
+        self.random_state = random_state
+        self.num_threads = num_threads
+
+    # ---------------------------------------------------------------------------------------------- checks
+
+    def _check_settings(self) -> None:
+        if not isinstance(self.horizon_days, int) or self.horizon_days < 1:
+            raise ConfigError(
+                f"models.potential.horizon_days: expected a positive integer, got {self.horizon_days!r}"
+            )
+        if self.objective not in ("auto", *OBJECTIVES):
+            raise ConfigError(
+                f"models.potential.objective: {self.objective!r} is not one of auto, tweedie, hurdle"
+            )
+        if self.categorical not in ("auto", "drop"):
+            raise ConfigError(f"models.potential.categorical: {self.categorical!r} is not one of auto, drop")
+        if self.seasonality not in ("auto", "flat"):
+            raise ConfigError(f"models.potential.seasonality: {self.seasonality!r} is not one of auto, flat")
+        if self.n_estimators is not None and self.n_estimators < 1:
+            raise ConfigError(
+                f"models.potential.n_estimators: expected a positive integer, got {self.n_estimators}"
+            )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "boosters_"):
+            raise RuntimeError("PotentialValueModel is not fitted: call fit() or from_dict() first")
+
+    # ----------------------------------------------------------------------------------------------- time
+
+    def _step_days(self, start: dt.date, end: dt.date) -> int:
+        span = (end - start).days
+        return max(7, round(span / _CUTOFFS_PER_SPAN))
+
+    def _profile(self, transactions: pd.DataFrame, start: dt.date, end: dt.date) -> np.ndarray:
+        if self.seasonality == "flat":
+            return np.ones(12)
+        return estimate_season_profile(transactions, start, end)
+
+    # ------------------------------------------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        transactions: str | Path | pd.DataFrame,
+        calibration_end: dt.date,
+        spec: FeatureConfig | None = None,
+        customers: str | Path | pd.DataFrame | None = None,
+        *,
+        start: dt.date | None = None,
+    ) -> PotentialValueModel:
+        """Select and fit the model on data up to ``calibration_end`` (inclusive) only.
+
+        Parameters
+        ----------
+        transactions:
+            Clean transactions (parquet path or DataFrame). Rows after ``calibration_end`` are dropped first.
+        calibration_end:
+            Last day the model may see.
+        spec:
+            Feature configuration (default :class:`~segml.config.FeatureConfig`).
+        customers:
+            Optional clean customers (path or DataFrame) with attribute columns.
+        start:
+            First day of history to use; default the first transaction day.
+
+        Returns
+        -------
+        PotentialValueModel
+            ``self``, fitted.
+        """
+        self._check_settings()
+        spec = spec or FeatureConfig()
+        history, start = _history(transactions, calibration_end, start)
+        span = (calibration_end - start).days
+        step = self._step_days(start, calibration_end)
+        # validation cutoff: a half-size copy of the task, or one full horizon before the end when it fits
+        validation_cutoff = max(
+            start + dt.timedelta(days=span // 2),
+            calibration_end - dt.timedelta(days=self.horizon_days),
+        )
+        inner_cutoffs = cutoff_lattice(start, validation_cutoff, validation_cutoff, step)
+        outer_cutoffs = cutoff_lattice(start, calibration_end, validation_cutoff, step)
+        if not inner_cutoffs or validation_cutoff not in outer_cutoffs:
+            raise ConfigError(
+                f"cutoffs: the training period {start}..{calibration_end} ({span} days) is too short to "
+                f"select a model on a validation cutoff inside it (needs at least {4 * step} days)"
+            )
+        numeric = list(_features_module().NUMERIC_FEATURES(spec))
+
+        # final-fit rows; the rows at the validation cutoff double as the validation fold, because their
+        # label window (validation cutoff, calibration end] is exactly the inner task's horizon
+        self.season_profile_ = self._profile(history, start, calibration_end)
+        outer = _stack(
+            history, outer_cutoffs, self.horizon_days, calibration_end, spec, customers, self.season_profile_
+        )
+        at_validation = (outer.features["cutoff"] == pd.Timestamp(validation_cutoff)).to_numpy()
+        validation = outer.features.loc[at_validation].reset_index(drop=True)
+        validation_spend = outer.spend[at_validation]
+        inner_horizon = (calibration_end - validation_cutoff).days  # ≤ horizon_days by construction
+
+        # selection on the half-size task: cutoffs before the validation cutoff, labels clipped there
+        inner_profile = self._profile(history, start, validation_cutoff)
+        inner = _stack(
+            history, inner_cutoffs, inner_horizon, validation_cutoff, spec, customers, inner_profile
+        )
+        validation_weight = season_weight(inner_profile, [validation_cutoff], inner_horizon)[0]
+        design = _design_from_frame(inner.features, numeric, self.categorical, self.max_levels)
+        selection = self._select(
+            design, inner, validation, validation_spend, validation_weight, inner_horizon, inner_profile
+        )
+        selection.insert(0, "validation_cutoff", validation_cutoff)
+        selection.insert(1, "train_label_end", validation_cutoff)
+        selection.insert(2, "validation_end", calibration_end)
+        best = selection.loc[selection["selected"]].iloc[0]
+
+        self.selection_ = selection
+        self.params_ = {
+            "objective": str(best["objective"]),
+            "window_feature": bool(best["window_feature"]),
+            "spread": None if best["spread"] is None else dict(best["spread"]),
+            "rounds": dict(best["rounds"]),
+            "step_days": step,
+        }
+        self._fit_final(outer, outer_cutoffs, start, calibration_end, numeric)
+        return self
+
+    def _select(
+        self,
+        design: _Design,
+        inner: _Frame,
+        validation: pd.DataFrame,
+        validation_spend: np.ndarray,
+        validation_weight: float,
+        validation_weight_days: int,
+        profile: np.ndarray,
+    ) -> pd.DataFrame:
+        """Fit each candidate on the inner frame and score it on the validation fold at each tree count.
+
+        The winner has the highest validation Gini among the candidates whose validation decile MAPE and
+        total error are within ``max_decile_mape`` / ``max_total_error``; when none is, the lowest decile
+        MAPE wins. Fewer trees win exact ties.
+        """
+        candidates = [c for c in _CANDIDATES if self.objective in ("auto", c[0])]
+        validation_rate = validation_spend / validation_weight
+        max_rounds = self.n_estimators or self.max_estimators
+        rows = []
+        for objective, window_feature in candidates:
+            columns = _Columns(design, window_feature, tuple(profile))
+            train = _Target(columns.matrix(inner.features, inner.weight), inner.rate, inner.weight)
+            holdout_fold = _Target(
+                columns.matrix(validation, validation_weight_days),
+                validation_rate,
+                np.full(len(validation_rate), float(validation_weight_days)),
+            )
+            fitted = _fit_candidate(
+                objective,
+                columns,
+                train,
+                dict.fromkeys(_BOOSTER_NAMES[objective], max_rounds),
+                self.random_state,
+                self.num_threads,
+                validation=None if self.n_estimators else holdout_fold,
+            )
+            by_count = {}
+            for name, booster in fitted.boosters.items():
+                trained = booster.current_iteration()
+                grid = (
+                    [self.n_estimators]
+                    if self.n_estimators
+                    else _iteration_grid(trained, booster.best_iteration)
+                )
+                by_count[name] = _staged_predictions(
+                    booster, holdout_fold.matrix, grid, logistic=name == "active"
+                )
+            for counts in itertools.product(*(list(staged) for staged in by_count.values())):
+                rounds = dict(zip(by_count, counts, strict=True))
+                rate = np.prod([by_count[name][n] for name, n in rounds.items()], axis=0)
+                spread = _fit_spread(rate, validation_spend / validation_weight) if self.recalibrate else None
+                calibrated = rate if spread is None else _apply_spread(rate, spread)
+                rows.append(
+                    {
+                        "objective": objective,
+                        "window_feature": window_feature,
+                        "rounds": rounds,
+                        "total_trees": sum(counts),
+                        "n_train_rows": len(inner.rate),
+                        "spread": spread,
+                        "raw_decile_mape": _score(validation_spend, rate * validation_weight)["decile_mape"],
+                        **_score(validation_spend, calibrated * validation_weight),
+                    }
+                )
+        table = pd.DataFrame(rows)
+        table["eligible"] = (table["decile_mape"] <= self.max_decile_mape) & (
+            table["total_error"].abs() <= self.max_total_error
+        )
+        if table["eligible"].any():
+            key = np.where(table["eligible"], table["gini"], -np.inf)
+            winner = int(np.lexsort((table["total_trees"].to_numpy(), -key))[0])
+        else:
+            winner = int(
+                np.lexsort((table["total_trees"].to_numpy(), table["decile_mape"].fillna(np.inf).to_numpy()))[
+                    0
+                ]
+            )
+        table["selected"] = False
+        table.loc[winner, "selected"] = True
+        return table
+
+    def _fit_final(
+        self,
+        frame: _Frame,
+        cutoffs: list[dt.date],
+        start: dt.date,
+        data_end: dt.date,
+        numeric: list[str],
+    ) -> None:
+        design = _design_from_frame(frame.features, numeric, self.categorical, self.max_levels)
+        columns = _Columns(design, self.params_["window_feature"], tuple(self.season_profile_))
+        fitted = _fit_candidate(
+            self.params_["objective"],
+            columns,
+            _Target(columns.matrix(frame.features, frame.weight), frame.rate, frame.weight),
+            self.params_["rounds"],
+            self.random_state,
+            self.num_threads,
+        )
+        if self.params_.get("spread") is not None:
+            # the exponent comes from the validation fold; reference and level are re-anchored on this fit's
+            # own rows at its latest cutoff, so the stretch keeps this model's mean rate there
+            latest = (frame.features["cutoff"] == frame.features["cutoff"].max()).to_numpy()
+            latest_rate = fitted.rate(columns.matrix(frame.features.loc[latest], self.horizon_days))
+            exponent = self.params_["spread"]["exponent"]
+            reference = float(latest_rate.mean())
+            level = float(1.0 / ((latest_rate / reference) ** exponent).mean())
+            self.params_["spread"] = {"exponent": exponent, "reference": reference, "level": level}
+        self.objective_ = fitted.objective
+        self.boosters_ = fitted.boosters
+        self.n_estimators_ = dict(fitted.rounds)
+        self.feature_names_ = list(design.feature_names)
+        self.categorical_levels_ = {k: list(v) for k, v in design.categorical_levels.items()}
+        self.cutoffs_ = list(cutoffs)
+        self.training_start_ = start
+        self.training_end_ = data_end
+        self.n_training_rows_ = len(frame.rate)
+
+    def fit_production(
+        self,
+        transactions: str | Path | pd.DataFrame,
+        data_end: dt.date,
+        spec: FeatureConfig | None = None,
+        customers: str | Path | pd.DataFrame | None = None,
+        *,
+        start: dt.date | None = None,
+    ) -> PotentialValueModel:
+        """Refit the selected settings on all data up to ``data_end`` (no new selection).
+
+        The cutoff lattice, season profile and feature columns are derived again from the longer period;
+        the family and tree counts are the ones selected by :meth:`fit`.
+
+        Parameters
+        ----------
+        transactions, spec, customers, start:
+            As in :meth:`fit`.
+        data_end:
+            Latest day of data (inclusive), usually the last transaction day.
+
+        Returns
+        -------
+        PotentialValueModel
+            A new fitted model (``self`` keeps the calibration-period fit); its ``selection_`` is the one
+            that chose the settings.
+        """
+        self._check_fitted()
+        spec = spec or FeatureConfig()
+        history, start = _history(transactions, data_end, start)
+        step = self._step_days(start, data_end)
+        cutoffs = cutoff_lattice(start, data_end, data_end - dt.timedelta(days=step), step)
+        if not cutoffs:
+            raise ConfigError(f"cutoffs: the data period {start}..{data_end} is too short to fit a model")
+        production = PotentialValueModel(**self.get_params())
+        production.params_ = {**self.params_, "rounds": dict(self.params_["rounds"]), "step_days": step}
+        production.selection_ = self.selection_.copy()
+        production.season_profile_ = production._profile(history, start, data_end)
+        frame = _stack(
+            history, cutoffs, self.horizon_days, data_end, spec, customers, production.season_profile_
+        )
+        numeric = list(_features_module().NUMERIC_FEATURES(spec))
+        production._fit_final(frame, cutoffs, start, data_end, numeric)
+        return production
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters (sklearn convention)."""
+        return {
+            "horizon_days": self.horizon_days,
+            "objective": self.objective,
+            "n_estimators": self.n_estimators,
+            "max_estimators": self.max_estimators,
+            "categorical": self.categorical,
+            "max_levels": self.max_levels,
+            "seasonality": self.seasonality,
+            "max_decile_mape": self.max_decile_mape,
+            "max_total_error": self.max_total_error,
+            "recalibrate": self.recalibrate,
+            "random_state": self.random_state,
+            "num_threads": self.num_threads,
+        }
+
+    # -------------------------------------------------------------------------------------------- predict
+
+    def _columns(self) -> _Columns:
+        design = _Design(tuple(self.feature_names_), self.categorical_levels_)
+        return _Columns(design, bool(self.params_["window_feature"]), tuple(self.season_profile_))
+
+    def _horizon_weight(self, features: pd.DataFrame) -> np.ndarray:
+        if "as_of" not in features.columns:
+            raise InputFileError(
+                f"feature table: missing column 'as_of' ({len(features):,} rows); the forecast window "
+                "starts the day after each row's as_of"
+            )
+        return season_weight(self.season_profile_, features["as_of"], self.horizon_days)
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Expected net spend over ``horizon_days`` after each row's ``as_of``.
+
+        Parameters
+        ----------
+        features:
+            A feature table from ``segml.features.build_features`` (same feature config as in fit).
+
+        Returns
+        -------
+        numpy.ndarray
+            One finite, non-negative value per row, in the currency of the transactions.
+        """
+        self._check_fitted()
+        fitted = _Fitted(self.objective_, self.boosters_, self.n_estimators_)
+        rate = _apply_spread(
+            fitted.rate(self._columns().matrix(features, self.horizon_days)), self.params_["spread"]
+        )
+        return rate * self._horizon_weight(features)
+
+    def predict_contrib(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions to ``log(predicted spend)``.
+
+        Columns are :attr:`feature_names_` plus ``bias``; each row sums to ``log(predict(features))``.
+
+        - tweedie: LightGBM's exact TreeSHAP values of the log-link score; ``bias`` also holds
+          ``log(Σ profile over the horizon)``.
+        - hurdle: ``log(predicted) = log P(active) + log E[rate | active] + log(horizon weight)``. The spend
+          booster's log-link contributions are exact. The classifier's contributions are in the logit,
+          where ``log P`` is not additive, so they are rescaled to share out the change of ``log P`` from
+          the classifier's base value in proportion to each feature's logit contribution (exact in total,
+          order-preserving per customer). ``bias`` holds both base values and the horizon weight.
+
+        Parameters
+        ----------
+        features:
+            A feature table (as for :meth:`predict`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Same index as ``features``.
+        """
+        self._check_fitted()
+        columns = self._columns()
+        matrix = columns.matrix(features, self.horizon_days)
+        log_horizon = np.log(self._horizon_weight(features))
+        if self.objective_ == "tweedie":
+            contrib = self.boosters_["tweedie"].predict(
+                matrix, num_iteration=self.n_estimators_["tweedie"], pred_contrib=True
+            )
+        else:
+            logit = self.boosters_["active"].predict(
+                matrix, num_iteration=self.n_estimators_["active"], pred_contrib=True
+            )
+            spend = self.boosters_["spend"].predict(
+                matrix, num_iteration=self.n_estimators_["spend"], pred_contrib=True
+            )
+            base_logit = logit[:, -1]
+            total_logit = logit.sum(axis=1)
+            change_logit = total_logit - base_logit
+            change_log_p = _log_sigmoid(total_logit) - _log_sigmoid(base_logit)
+            # d log σ(z) / dz = σ(−z): the limit of the ratio when the logit barely moves
+            near = np.abs(change_logit) < 1e-12
+            ratio = np.where(near, _sigmoid(-total_logit), change_log_p / np.where(near, 1.0, change_logit))
+            classifier = logit[:, :-1] * ratio[:, None]
+            contrib = np.column_stack([classifier + spend[:, :-1], _log_sigmoid(base_logit) + spend[:, -1]])
+        contrib = contrib.copy()
+        spread = self.params_["spread"]
+        if spread is not None:
+            # log of the recalibrated rate = exponent · log(rate) + log(level · reference^(1 − exponent))
+            contrib *= spread["exponent"]
+            contrib[:, -1] += np.log(spread["level"]) + (1.0 - spread["exponent"]) * np.log(
+                spread["reference"]
+            )
+        contrib[:, -1] += log_horizon
+        if columns.window_feature:
+            # window_days is the horizon for every customer: its share belongs to the baseline
+            contrib[:, -1] += contrib[:, -2]
+            contrib = np.delete(contrib, -2, axis=1)
+        return pd.DataFrame(contrib, columns=[*self.feature_names_, "bias"], index=features.index)
+
+    # ---------------------------------------------------------------------------------------- serialise
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able state: settings, booster text, feature names, categories, season profile, selection."""
+        self._check_fitted()
+        selection = self.selection_.copy()
+        for column in ("validation_cutoff", "train_label_end", "validation_end"):
+            selection[column] = selection[column].astype(str)
+        return {
+            "format": SERIAL_FORMAT,
+            "settings": self.get_params(),
+            "params": {**self.params_, "rounds": dict(self.params_["rounds"])},
+            "objective": self.objective_,
+            "n_estimators": dict(self.n_estimators_),
+            "boosters": {name: booster.model_to_string() for name, booster in self.boosters_.items()},
+            "feature_names": list(self.feature_names_),
+            "categorical_levels": {k: list(v) for k, v in self.categorical_levels_.items()},
+            "season_profile": [float(v) for v in self.season_profile_],
+            "cutoffs": [c.isoformat() for c in self.cutoffs_],
+            "training_start": self.training_start_.isoformat(),
+            "training_end": self.training_end_.isoformat(),
+            "n_training_rows": int(self.n_training_rows_),
+            "selection": _json_records(selection),
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> PotentialValueModel:
+        """Rebuild a fitted model from :meth:`to_dict` output (predicts identically)."""
+        if state.get("format") != SERIAL_FORMAT:
+            raise InputFileError(
+                f"potential-value model: unknown format {state.get('format')!r}, expected {SERIAL_FORMAT}"
+            )
+        model = cls(**state["settings"])
+        model.params_ = dict(state["params"])
+        model.objective_ = state["objective"]
+        model.n_estimators_ = {k: int(v) for k, v in state["n_estimators"].items()}
+        model.boosters_ = {name: lgb.Booster(model_str=text) for name, text in state["boosters"].items()}
+        model.feature_names_ = list(state["feature_names"])
+        model.categorical_levels_ = {k: list(v) for k, v in state["categorical_levels"].items()}
+        model.season_profile_ = np.asarray(state["season_profile"], dtype=float)
+        model.cutoffs_ = [dt.date.fromisoformat(c) for c in state["cutoffs"]]
+        model.training_start_ = dt.date.fromisoformat(state["training_start"])
+        model.training_end_ = dt.date.fromisoformat(state["training_end"])
+        model.n_training_rows_ = int(state["n_training_rows"])
+        selection = pd.DataFrame(state["selection"])
+        for column in ("validation_cutoff", "train_label_end", "validation_end"):
+            selection[column] = selection[column].map(dt.date.fromisoformat)
+        model.selection_ = selection
+        return model
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _log_sigmoid(z: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -z)
+
+
+def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    records = []
+    for row in frame.to_dict(orient="records"):
+        clean = {}
+        for key, value in row.items():
+            if isinstance(value, np.generic):
+                value = value.item()
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            clean[key] = value
+        records.append(clean)
+    return records
