@@ -12,16 +12,17 @@ PYTEST_ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: help venv run test test-slow test-all lint format bench lock clean
+.PHONY: help venv run test test-slow test-all lint format bench lock clean mlflow-ui lab
 
 help:
-	@echo "make run | test | test-slow | lint | format | bench | lock | clean"
+	@echo "make run | test | test-slow | lint | format | bench | mlflow-ui | lab | lock | clean"
 
 # The venv is (re)installed only when pyproject.toml or the lock file change: a second `make run` reuses it.
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name segml --display-name "segml (.venv)" >/dev/null
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -29,6 +30,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/segml ingest $(EXPERIMENT)
 	$(BIN)/segml features $(EXPERIMENT)
+	$(BIN)/segml train $(EXPERIMENT)
 
 # pytest exit code 5 means "no tests collected": not a failure.
 test: $(STAMP)
@@ -49,6 +51,14 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py
+
+# MLflow UI on the project's SQLite store, loopback only.
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
+
+# JupyterLab on the project kernel ("segml (.venv)"), notebooks/ as the start directory.
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser notebooks
 
 # Re-resolve the pinned versions from pyproject.toml (run after changing dependencies).
 lock:
