@@ -231,7 +231,7 @@ def test_shares_reproduced_on_training_population(training, fitted):
     assert fitted.training_grade_counts == purchasers["grade"].value_counts().to_dict()
 
 
-def test_ties_at_a_boundary_go_to_the_better_grade():
+def test_identical_customers_are_never_split_between_grades():
     features, potential = make_features(40, seed=2)
     features["spend_365d"] = 100.0
     features["active_months_share"] = 0.5
@@ -239,7 +239,25 @@ def test_ties_at_a_boundary_go_to_the_better_grade():
     potential = np.full(len(features), 50.0)
     fitted = GradePolicy.from_config({}).fit(features, potential)
     grades = fitted.grade(features, potential)
-    assert (grades["grade"] == "A").all()
+    # one grade for all; cumulative shares 5/20/50/80 %: the run of 40 is closest to the 50 % boundary's
+    # count from above (|40 - 20| = |0 - 20|, ties go up), so everyone is C
+    assert grades["grade"].nunique() == 1
+    assert (grades["grade"] == "C").all()
+
+
+def test_share_thresholds_put_a_tied_run_on_the_side_closest_to_the_target_share():
+    from segml.policy import share_thresholds
+
+    # 10 distinct high scores, then a run of 30 identical low scores, then 60 lower distinct scores
+    scores = np.concatenate([np.linspace(0.9, 0.99, 10), np.full(30, 0.5), np.linspace(0.1, 0.3, 60)])
+    # one boundary at 20 %: ties up -> 40 above (error 20), ties down -> 10 above (error 10): down wins
+    (bound,) = share_thresholds(scores, [0.2, 0.8])
+    assert bound == pytest.approx(0.9)
+    assert (scores >= bound).sum() == 10
+    # boundary at 35 %: ties up -> 40 above (error 5) wins
+    (bound,) = share_thresholds(scores, [0.35, 0.65])
+    assert bound == 0.5
+    assert (scores >= bound).sum() == 40
 
 
 def test_scores_and_grades_are_monotone_on_training(training, fitted):

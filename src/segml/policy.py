@@ -479,8 +479,10 @@ class FittedPolicy:
         :meth:`grade` never moves a boundary). Thresholds: sort the purchasers' scores best first; with
         ``c_k`` the cumulative share of grades 1..k and ``n`` purchasers, ``m_k = floor(c_k n + 0.5)`` and the
         lower bound of grade k is the ``m_k``-th best score (``m_k = 0``: just above the best score, so the
-        grade is empty). Customers tied with that score all get the better grade, so on the fitting population
-        each boundary holds exactly ``m_k`` customers above it unless scores tie at the boundary.
+        grade is empty). Customers tied with that score are never split: the whole run of tied scores goes to
+        the better grade, unless putting it in the worse grade brings the count above the boundary closer to
+        ``m_k`` (then the bound is the next higher score). On the fitting population each boundary therefore
+        holds exactly ``m_k`` customers above it unless scores tie at the boundary.
 
         Returns
         -------
@@ -666,13 +668,25 @@ def share_thresholds(scores: np.ndarray, shares: list[float]) -> list[float]:
     :meth:`FittedPolicy.refit_boundaries` for the exact rule."""
     ordered = np.sort(np.asarray(scores, dtype=float))[::-1]
     n = ordered.size
+    ascending = ordered[::-1]
     cumulative = np.cumsum(np.asarray(shares, dtype=float))[:-1]
-    bounds = []
+    bounds: list[float] = []
     for count in np.floor(cumulative * n + 0.5).astype(int):
         if count <= 0:
-            bounds.append(float(np.nextafter(ordered[0], np.inf)))
+            bound = float(np.nextafter(ordered[0], np.inf))
         else:
-            bounds.append(float(ordered[min(count, n) - 1]))
+            tie = ordered[min(count, n) - 1]
+            # the run of scores equal to `tie` goes up (bound = tie) or down (bound = next score above)
+            above_up = n - int(np.searchsorted(ascending, tie, side="left"))
+            above_down = n - int(np.searchsorted(ascending, tie, side="right"))
+            higher = ordered[:above_down]
+            if above_down > 0 and abs(above_down - count) < abs(above_up - count):
+                bound = float(higher[-1])
+            elif above_down == 0 and abs(above_down - count) < abs(above_up - count):
+                bound = float(np.nextafter(ordered[0], np.inf))
+            else:
+                bound = float(tie)
+        bounds.append(min(bound, bounds[-1]) if bounds else bound)
     return bounds
 
 
