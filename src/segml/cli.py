@@ -168,6 +168,21 @@ def synth(
     )
 
 
+def _register_command_modules() -> None:
+    """Commands defined in their own modules (each has ``register(app)``), imported lazily by their bodies."""
+    import importlib
+
+    for module in ("segml.cli_run", "segml.cli_artifact"):
+        try:
+            importlib.import_module(module).register(app)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_register_command_modules()
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
