@@ -5,8 +5,8 @@ prefixed by the chunk), converted to the clean-transactions schema and sorted by
 ``benchmarks/data/``. Each size (1M, 3M, 10M rows) is the first customers (in id order) whose rows add up to
 that size, so the sizes are nested customer subsets.
 
-Each contender runs in its own fresh subprocess; peak RSS is that child's own ``ru_maxrss``
-(``getrusage(RUSAGE_SELF)`` at its end: the whole process, i.e. interpreter, imports, data and engine memory):
+Each contender runs in its own fresh subprocess; peak RSS is that child's own ``VmHWM``
+(/proc/self/status at its end: the whole process, i.e. interpreter, imports, data and engine memory):
 
 * ``segml``: ``segml.features.build_features`` from the parquet file (DuckDB threads=2, memory_limit=4GB),
   including the fetch to pandas.
@@ -221,11 +221,26 @@ def measure(name: str, path: Path, timeout: float) -> dict:
     return result
 
 
-def worker_main(name: str, path: str) -> None:
+def peak_rss_mb() -> float:
+    """Peak RSS of this process image: ``VmHWM`` of /proc/self/status (reset by exec), else ``ru_maxrss``.
+
+    ``ru_maxrss`` survives fork + exec on Linux, so a worker started by a parent that grew large (for example
+    while generating the data) would report the parent's peak; ``VmHWM`` belongs to the new image only.
+    """
     import resource
 
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker_main(name: str, path: str) -> None:
     result = run_contender(name, path)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
 
 
