@@ -28,9 +28,9 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/segml ingest $(EXPERIMENT)
-	$(BIN)/segml features $(EXPERIMENT)
-	$(BIN)/segml train $(EXPERIMENT)
+	$(BIN)/segml run $(EXPERIMENT)
+	@echo "reports: reports/$(basename $(notdir $(EXPERIMENT)))/index.html"
+	@echo "MLflow UI: make mlflow-ui"
 
 # pytest exit code 5 means "no tests collected": not a failure.
 test: $(STAMP)

@@ -475,7 +475,9 @@ class _DuckDBEngine:
         if memory_limit:
             config["memory_limit"] = str(memory_limit)
         self.con = duckdb.connect(":memory:", config=config)
-        self.con.execute("SET enable_progress_bar = false")
+        # inside a Jupyter kernel without ipywidgets DuckDB refuses the setting; the bar is off there anyway
+        with contextlib.suppress(duckdb.InvalidInputException):
+            self.con.execute("SET enable_progress_bar = false")
         # like the Spark session: a TIMESTAMPTZ input falls on its UTC calendar day on both engines
         self.con.execute("SET TimeZone = 'UTC'")
 

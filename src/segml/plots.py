@@ -362,6 +362,97 @@ def plot_cluster_profile(profile: pd.DataFrame, ax: Axes | None = None) -> Axes:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Data, explanations and drift
+
+
+def plot_monthly_activity(
+    monthly: pd.DataFrame, markers: Mapping[str, object] | None = None, ax: Axes | None = None
+) -> Axes:
+    """Net spend per month (bars) and active customers per month (line, right axis).
+
+    Parameters
+    ----------
+    monthly:
+        Columns ``month`` (date-like), ``spend`` and ``customers``.
+    markers:
+        Optional label → date, drawn as vertical lines (e.g. ``{"calibration end": date}``).
+    """
+    _require_columns(monthly, ["month", "spend", "customers"], "plot_monthly_activity")
+    ax = _axes(ax, figsize=(8.0, 3.8))
+    months = pd.to_datetime(monthly["month"])
+    ax.bar(months, monthly["spend"], width=20, color="tab:blue", alpha=0.75, label="net spend")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set(title="Monthly activity", xlabel="Month", ylabel="Net spend")
+    right = ax.twinx()
+    right.plot(months, monthly["customers"], color="tab:orange", marker="o", markersize=3, label="customers")
+    right.set_ylabel("Active customers")
+    right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    for i, (label, when) in enumerate((markers or {}).items()):
+        ax.axvline(pd.Timestamp(when), color="0.3", linestyle="--" if i % 2 == 0 else ":", linewidth=1)
+        ax.annotate(
+            str(label),
+            (pd.Timestamp(when), 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+            color="0.3",
+        )
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
+    return ax
+
+
+def plot_shap_summary(
+    contributions: pd.DataFrame, features: pd.DataFrame, max_display: int = 15, ax: Axes | None = None
+) -> Axes:
+    """SHAP beeswarm from precomputed contributions (e.g. ``PotentialValueModel.predict_contrib``).
+
+    Parameters
+    ----------
+    contributions:
+        One column per feature plus ``bias``; rows aligned with ``features``.
+    features:
+        Feature values (colour of the dots); non-numeric columns are coloured by category code.
+    max_display:
+        Features shown (largest mean |contribution| first).
+    """
+    import shap
+
+    names = [c for c in contributions.columns if c != "bias"]
+    data = pd.DataFrame(index=contributions.index)
+    for name in names:
+        column = features[name] if name in features.columns else pd.Series(np.nan, index=features.index)
+        if not pd.api.types.is_numeric_dtype(column):
+            column = column.astype("category").cat.codes.astype(float).replace(-1.0, np.nan)
+        data[name] = pd.to_numeric(column, errors="coerce").astype(float)
+    explanation = shap.Explanation(
+        values=contributions[names].to_numpy(dtype=float),
+        base_values=contributions["bias"].to_numpy(dtype=float) if "bias" in contributions else None,
+        data=data.to_numpy(dtype=float),
+        feature_names=names,
+    )
+    ax = _axes(ax, figsize=(7.5, 0.32 * min(max_display, len(names)) + 1.6))
+    shap.plots.beeswarm(explanation, max_display=max_display, ax=ax, show=False, plot_size=None)
+    ax.set_title("What drives predicted value (SHAP, log scale)")
+    return ax
+
+
+def plot_psi(table: pd.DataFrame, ax: Axes | None = None) -> Axes:
+    """Population stability index per feature (columns ``feature``, ``psi``), with the 0.1 / 0.25 bands."""
+    _require_columns(table, ["feature", "psi"], "plot_psi")
+    data = table.sort_values("psi", kind="stable")
+    ax = _axes(ax, figsize=(6.4, 0.3 * len(data) + 1.6))
+    colours = ["tab:green" if p < 0.1 else "tab:orange" if p < 0.25 else "tab:red" for p in data["psi"]]
+    ax.barh(data["feature"].astype(str), data["psi"], color=colours)
+    for limit in (0.1, 0.25):
+        ax.axvline(limit, color="0.4", linestyle="--", linewidth=1)
+    ax.set(title="Feature drift (PSI; < 0.1 stable, > 0.25 major shift)", xlabel="PSI", ylabel="")
+    return ax
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Embedding
 
 
@@ -388,6 +479,9 @@ __all__ = [
     "plot_lift",
     "plot_matrix_heatmap",
     "plot_migration",
+    "plot_monthly_activity",
+    "plot_psi",
+    "plot_shap_summary",
     "plot_value_share",
     "setup_fonts",
 ]

@@ -16,9 +16,11 @@ partially executed notebook is kept in ``out_dir`` for inspection.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import html
+import io
 import os
 import re
 import time
@@ -171,6 +173,97 @@ def _kernel_environment(env: Mapping[str, str | None] | None) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CJK text in HTML: an embedded font subset
+
+#: family name of the embedded font subset (added to the page's font stacks, before the generic family)
+EMBEDDED_CJK_FAMILY = "segml CJK"
+_FONT_STACK_SANS = (
+    f'system-ui, -apple-system, blinkmacsystemfont, "Segoe UI", helvetica, arial, "{EMBEDDED_CJK_FAMILY}", '
+    '"Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", sans-serif'
+)
+_FONT_STACK_MONO = f'menlo, consolas, "DejaVu Sans Mono", "{EMBEDDED_CJK_FAMILY}", monospace'
+_FONT_STYLE_ID = "segml-cjk-font"
+
+
+def _cjk_font_path() -> Path | None:
+    from segml.plots import _mplfonts_font_path
+
+    return _mplfonts_font_path()
+
+
+def cjk_font_subset(text: str) -> bytes | None:
+    """An OpenType subset of Noto Sans CJK SC holding the glyphs of every non-ASCII character of ``text`` it
+    covers (a few kB for a page of Chinese grade names), or None if there is none or no font."""
+    path = _cjk_font_path()
+    if path is None:
+        return None
+    from fontTools import subset
+
+    wanted = {ord(ch) for ch in set(text) if ord(ch) > 0x2E7F}  # CJK radicals onward; Latin stays system
+    if not wanted:
+        return None
+    options = subset.Options()
+    options.layout_features = ["*"]
+    options.name_IDs = ["*"]
+    options.notdef_outline = True
+    font = subset.load_font(str(path), options, lazy=True)
+    cmap = font.getBestCmap()
+    covered = sorted(wanted & set(cmap))
+    if not covered:
+        return None
+    subsetter = subset.Subsetter(options)
+    subsetter.populate(unicodes=covered)
+    subsetter.subset(font)
+    buffer = io.BytesIO()
+    subset.save_font(font, buffer, options)
+    return buffer.getvalue()
+
+
+def embed_cjk_font(html_text: str) -> str:
+    """Embed a CJK font subset in an HTML page so Chinese text renders on machines without a CJK font.
+
+    The subset is a ``data:`` URI (nothing is fetched) declared as ``@font-face`` family
+    :data:`EMBEDDED_CJK_FAMILY` and added to the page's sans-serif and monospace font stacks (nbconvert's
+    ``--jp-*-font-family`` variables and ``body``). Pages without CJK characters are returned unchanged;
+    a page that already has the font is returned unchanged.
+    """
+    if f'id="{_FONT_STYLE_ID}"' in html_text or "</head>" not in html_text:
+        return html_text
+    font = cjk_font_subset(html_text)
+    if font is None:
+        return html_text
+    encoded = base64.b64encode(font).decode("ascii")
+    style = (
+        f'<style id="{_FONT_STYLE_ID}">'
+        f'@font-face {{ font-family: "{EMBEDDED_CJK_FAMILY}"; '
+        f'src: url(data:font/otf;base64,{encoded}) format("opentype"); }}\n'
+        f":root {{ --jp-ui-font-family: {_FONT_STACK_SANS}; --jp-content-font-family: {_FONT_STACK_SANS}; "
+        f"--jp-code-font-family: {_FONT_STACK_MONO}; --jp-code-font-family-default: {_FONT_STACK_MONO}; }}\n"
+        f"body {{ font-family: {_FONT_STACK_SANS}; }}"
+        "</style>"
+    )
+    head_end = html_text.index("</head>")
+    page = html_text[:head_end] + style + html_text[head_end:]
+    # Chromium lays out the first text run that needs a web font before the font is ready and can keep the
+    # fallback (missing-glyph boxes) for that run; an off-screen run takes that hit instead of real text.
+    body = re.search(r"<body[^>]*>", page)
+    if body is None:
+        return page
+    sample = "".join(sorted({ch for ch in html_text if ord(ch) > 0x2E7F}))[:64]
+    warm_up = (
+        f'<span aria-hidden="true" style="position:absolute;left:-9999px;top:0;'
+        f"font-family:'{EMBEDDED_CJK_FAMILY}'\">{html.escape(sample)}</span>"
+    )
+    return page[: body.end()] + warm_up + page[body.end() :]
+
+
+def embedded_font(html_text: str) -> bytes | None:
+    """The font subset :func:`embed_cjk_font` put into a page (None if the page has none)."""
+    match = re.search(r"font/otf;base64,([A-Za-z0-9+/=]+)\)", html_text)
+    return base64.b64decode(match.group(1)) if match else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -332,7 +425,7 @@ def render_html(
             }
         },
     )
-    return storage.write_text(html_path, body)
+    return storage.write_text(html_path, embed_cjk_font(body))
 
 
 def external_references(html_text: str) -> list[str]:
@@ -446,11 +539,117 @@ def run_notebooks(
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Aggregates for the stakeholder reports (never customer rows)
+
+
+def monthly_activity(transactions_path: Path) -> Any:
+    """Net spend, rows and distinct customers per calendar month of a clean transactions parquet.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``month`` (first day), ``spend``, ``transactions``, ``customers``, sorted by month.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        frame = con.execute(
+            "SELECT CAST(date_trunc('month', timestamp) AS DATE) AS month, SUM(amount) AS spend, "
+            "COUNT(*) AS transactions, COUNT(DISTINCT customer_id) AS customers "
+            "FROM read_parquet(?) GROUP BY 1 ORDER BY 1",
+            [str(transactions_path)],
+        ).df()
+    finally:
+        con.close()
+    return frame
+
+
+def top_reasons_per_grade(grades: Any, order: Sequence[str] | None = None, top: int = 3) -> Any:
+    """The most frequent first reason per grade: which feature most often decides a customer's value.
+
+    Parameters
+    ----------
+    grades:
+        ``grades.parquet`` rows (``grade``, ``grade_name``, ``reason_1_feature``, ``reason_1_contribution``).
+    order:
+        Grade codes in display order (default: sorted).
+    top:
+        Reasons per grade.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``grade, grade_name, rank, feature, meaning, share_of_grade, effect`` where ``effect`` says whether the
+        reason mostly raises or lowers predicted value. Aggregates only.
+    """
+    import pandas as pd
+
+    from segml.features import describe_feature
+
+    rows = []
+    present = [
+        g for g in (order or sorted(grades["grade"].dropna().unique())) if (grades["grade"] == g).any()
+    ]
+    for code in present:
+        part = grades[(grades["grade"] == code) & grades["reason_1_feature"].notna()]
+        if part.empty:
+            continue
+        counts = part.groupby("reason_1_feature")["reason_1_contribution"].agg(["size", "mean"])
+        counts = counts.sort_values("size", ascending=False, kind="stable").head(top)
+        for rank, (feature, stats) in enumerate(counts.iterrows(), start=1):
+            rows.append(
+                {
+                    "grade": code,
+                    "grade_name": str(part["grade_name"].iloc[0]),
+                    "rank": rank,
+                    "feature": str(feature),
+                    "meaning": describe_feature(str(feature)),
+                    "share_of_grade": float(stats["size"]) / len(part),
+                    "effect": "raises value" if stats["mean"] > 0 else "lowers value",
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["grade", "grade_name", "rank", "feature", "meaning", "share_of_grade", "effect"]
+    )
+
+
+def resource_table(summary: Any) -> Any:
+    """Service cost against expected value per grade (from :func:`segml.policy.grade_summary` with predicted
+    value as future value and the policy's ``cost_per_customer``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``grade, grade_name, n, cost_per_customer, cost_total, expected_value_total, expected_value_mean,
+        value_per_cost`` (expected value over the forecast horizon ÷ service cost), ``net_value``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {
+            "grade": summary["grade"],
+            "grade_name": summary["grade_name"],
+            "n": summary["n"],
+            "cost_per_customer": summary.get("cost_per_customer", np.nan),
+            "cost_total": summary.get("cost_total", np.nan),
+            "expected_value_total": summary.get("future_value_total", np.nan),
+            "expected_value_mean": summary.get("future_value_mean", np.nan),
+        }
+    )
+    cost = table["cost_total"].where(table["cost_total"] > 0)
+    table["value_per_cost"] = table["expected_value_total"] / cost
+    table["net_value"] = table["expected_value_total"] - table["cost_total"]
+    return table
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Index page
 
 _INDEX_CSS = """
-body { font-family: -apple-system, "Segoe UI", "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei",
-       Roboto, Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; padding: 0 1rem; }
+body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, "segml CJK", "Noto Sans CJK SC",
+       "PingFang SC", "Microsoft YaHei", sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; padding: 0 1rem; }
 h1 { font-size: 1.6rem; margin-bottom: 0.2rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.92rem; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.7rem; text-align: right; }
@@ -590,4 +789,4 @@ def write_index(
             f'<li><a href="{html.escape(href, quote=True)}">{html.escape(str(report_title))}</a>{missing}</li>'
         )
     parts += ["</ul>", "</body>", "</html>", ""]
-    return storage.write_text(out_dir / "index.html", "\n".join(parts))
+    return storage.write_text(out_dir / "index.html", embed_cjk_font("\n".join(parts)))
