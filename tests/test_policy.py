@@ -171,7 +171,8 @@ def test_percentile_rank_rule():
     # levels 0, .25, .5, .75, 1 over a reference with a spike of zeros
     reference = [0.0, 0.0, 0.0, 1.0, 2.0]
     ranks = percentile_rank(np.array([-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 9.0, np.nan]), reference)
-    np.testing.assert_allclose(ranks[:-1], [0.0, 0.5, 0.625, 0.75, 0.875, 1.0, 1.0])
+    # 0.0 equals the run q_0..q_2 (levels 0 .. 0.5): the middle of the run
+    np.testing.assert_allclose(ranks[:-1], [0.0, 0.25, 0.625, 0.75, 0.875, 1.0, 1.0])
     assert np.isnan(ranks[-1])
 
 

@@ -368,23 +368,27 @@ def frozen_quantiles(values: np.ndarray, levels: int) -> list[float]:
 def percentile_rank(values: np.ndarray, reference: list[float] | np.ndarray) -> np.ndarray:
     """Percentile rank of each value against a frozen reference (stored quantiles).
 
-    The rank of ``x`` is the fraction of the reference ≤ ``x``. With stored quantiles ``q_0 ≤ … ≤ q_m`` at
-    levels ``p_i = i/m``: ``x < q_0`` → 0; ``x ≥ q_m`` → 1; otherwise with ``j`` the last index with
-    ``q_j ≤ x`` (the top of a run of tied quantiles) and ``k = j + 1``, the rank is
-    ``p_j + (p_k - p_j) (x - q_j) / (q_k - q_j)``. A value equal to a tied quantile (say a spike of zeros)
-    therefore gets the top of the tie, and the rank is a non-decreasing function of ``x`` alone. NaN → NaN.
+    With stored quantiles ``q_0 ≤ … ≤ q_m`` at levels ``p_i = i/m``: ``x < q_0`` → 0; ``x > q_m`` → 1; a value
+    equal to stored quantiles ``q_a = … = q_b`` (a run of ties, e.g. a spike of zero spend; ``a = b`` when
+    not tied) → the middle of the run, ``(p_a + p_b) / 2``; otherwise, with ``j`` the last index with
+    ``q_j < x`` and ``k = j + 1``, the rank is ``p_j + (p_k - p_j) (x - q_j) / (q_k - q_j)``. The rank is a
+    non-decreasing function of ``x`` alone. NaN → NaN.
     """
     q = np.asarray(reference, dtype=float)
     x = np.asarray(values, dtype=float)
     p = np.linspace(0.0, 1.0, q.size)
     above = np.searchsorted(q, x, side="right")  # number of stored quantiles ≤ x
+    below = np.searchsorted(q, x, side="left")  # number of stored quantiles < x
     lower = np.clip(above - 1, 0, q.size - 1)
     upper = np.clip(above, 0, q.size - 1)
     gap = q[upper] - q[lower]
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(gap > 0, (x - q[lower]) / gap, 0.0)
     rank = p[lower] + (p[upper] - p[lower]) * fraction
-    rank = np.where(above == 0, 0.0, np.where(above >= q.size, 1.0, rank))
+    tied = above > below  # x equals the stored quantiles below..above-1
+    run_mid = (p[np.clip(below, 0, q.size - 1)] + p[lower]) / 2.0
+    rank = np.where(tied, run_mid, rank)
+    rank = np.where(above == 0, 0.0, np.where(below >= q.size, 1.0, rank))
     return np.where(np.isnan(x), np.nan, np.clip(rank, 0.0, 1.0))
 
 
