@@ -180,7 +180,8 @@ def _register_command_modules() -> None:
                 raise
 
 
-_register_command_modules()
+if __name__ != "__main__":  # `python -m segml.cli` registers them on the importable module (see the end)
+    _register_command_modules()
 
 
 def main() -> None:
@@ -193,4 +194,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # the command modules import `segml.cli`; run that module's app, not this __main__ copy
+    from segml.cli import main as _main
+
+    _main()
