@@ -49,8 +49,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Features (10M rows vs lifetimes / plain DuckDB), then scoring overhead with the exported CDNOW artifact.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/segml ingest $(EXPERIMENT)
+	$(BIN)/segml train $(EXPERIMENT) --no-backtest
+	$(BIN)/segml export $(EXPERIMENT)
+	$(BIN)/python benchmarks/scoring.py
 
 # MLflow UI on the project's SQLite store, loopback only.
 mlflow-ui: $(STAMP)

@@ -547,10 +547,11 @@ class GradeOutputs:
 def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> GradeOutputs:
     """Current grades at data_end from the production potential model, with reason codes and the rules
     distilled from the grades. Writes ``data/processed/<exp>/grades.parquet``."""
-    from segml.explain import reason_codes, reference_stats, with_reasons
+    from segml.explain import reference_stats
     from segml.models.potential import PotentialValueModel
     from segml.models.tree import GradeRulesTree
     from segml.policy import GradePolicy, grade_summary
+    from segml.scoring import grade_features
 
     if production_model is None:
         state_file = ctx.model_state_file("potential_production")
@@ -563,13 +564,19 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
     potential = production_model.predict(now)
     policy = GradePolicy.from_config(ctx.cfg.policy)
     fitted = policy.fit(now, potential)
-    graded = fitted.grade(now, potential)
     contrib = production_model.predict_contrib(now)
     reference = reference_stats(now[now["has_purchases"].astype(bool)])
-    reasons = reason_codes(contrib, now, reference, top_k=3)
-    graded = with_reasons(graded, reasons)
-    graded.insert(graded.columns.get_loc("score") + 1, "predicted_value", potential)
-    graded["as_of"] = pd.Timestamp(ctx.timeline.data_end)
+    # the same function `segml grade` and the pyfunc call: the artifact reproduces these grades exactly
+    graded = grade_features(
+        now,
+        production_model,
+        fitted,
+        reference,
+        as_of=ctx.timeline.data_end,
+        feature_config=ctx.cfg.features,
+        potential=potential,
+        contributions=contrib,
+    )
     write_parquet(graded, ctx.processed / "grades.parquet")
     write_text(ctx.model_state_file("policy").with_suffix(".yaml"), fitted.to_yaml())
     write_json(ctx.model_state_file("reference_stats"), _jsonable(reference))

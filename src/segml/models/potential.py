@@ -198,6 +198,10 @@ def season_weight(profile: np.ndarray, cutoffs: Any, window_days: Any) -> np.nda
     """
     cutoff_days = pd.to_datetime(pd.Series(np.asarray(cutoffs).ravel())).dt.normalize()
     windows = np.broadcast_to(np.asarray(window_days, dtype=float), (len(cutoff_days),))
+    days_array = cutoff_days.to_numpy()
+    if len(days_array) > 1 and (days_array == days_array[0]).all() and (windows == windows[0]).all():
+        # one (cutoff, window) pair, the scoring case: compute it once
+        return np.full(len(days_array), season_weight(profile, days_array[:1], windows[0])[0])
     pairs = pd.DataFrame({"cutoff": cutoff_days.to_numpy(), "window": windows})
     distinct = pairs.drop_duplicates().reset_index(drop=True)
     weights = np.empty(len(distinct))
@@ -348,7 +352,12 @@ class _Design:
                 )
         if not columns:
             return np.empty((len(features), 0))
-        return np.column_stack(columns)
+        # filled column by column (contiguous writes), then one blocked transpose to the row-major layout
+        # LightGBM reads: about twice as fast as np.column_stack on a million rows, same values
+        matrix = np.empty((len(features), len(columns)), order="F")
+        for j, values in enumerate(columns):
+            matrix[:, j] = values
+        return np.ascontiguousarray(matrix)
 
     @property
     def categorical_indices(self) -> list[int]:

@@ -1,0 +1,426 @@
+"""Load a verified grading artifact and grade customers with it (the ``segml grade`` path).
+
+Only data files are read — JSON, YAML and LightGBM booster text — and nothing from the artifact folder is
+executed. Nothing here imports MLflow, ONNX, Spark, shap or Jupyter, so grading works from the slim
+install.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from segml.artifact.manifest import (
+    FEATURE_SPEC,
+    INGEST_SPEC,
+    MODEL_STATE,
+    POLICY,
+    PROBE,
+    REFERENCE_STATS,
+    ArtifactError,
+    booster_file,
+    verify,
+)
+from segml.config import (
+    CustomerSource,
+    DataConfig,
+    FeatureConfig,
+    TransactionSource,
+    from_mapping,
+)
+from segml.errors import ConfigError, InputFileError, SegmlError
+
+TableInput = str | Path | pd.DataFrame
+
+
+@dataclass
+class GradingArtifact:
+    """A loaded, verified artifact: everything :func:`segml.scoring.grade_features` needs.
+
+    Build with :func:`load_artifact`.
+    """
+
+    path: Path
+    manifest: dict[str, Any]
+    model: Any  # segml.models.potential.PotentialValueModel
+    policy: Any  # segml.policy.FittedPolicy
+    reference: dict[str, float | None]
+    feature_config: FeatureConfig
+    feature_spec: dict[str, Any]
+    data: DataConfig
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    def score(
+        self,
+        features: pd.DataFrame,
+        *,
+        reasons: bool = True,
+        refit_boundaries: bool = False,
+        as_of: dt.date | None = None,
+    ) -> pd.DataFrame:
+        """Grade a feature table (``segml.features.build_features`` output at one cutoff).
+
+        Parameters
+        ----------
+        features:
+            Feature rows; any batch size (grades never depend on the batch unless ``refit_boundaries``).
+        reasons:
+            Add the top-3 reason codes.
+        refit_boundaries:
+            Re-derive share-based grade boundaries on this population (the frozen reference quantiles are
+            kept). Default False: the thresholds learned at training are used, so grades are comparable
+            across runs and one customer can be graded alone.
+        as_of:
+            Cutoff for the ``as_of`` column; default the features' own.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The ``grades.parquet`` columns plus ``artifact_version``.
+        """
+        from segml.scoring import grade_features
+
+        missing = [c for c in self.feature_spec["required_columns"] if c not in features.columns]
+        if missing:
+            raise InputFileError(
+                f"features: {len(missing)} column(s) the artifact needs are missing, first "
+                f"'{missing[0]}' ({len(features):,} rows); build them with spec/feature_spec.json"
+            )
+        potential = self.model.predict(features)
+        policy = self.policy.refit_boundaries(features, potential) if refit_boundaries else self.policy
+        graded = grade_features(
+            features,
+            self.model,
+            policy,
+            self.reference,
+            as_of=as_of,
+            reasons=reasons,
+            feature_config=self.feature_config,
+            potential=potential,
+        )
+        graded["artifact_version"] = self.version
+        return graded
+
+
+def load_artifact(
+    artifact_dir: Path | str, *, check: bool = True, allow_missing: tuple[str, ...] = ()
+) -> GradingArtifact:
+    """Verify (unless ``check`` is False) and load an artifact folder.
+
+    Raises
+    ------
+    ArtifactError
+        A file changed, is missing or extra (see :func:`segml.artifact.verify`), or a data file is malformed.
+    """
+    from segml.models.potential import PotentialValueModel
+    from segml.policy import FittedPolicy
+
+    root = Path(artifact_dir)
+    if check:
+        manifest = verify(root, allow_missing=allow_missing)["manifest"]
+    else:
+        from segml.artifact.manifest import read_manifest
+
+        manifest = read_manifest(root)
+    state = _read_json(root, MODEL_STATE)
+    try:
+        state["boosters"] = {
+            name: _read_text(root, booster_file(name)) for name in sorted(state["booster_files"])
+        }
+        state.pop("booster_files")
+        model = PotentialValueModel.from_dict(state)
+    except (KeyError, TypeError, ValueError, SegmlError) as exc:
+        raise ArtifactError(f"{root / MODEL_STATE}: cannot rebuild the model ({exc})") from None
+    try:
+        policy = FittedPolicy.from_yaml(_read_text(root, POLICY))
+    except ConfigError as exc:
+        raise ArtifactError(f"{root / POLICY}: {exc}") from None
+    spec = _read_json(root, FEATURE_SPEC)
+    try:
+        feature_config = from_mapping(FeatureConfig, spec["feature_config"], "feature_config")
+    except (KeyError, ConfigError) as exc:
+        raise ArtifactError(f"{root / FEATURE_SPEC}: {exc}") from None
+    try:
+        ingest = yaml.safe_load(_read_text(root, INGEST_SPEC))
+        data = from_mapping(DataConfig, ingest["data"], "data")
+    except (KeyError, TypeError, yaml.YAMLError, ConfigError) as exc:
+        raise ArtifactError(f"{root / INGEST_SPEC}: {exc}") from None
+    artifact = GradingArtifact(
+        path=root,
+        manifest=manifest,
+        model=model,
+        policy=policy,
+        reference=_read_json(root, REFERENCE_STATS),
+        feature_config=feature_config,
+        feature_spec=spec,
+        data=data,
+    )
+    if check:
+        _check_probe(artifact)
+    return artifact
+
+
+def _check_probe(artifact: GradingArtifact) -> None:
+    """Grade the stored probe customers with the installed segml; refuse on any difference."""
+    from segml.artifact.probe import differences, read_probe
+
+    path = artifact.path / PROBE
+    try:
+        probe, expected = read_probe(_read_json(artifact.path, PROBE))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: malformed probe document ({exc})") from None
+    changed = differences(artifact.score(probe), expected)
+    if changed:
+        from segml import __version__
+
+        raise ArtifactError(
+            f"{path}: the installed segml {__version__} scores the probe customers differently from segml "
+            f"{artifact.manifest.get('segml_version')} that exported this artifact (columns: "
+            f"{', '.join(changed)}); grade with the exporting version or re-export the model"
+        )
+
+
+def _read_text(root: Path, relative: str) -> str:
+    path = root / relative
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing from the artifact")
+    return path.read_text(encoding="utf-8")
+
+
+def _read_json(root: Path, relative: str) -> Any:
+    try:
+        return json.loads(_read_text(root, relative))
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{root / relative}: not valid JSON ({exc.msg})") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Column mapping
+
+
+def read_mapping(path: Path | str) -> dict[str, Any]:
+    """Read a ``--mapping`` YAML file into the shape of an experiment's ``data:`` section.
+
+    Accepted shapes: an experiment YAML (its ``data:`` section is used); a ``data:``-shaped mapping
+    (``transactions: [...]``, optional ``customers:`` and ``cleaning:``); or one transaction source
+    (``columns: {role: column}``, optional ``format``, ``timestamp_format``, ...). ``path`` keys are
+    optional: the files come from the command line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: mapping file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of roles to columns")
+    if "data" in raw:
+        raw = raw["data"]
+    elif "columns" in raw:
+        raw = {"transactions": [raw]}
+    if not isinstance(raw, dict) or "transactions" not in raw:
+        raise ConfigError(f"{path}: no 'transactions' mapping (roles to column names) found")
+    return raw
+
+
+def _sources(
+    data: DataConfig, mapping: dict[str, Any] | None, files: Sequence[TableInput]
+) -> tuple[list[TransactionSource], Any]:
+    """Transaction sources paired with the input files, and the cleaning rules."""
+    raw_sources = (
+        mapping["transactions"] if mapping is not None else [dataclasses.asdict(s) for s in data.transactions]
+    )
+    if isinstance(raw_sources, dict):
+        raw_sources = [raw_sources]
+    if len(raw_sources) == 1 and len(files) > 1:
+        raw_sources = raw_sources * len(files)
+    if len(raw_sources) != len(files):
+        raise ConfigError(
+            f"{len(files)} transaction file(s) given but the mapping describes {len(raw_sources)} source(s); "
+            "give one file per source or a --mapping for your files"
+        )
+    sources = []
+    for i, (raw, file) in enumerate(zip(raw_sources, files, strict=True)):
+        label = f"<frame {i}>" if isinstance(file, pd.DataFrame) else str(Path(file).resolve())
+        entry = {**dict(raw), "path": label}
+        if len(files) > 1 and len({str(r.get("name")) for r in raw_sources}) < len(raw_sources):
+            entry["name"] = None  # one stored mapping reused: each file is its own source
+        if isinstance(file, pd.DataFrame):
+            entry["format"] = "auto"
+        sources.append(from_mapping(TransactionSource, entry, f"mapping.transactions.{i}"))
+    rules_raw = (mapping or {}).get("cleaning")
+    rules = data.cleaning if rules_raw is None else from_mapping(type(data.cleaning), rules_raw, "cleaning")
+    return sources, rules
+
+
+def _customer_source(
+    data: DataConfig, mapping: dict[str, Any] | None, customers: TableInput
+) -> CustomerSource:
+    raw = (mapping or {}).get("customers")
+    if raw is None:
+        if data.customers is None:
+            raise ConfigError(
+                "customers file given but neither the artifact nor --mapping maps customer columns "
+                "(add a 'customers: {columns: {...}}' section to the mapping)"
+            )
+        raw = dataclasses.asdict(data.customers)
+    label = "<customers frame>" if isinstance(customers, pd.DataFrame) else str(Path(customers).resolve())
+    entry = {**dict(raw), "path": label}
+    if isinstance(customers, pd.DataFrame):
+        entry["format"] = "auto"
+    return from_mapping(CustomerSource, entry, "mapping.customers")
+
+
+@dataclass
+class CleanInputs:
+    """Clean transactions and customers (paths to parquet files or frames) and the DQ summary."""
+
+    transactions: Any
+    customers: Any
+    report: dict[str, Any]
+
+
+def clean_inputs(
+    data: DataConfig,
+    transactions: TableInput | Sequence[TableInput],
+    customers: TableInput | None,
+    mapping: dict[str, Any] | None,
+    workdir: Path,
+) -> CleanInputs:
+    """Map, validate and clean raw inputs with the same rules as ``segml ingest``.
+
+    Files go through :func:`segml.ingest.run_ingest` (clean parquet written under ``workdir``); DataFrames
+    through :func:`segml.ingest.ingest_frames`.
+    """
+    from segml.config import CutoffConfig, ExperimentConfig
+    from segml.ingest import ingest_frames, run_ingest
+
+    files = [transactions] if isinstance(transactions, str | Path | pd.DataFrame) else list(transactions)
+    if not files:
+        raise InputFileError("no transaction input given")
+    sources, rules = _sources(data, mapping, files)
+    customer_source = _customer_source(data, mapping, customers) if customers is not None else None
+    frames = [isinstance(f, pd.DataFrame) for f in files]
+    if any(frames) and not all(frames):
+        raise InputFileError("give transactions either all as files or all as DataFrames")
+    if all(frames):
+        if customers is not None and not isinstance(customers, pd.DataFrame):
+            customers = _read_table(Path(customers))
+        result = ingest_frames(
+            files, sources, rules, customers=customers, customer_source=customer_source, threads=None
+        )
+        return CleanInputs(result.clean, result.customers, result.report)
+    for file in files:
+        if not Path(file).is_file():
+            raise InputFileError(f"{file}: transactions file not found")
+    if customers is not None and isinstance(customers, str | Path) and not Path(customers).is_file():
+        raise InputFileError(f"{customers}: customers file not found")
+    if customers is not None and isinstance(customers, pd.DataFrame):
+        customer_path = workdir / "customers_input.parquet"
+        customers.to_parquet(customer_path, index=False)
+        customer_source = dataclasses.replace(customer_source, path=str(customer_path), format="parquet")
+    cfg = ExperimentConfig(
+        data=DataConfig(
+            transactions=sources, customers=customer_source, currency=data.currency, cleaning=rules
+        ),
+        cutoffs=CutoffConfig(calibration_end=dt.date(1970, 1, 2)),
+        name="grade",
+        root=workdir,
+    )
+    result = run_ingest(cfg)
+    return CleanInputs(result.transactions_path, result.customers_path, result.report)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found")
+    return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Grade
+
+
+def grade(
+    artifact_dir: Path | str | GradingArtifact,
+    transactions: TableInput | Sequence[TableInput],
+    customers: TableInput | None = None,
+    as_of: dt.date | str | None = None,
+    mapping: dict[str, Any] | Path | str | None = None,
+    reasons: bool = True,
+    *,
+    refit_boundaries: bool = False,
+    report: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Grade customers from raw transactions with a verified artifact.
+
+    Parameters
+    ----------
+    artifact_dir:
+        Artifact folder (verified first: any changed byte refuses) or an already loaded artifact.
+    transactions:
+        Raw transaction file(s) (CSV / Parquet / whitespace, as the mapping says) or raw DataFrame(s) with
+        the user's own column names.
+    customers:
+        Optional raw customer-attributes file or DataFrame; customers who have not bought yet are graded
+        only when given.
+    as_of:
+        Cutoff (inclusive); default the latest transaction day of the clean input.
+    mapping:
+        Column mapping (a ``--mapping`` YAML path or its parsed dict, see :func:`read_mapping`); default the
+        mapping and cleaning rules stored in the artifact (``spec/ingest.yaml``).
+    reasons:
+        Add the top-3 reason codes.
+    refit_boundaries:
+        Re-derive share-based grade boundaries on this population (explicit opt-in).
+    report:
+        When a dict is given, the ingest DQ summary is stored in it (``rows_in``, ``rows_kept``, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``grades.parquet`` columns plus ``artifact_version``, sorted by customer_id.
+    """
+    from segml.config import parse_date
+    from segml.features import build_features
+
+    artifact = artifact_dir if isinstance(artifact_dir, GradingArtifact) else load_artifact(artifact_dir)
+    if isinstance(mapping, str | Path):
+        mapping = read_mapping(mapping)
+    with tempfile.TemporaryDirectory(prefix="segml-grade-") as tmp:
+        clean = clean_inputs(artifact.data, transactions, customers, mapping, Path(tmp))
+        if report is not None:
+            report.update(clean.report)
+        if clean.report.get("rows_kept", 0) == 0:
+            raise InputFileError(
+                f"transactions: none of the {clean.report.get('rows_in', 0):,} rows survived cleaning "
+                f"(quarantined by reason: {clean.report.get('by_reason')})"
+            )
+        if as_of is None:
+            cutoff = dt.date.fromisoformat(clean.report["date_max"])
+        elif isinstance(as_of, str):
+            cutoff = parse_date(as_of, "--as-of")
+        else:
+            cutoff = as_of
+        spec = dataclasses.replace(artifact.feature_config, engine="duckdb")
+        features = build_features(clean.transactions, cutoff, spec, clean.customers)
+    if features.empty:
+        raise InputFileError(f"transactions: no customer has data on or before {cutoff}")
+    return artifact.score(features, reasons=reasons, refit_boundaries=refit_boundaries, as_of=cutoff)

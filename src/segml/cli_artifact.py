@@ -1,0 +1,201 @@
+"""``segml export | grade | verify``: the grading artifact on the command line.
+
+Registered on the main app by :func:`register` (called from ``segml.cli``). Command bodies import what they
+need, so ``segml --help`` stays fast and ``segml grade`` never loads MLflow, ONNX, Spark, shap or Jupyter.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ArtifactArg = Annotated[
+    Path, typer.Argument(help="Artifact folder (artifacts/<name>/<version>).", show_default=False)
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export``, ``grade`` and ``verify`` to ``app``."""
+    from segml.cli import ExperimentArg, SetOpt, _load, console, out, user_errors
+
+    @app.command()
+    @user_errors
+    def export(
+        experiment: ExperimentArg,
+        version: Annotated[
+            str | None,
+            typer.Option(
+                "--version", help="Semantic version X.Y.Z (default: export.version, else next patch)."
+            ),
+        ] = None,
+        run_id: Annotated[
+            str | None,
+            typer.Option("--run-id", help="MLflow run to record in the manifest and log the artifact to."),
+        ] = None,
+        set_: SetOpt = None,
+    ) -> None:
+        """Package the trained model as a versioned, checksummed grading artifact (no pickle)."""
+        import time
+
+        from segml.artifact.export import export_artifact, log_to_mlflow
+        from segml.artifact.manifest import verify
+
+        cfg = _load(experiment, set_)
+        t0 = time.perf_counter()
+        with console.status(f"export {cfg.name}"):
+            path = export_artifact(cfg, version, mlflow_run_id=run_id)
+        info = verify(path)
+        onnx = info["manifest"].get("onnx", {})
+        out.print(
+            f"export {cfg.name}: {info['name']} {info['version']} — {info['files']} files, "
+            f"{info['bytes'] / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s -> {path}"
+        )
+        if onnx.get("passed") is not None:
+            out.print(
+                f"  ONNX parity: {'passed' if onnx['passed'] else 'FAILED'}; grades differing: "
+                f"{onnx['n_grade_differs']} (customers within float32 error of a boundary: "
+                f"{onnx['n_within_error_of_boundary']})"
+            )
+        if run_id:
+            from segml import tracking
+
+            tracking.configure(cfg.root, str(cfg.tracking.get("experiment") or cfg.name))
+            uri = log_to_mlflow(path, run_id)
+            out.print(f"  logged to MLflow run {run_id}: {uri}")
+
+    @app.command()
+    @user_errors
+    def grade(
+        artifact: ArtifactArg,
+        transactions: Annotated[
+            list[Path],
+            typer.Option("--transactions", help="Raw transaction file(s), CSV or Parquet (repeatable)."),
+        ],
+        out_file: Annotated[
+            Path, typer.Option("--out", help="Output grades file: .parquet or .csv.", show_default=False)
+        ],
+        customers: Annotated[
+            Path | None, typer.Option("--customers", help="Optional raw customer-attributes file.")
+        ] = None,
+        as_of: Annotated[
+            str | None,
+            typer.Option("--as-of", help="Cutoff YYYY-MM-DD (inclusive). Default: latest transaction day."),
+        ] = None,
+        mapping: Annotated[
+            Path | None,
+            typer.Option(
+                "--mapping",
+                help="YAML column mapping (ingest format). Default: the mapping stored in the artifact.",
+            ),
+        ] = None,
+        reasons: Annotated[
+            bool, typer.Option("--reasons/--no-reasons", help="Add the top-3 reason codes.")
+        ] = True,
+        refit_boundaries: Annotated[
+            bool,
+            typer.Option(
+                "--refit-boundaries",
+                help="Re-derive share-based grade boundaries on this population (default: frozen at training).",
+            ),
+        ] = False,
+    ) -> None:
+        """Grade customers from raw transactions with a verified artifact."""
+        import time
+
+        from segml.artifact.load import grade as grade_customers
+        from segml.artifact.load import load_artifact
+        from segml.errors import InputFileError
+        from segml.storage import atomic_path
+
+        suffix = out_file.suffix.lower()
+        if suffix not in (".parquet", ".csv"):
+            raise InputFileError(f"{out_file}: --out must end in .parquet or .csv")
+        t0 = time.perf_counter()
+        loaded = load_artifact(artifact)  # verifies every file first
+        if customers is None and loaded.data.customers is not None:
+            console.print(
+                "warning: the model was trained with customer attributes but no --customers file was given: "
+                "attributes count as missing and customers without purchases are not graded",
+                highlight=False,
+                soft_wrap=True,
+            )
+        report: dict = {}
+        graded = grade_customers(
+            loaded,
+            transactions,
+            customers,
+            as_of=as_of,
+            mapping=mapping,
+            reasons=reasons,
+            refit_boundaries=refit_boundaries,
+            report=report,
+        )
+        with atomic_path(out_file) as tmp:
+            if suffix == ".csv":
+                graded.to_csv(tmp, index=False)
+            else:
+                graded.to_parquet(tmp, index=False)
+        counts = graded["grade"].value_counts()
+        shares = ", ".join(f"{code} {counts[code]:,}" for code in sorted(counts.index))
+        as_of_text = str(graded["as_of"].iloc[0].date()) if len(graded) else "—"
+        console.print(
+            f"ingest: {report.get('rows_in', 0):,} rows in, {report.get('rows_kept', 0):,} kept, "
+            f"{report.get('rows_quarantined', 0):,} quarantined",
+            highlight=False,
+            soft_wrap=True,
+        )
+        out.print(
+            f"grade {loaded.name} {loaded.version} as of {as_of_text}: {len(graded):,} customers ({shares}) "
+            f"in {time.perf_counter() - t0:.1f} s -> {out_file}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    @app.command()
+    @user_errors
+    def verify(artifact: ArtifactArg) -> None:
+        """Check every file of an artifact against its manifest and print the model card summary."""
+        from segml.artifact.manifest import MODEL_CARD
+        from segml.artifact.manifest import verify as verify_artifact
+
+        info = verify_artifact(artifact)
+        manifest = info["manifest"]
+        data = manifest.get("training_data", {})
+        onnx = manifest.get("onnx", {})
+        out.print(
+            f"verify {info['name']} {info['version']}: OK — {info['files']} files match manifest.json "
+            f"(SHA-256), {info['bytes'] / 1e6:.2f} MB",
+            highlight=False,
+            soft_wrap=True,
+        )
+        out.print(
+            f"  created {manifest.get('created')} with segml {manifest.get('segml_version')}; "
+            f"MLflow run {manifest.get('mlflow_run_id') or '—'}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        out.print(
+            f"  training data {data.get('start')} .. {data.get('end')}: {data.get('rows', 0):,} rows, "
+            f"{data.get('customers', 0):,} customers; fingerprint {data.get('fingerprint')}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if onnx.get("passed") is not None:
+            out.print(
+                f"  ONNX parity passed: {onnx['passed']} (grades differing {onnx['n_grade_differs']}, "
+                f"within float32 error of a boundary {onnx['n_within_error_of_boundary']})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        card = (Path(artifact) / MODEL_CARD).read_text(encoding="utf-8")
+        out.print(_card_summary(card), highlight=False, markup=False, soft_wrap=True)
+
+
+def _card_summary(card: str) -> str:
+    """The model card's intended use, metrics and grade tables (sections up to 'ONNX')."""
+    keep = []
+    for line in card.splitlines():
+        if line.startswith("## ONNX"):
+            break
+        keep.append(line)
+    return "\n".join(keep).rstrip()

@@ -1,0 +1,150 @@
+"""The one scoring function: features at a cutoff → the grades frame.
+
+``segml train`` (:func:`segml.train.grade_customers`), ``segml grade`` and the MLflow pyfunc all call
+:func:`grade_features`, so the grades of an experiment and of its exported artifact cannot drift apart.
+
+Inputs are what training froze: the production potential-value model, the *fitted* grade policy (reference
+quantiles and grade thresholds learned at training) and the per-feature reference medians used to word
+the reasons. Every output row is a function of that customer's feature row alone, so one customer graded
+on their own gets exactly the row they get in a batch of millions.
+
+Output columns (``GRADES_COLUMNS``): ``customer_id, grade, grade_name, score, predicted_value, value_rank,
+potential_rank, loyalty_rank, value_level, potential_level, matrix_cell, strategy``, then with reasons
+``reason_k, reason_k_feature, reason_k_contribution`` for k = 1..3, then ``as_of``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from segml.errors import InputFileError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from segml.config import FeatureConfig
+    from segml.models.potential import PotentialValueModel
+    from segml.policy import FittedPolicy
+
+#: number of reason codes per customer
+TOP_REASONS = 3
+
+#: columns before the reasons, in order
+BASE_COLUMNS = (
+    "customer_id",
+    "grade",
+    "grade_name",
+    "score",
+    "predicted_value",
+    "value_rank",
+    "potential_rank",
+    "loyalty_rank",
+    "value_level",
+    "potential_level",
+    "matrix_cell",
+    "strategy",
+)
+REASON_COLUMNS = tuple(
+    column
+    for k in range(1, TOP_REASONS + 1)
+    for column in (f"reason_{k}", f"reason_{k}_feature", f"reason_{k}_contribution")
+)
+#: every column of ``grades.parquet`` in order
+GRADES_COLUMNS = (*BASE_COLUMNS, *REASON_COLUMNS, "as_of")
+
+
+def feature_as_of(features: pd.DataFrame) -> dt.date:
+    """The single cutoff (``as_of``) of a feature table.
+
+    Raises
+    ------
+    InputFileError
+        The column is missing, empty, or holds more than one date.
+    """
+    if "as_of" not in features.columns:
+        raise InputFileError(f"features: missing column 'as_of' ({len(features):,} rows)")
+    days = pd.to_datetime(features["as_of"]).dt.normalize().dropna().unique()
+    if len(days) != 1:
+        raise InputFileError(
+            f"features: column 'as_of' must hold one date, found {len(days)} distinct value(s) "
+            f"in {len(features):,} rows"
+        )
+    return pd.Timestamp(days[0]).date()
+
+
+def grade_features(
+    features: pd.DataFrame,
+    model: PotentialValueModel,
+    policy: FittedPolicy,
+    reference: Mapping[str, float | None] | None,
+    *,
+    as_of: dt.date | pd.Timestamp | None = None,
+    reasons: bool = True,
+    feature_config: FeatureConfig | None = None,
+    potential: np.ndarray | None = None,
+    contributions: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Grade customers from their features at one cutoff.
+
+    Parameters
+    ----------
+    features:
+        Output of :func:`segml.features.build_features` (any subset of rows, any batch size).
+    model:
+        The fitted production :class:`~segml.models.potential.PotentialValueModel`.
+    policy:
+        The fitted grade policy (frozen references and thresholds).
+    reference:
+        Per-feature medians frozen at training (:func:`segml.explain.reference_stats`), quoted in the
+        reasons. Required when ``reasons`` is True.
+    as_of:
+        Cutoff written to the ``as_of`` column; default the (single) ``as_of`` of ``features``.
+    reasons:
+        Add the top-3 reason codes (LightGBM ``pred_contrib``). False skips the contributions entirely.
+    feature_config:
+        Feature settings the reasons are worded with (active months, trend window).
+    potential, contributions:
+        Precomputed ``model.predict(features)`` / ``model.predict_contrib(features)`` (to avoid computing
+        them twice); computed here when None.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per input row, same order, columns :data:`GRADES_COLUMNS` (without the reason columns when
+        ``reasons`` is False).
+    """
+    from segml.explain import reason_codes, with_reasons
+
+    cutoff = feature_as_of(features) if as_of is None else pd.Timestamp(as_of).date()
+    predicted = model.predict(features) if potential is None else np.asarray(potential, dtype=float)
+    graded = policy.grade(features, predicted)
+    if reasons:
+        if reference is None:
+            raise InputFileError("reference statistics are needed to word reason codes (reasons=True)")
+        contrib = model.predict_contrib(features) if contributions is None else contributions
+        codes = reason_codes(
+            contrib, features, dict(reference), top_k=TOP_REASONS, feature_config=feature_config
+        )
+        graded = with_reasons(graded, codes)
+    graded.insert(graded.columns.get_loc("score") + 1, "predicted_value", predicted)
+    graded["as_of"] = pd.Timestamp(cutoff)
+    return graded
+
+
+def grade_counts(grades: pd.DataFrame) -> dict[str, Any]:
+    """Customers per grade code, sorted by code (aggregate, for summaries and logs)."""
+    counts = grades["grade"].value_counts()
+    return {str(code): int(counts[code]) for code in sorted(counts.index)}
+
+
+__all__ = [
+    "BASE_COLUMNS",
+    "GRADES_COLUMNS",
+    "REASON_COLUMNS",
+    "feature_as_of",
+    "grade_counts",
+    "grade_features",
+]
