@@ -346,12 +346,16 @@ def run_experiment(
     seconds["ingest"] = round(time.perf_counter() - t0, 3)
     say(
         f"ingest: {rep['rows_in']:,} rows in, {rep['rows_kept']:,} kept, {rep['rows_quarantined']:,} "
-        f"quarantined, {rep['customers']:,} customers ({seconds['ingest']:.1f} s)"
+        f"quarantined, {rep['customers']:,} customers ({seconds['ingest']:.1f} s); "
+        f"DQ report {cfg.paths.dq_report}"
     )
     t0 = time.perf_counter()
     features_path, n_customers = run_features(cfg, cfg.cutoffs.calibration_end)
     seconds["features"] = round(time.perf_counter() - t0, 3)
-    say(f"features at {cfg.cutoffs.calibration_end}: {n_customers:,} customers ({seconds['features']:.1f} s)")
+    say(
+        f"features at {cfg.cutoffs.calibration_end}: {n_customers:,} customers ({seconds['features']:.1f} s) "
+        f"-> {features_path}"
+    )
 
     fingerprint = tracking.data_fingerprint(cfg.paths.clean_transactions)
     tracking.configure(cfg.root, settings.experiment)
