@@ -504,7 +504,7 @@ def reason_codes(
         result[f"reason_{rank + 1}"] = text
         result[f"reason_{rank + 1}_feature"] = feature_col
         result[f"reason_{rank + 1}_contribution"] = contribution
-    return pd.DataFrame(result)
+    return pd.DataFrame(result, copy=False)  # fresh arrays: no consolidation copy
 
 
 def _group_rows(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:

@@ -376,6 +376,8 @@ def percentile_rank(values: np.ndarray, reference: list[float] | np.ndarray) -> 
     """
     q = np.asarray(reference, dtype=float)
     x = np.asarray(values, dtype=float)
+    if q.size >= 2 and x.ndim == 1 and not np.isnan(q).any() and (q[1:] >= q[:-1]).all():
+        return _percentile_rank_sorted(q, x)
     p = np.linspace(0.0, 1.0, q.size)
     above = np.searchsorted(q, x, side="right")  # number of stored quantiles ≤ x
     below = np.searchsorted(q, x, side="left")  # number of stored quantiles < x
@@ -390,6 +392,84 @@ def percentile_rank(values: np.ndarray, reference: list[float] | np.ndarray) -> 
     rank = np.where(tied, run_mid, rank)
     rank = np.where(above == 0, 0.0, np.where(below >= q.size, 1.0, rank))
     return np.where(np.isnan(x), np.nan, np.clip(rank, 0.0, 1.0))
+
+
+def _percentile_rank_sorted(q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """:func:`percentile_rank` for sorted NaN-free quantiles, with the same floating-point operations per
+    value but one binary search (the run of tied quantiles comes from a table) and per-interval tables
+    instead of per-row index arithmetic."""
+    m = q.size
+    p = np.linspace(0.0, 1.0, m)
+    # per interval a = number of quantiles ≤ x (0..m): lower / upper quantile index as in the general rule
+    a = np.arange(m + 1)
+    lower = np.clip(a - 1, 0, m - 1)
+    upper = np.clip(a, 0, m - 1)
+    q_lower = q[lower]
+    with np.errstate(invalid="ignore"):
+        gap = q[upper] - q[lower]
+    gap_safe = np.where(gap > 0, gap, 1.0)  # gap is 0 only below q_0 or above q_m, where x is clipped
+    p_lower = p[lower]
+    p_step = p[upper] - p[lower]
+    # a value equal to quantile a-1 sits in a run of ties starting at run_start: the rank is the run's middle
+    run_start = np.searchsorted(q, q, side="left")
+    run_mid = (p[run_start[lower]] + p[lower]) / 2.0
+    above = _count_at_most(q, x)
+    # outside [q_0, q_m] the rank is p_lower (0 or 1) exactly: clipping x makes the fraction 0 there and
+    # leaves every value inside unchanged
+    # rank = p_lower + p_step · ((x − q_lower) / gap), computed in place (same operations, fewer temporaries)
+    fraction = np.clip(x, q[0], q[-1])
+    start = q_lower.take(above)
+    with np.errstate(invalid="ignore"):  # only infinite quantiles: those values take the tied rank below
+        fraction -= start
+        fraction /= gap_safe.take(above)
+        rank = p_step.take(above)
+        rank *= fraction
+    rank += p_lower.take(above)
+    tied = np.flatnonzero(x == start)  # never for a = 0 (x < q_0) or NaN
+    if tied.size:
+        rank[tied] = run_mid.take(above.take(tied))
+    return np.clip(rank, 0.0, 1.0, out=rank)
+
+
+#: buckets of the lookup table that replaces the binary search of :func:`_count_at_most`
+_LOOKUP_BUCKETS = 65_536
+#: most distinct quantiles one bucket may hold (else the plain binary search is used)
+_LOOKUP_MAX_PER_BUCKET = 8
+
+
+def _count_at_most(q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(q, x, side="right")`` (the number of quantiles ≤ x) for sorted NaN-free ``q``, for
+    every non-NaN x (NaN x get an arbitrary count; their rank is NaN whatever it is).
+
+    A binary search per value costs ~10 mispredicted branches; instead the range of ``q`` is cut into equal
+    buckets, a table gives the number of distinct quantiles in the buckets before x's bucket, and at most
+    :data:`_LOOKUP_MAX_PER_BUCKET` vectorised compare-and-step passes count those in its own bucket. The
+    bucket of a value is a non-decreasing function of it, so a quantile in an earlier bucket is ≤ x and one in
+    a later bucket is > x: the count is exact.
+    """
+    distinct = np.unique(q)
+    span = float(distinct[-1] - distinct[0]) if distinct.size >= 2 else 0.0
+    scale = _LOOKUP_BUCKETS / span if span > 0 and math.isfinite(span) else math.inf
+    if not math.isfinite(scale) or x.size < 4 * _LOOKUP_BUCKETS:
+        return np.searchsorted(q, x, side="right")
+
+    def bucket(values: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            t = np.fmax((values - distinct[0]) * scale, 0.0)  # NaN → 0
+        return np.minimum(t, _LOOKUP_BUCKETS - 1).astype(np.intp)
+
+    per_bucket = np.bincount(bucket(distinct), minlength=_LOOKUP_BUCKETS)
+    steps = int(per_bucket.max())
+    if steps > _LOOKUP_MAX_PER_BUCKET:
+        return np.searchsorted(q, x, side="right")
+    before = np.concatenate([[0], np.cumsum(per_bucket)[:-1]])
+    guarded = np.append(distinct, np.nan)  # past the last quantile: NaN ≤ x is False, the steps stop
+    count = before[bucket(x)]
+    for _ in range(steps):
+        count += guarded[count] <= x
+    # distinct quantiles ≤ x → all quantiles ≤ x
+    at_most = np.concatenate([[0], np.searchsorted(q, distinct, side="right")])
+    return at_most[count]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -433,6 +513,12 @@ class FittedPolicy:
             potential_rank, loyalty_rank, value_level, potential_level, matrix_cell, strategy``. New customers
             (``has_purchases`` False) get the new-customer grade, score NaN, levels None.
         """
+        return pd.DataFrame(self._grade_columns(features, potential), columns=list(GRADE_COLUMNS), copy=False)
+
+    def _grade_columns(
+        self, features: pd.DataFrame, potential: np.ndarray | pd.Series
+    ) -> dict[str, np.ndarray]:
+        """The columns of :meth:`grade` as fresh arrays (the output frame is built once, without copies)."""
         policy = self.policy
         measures = _measures(policy, features, potential)
         purchased = measures["purchased"]
@@ -444,37 +530,40 @@ class FittedPolicy:
 
         graded_on = measures["potential"] if policy.method == "value_thresholds" else score
         grade_index = grade_index_from_thresholds(graded_on, self.grade_thresholds)
-        grade_index = np.where(purchased, grade_index, len(policy.grades))
+        new_index = len(policy.grades)
+        grade_index[~purchased] = new_index
 
         all_grades = [*policy.grades, policy.new_customer]
         codes = np.array([g.code for g in all_grades], dtype=object)
         names = np.array([g.name for g in all_grades], dtype=object)
         strategies = np.array([g.strategy for g in all_grades], dtype=object)
 
+        # levels and cells as small integer codes (the new-customer entry last), then one lookup per column
         value_level = _matrix_level(value_rank, policy.matrix.value_cuts)
         potential_level = _matrix_level(potential_rank, policy.matrix.potential_cuts)
-        cell_names = np.array([policy.matrix.cells[key] for key in MATRIX_CELL_KEYS], dtype=object)
-        matrix_cell = cell_names[value_level * len(MATRIX_LEVELS) + potential_level]
         new_cell = policy.new_customer.matrix_cell or policy.new_customer.name
-        matrix_cell = np.where(purchased, matrix_cell, new_cell)
-        level_names = np.array(MATRIX_LEVELS, dtype=object)
-
-        return pd.DataFrame(
-            {
-                "customer_id": features["customer_id"].to_numpy(),
-                "grade": codes[grade_index],
-                "grade_name": names[grade_index],
-                "score": score,
-                "value_rank": value_rank,
-                "potential_rank": potential_rank,
-                "loyalty_rank": loyalty_rank,
-                "value_level": np.where(purchased, level_names[value_level], None),
-                "potential_level": np.where(purchased, level_names[potential_level], None),
-                "matrix_cell": matrix_cell,
-                "strategy": strategies[grade_index],
-            },
-            columns=list(GRADE_COLUMNS),
+        cell_names = np.array(
+            [*(policy.matrix.cells[key] for key in MATRIX_CELL_KEYS), new_cell], dtype=object
         )
+        cell_index = value_level * len(MATRIX_LEVELS) + potential_level
+        cell_index[~purchased] = len(MATRIX_CELL_KEYS)
+        level_names = np.array([*MATRIX_LEVELS, None], dtype=object)
+        value_level[~purchased] = len(MATRIX_LEVELS)
+        potential_level[~purchased] = len(MATRIX_LEVELS)
+
+        return {
+            "customer_id": features["customer_id"].to_numpy(copy=True),
+            "grade": codes.take(grade_index),
+            "grade_name": names.take(grade_index),
+            "score": score,
+            "value_rank": value_rank,
+            "potential_rank": potential_rank,
+            "loyalty_rank": loyalty_rank,
+            "value_level": level_names.take(value_level),
+            "potential_level": level_names.take(potential_level),
+            "matrix_cell": cell_names.take(cell_index),
+            "strategy": strategies.take(grade_index),
+        }
 
     def refit_boundaries(self, features: pd.DataFrame, potential: np.ndarray | pd.Series) -> FittedPolicy:
         """Re-derive share-based grade thresholds on a new population, keeping the frozen references.

@@ -66,6 +66,12 @@ def feature_as_of(features: pd.DataFrame) -> dt.date:
     """
     if "as_of" not in features.columns:
         raise InputFileError(f"features: missing column 'as_of' ({len(features):,} rows)")
+    values = features["as_of"].to_numpy()
+    if values.dtype.kind == "M" and len(values):
+        # fast path: one naive timestamp in every row (one integer pass, no per-row date parsing)
+        ticks = values.view(np.int64)
+        if ticks[0] != np.iinfo(np.int64).min and (ticks == ticks[0]).all():
+            return pd.Timestamp(values[0]).date()
     days = pd.to_datetime(features["as_of"]).dt.normalize().dropna().unique()
     if len(days) != 1:
         raise InputFileError(
@@ -116,11 +122,16 @@ def grade_features(
         One row per input row, same order, columns :data:`GRADES_COLUMNS` (without the reason columns when
         ``reasons`` is False).
     """
-    from segml.explain import reason_codes, with_reasons
+    from segml.explain import reason_codes
 
     cutoff = feature_as_of(features) if as_of is None else pd.Timestamp(as_of).date()
     predicted = model.predict(features) if potential is None else np.asarray(potential, dtype=float)
-    graded = policy.grade(features, predicted)
+    graded = policy._grade_columns(features, predicted)
+    columns: dict[str, Any] = {}
+    for name, values in graded.items():
+        columns[name] = values
+        if name == "score":
+            columns["predicted_value"] = predicted.copy() if potential is not None else predicted
     if reasons:
         if reference is None:
             raise InputFileError("reference statistics are needed to word reason codes (reasons=True)")
@@ -128,8 +139,14 @@ def grade_features(
         codes = reason_codes(
             contrib, features, dict(reference), top_k=TOP_REASONS, feature_config=feature_config
         )
-        graded = with_reasons(graded, codes)
-    graded.insert(graded.columns.get_loc("score") + 1, "predicted_value", predicted)
+        if len(codes) != len(features):
+            raise InputFileError(
+                f"reasons: {len(codes)} rows for a feature table of {len(features)} rows (aligned by position)"
+            )
+        for name in REASON_COLUMNS:
+            columns[name] = codes[name].to_numpy()
+    # one frame over the fresh arrays (no per-column inserts, no consolidation copies)
+    graded = pd.DataFrame(columns, copy=False)
     graded["as_of"] = pd.Timestamp(cutoff)
     return graded
 

@@ -102,7 +102,13 @@ class GradingArtifact:
                 f"features: {len(missing)} column(s) the artifact needs are missing, first "
                 f"'{missing[0]}' ({len(features):,} rows); build them with spec/feature_spec.json"
             )
-        potential = self.model.predict(features)
+        model = self.model
+        model._check_fitted()
+        # one model matrix for the prediction and (with reasons) the contributions
+        matrix = model._columns().matrix(features, model.horizon_days)
+        potential = model._predict_matrix(features, matrix)
+        contributions = model._contrib_matrix(features, matrix) if reasons else None
+        del matrix
         policy = self.policy.refit_boundaries(features, potential) if refit_boundaries else self.policy
         graded = grade_features(
             features,
@@ -113,6 +119,7 @@ class GradingArtifact:
             reasons=reasons,
             feature_config=self.feature_config,
             potential=potential,
+            contributions=contributions,
         )
         graded["artifact_version"] = self.version
         return graded
