@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from segml.errors import InputFileError
+from segml.policy import GRADE_COLUMNS
 
 if TYPE_CHECKING:  # pragma: no cover
     from segml.config import FeatureConfig
@@ -32,20 +33,11 @@ if TYPE_CHECKING:  # pragma: no cover
 #: number of reason codes per customer
 TOP_REASONS = 3
 
-#: columns before the reasons, in order
+#: columns before the reasons, in order: the policy's grade columns with the predicted value after the score
 BASE_COLUMNS = (
-    "customer_id",
-    "grade",
-    "grade_name",
-    "score",
+    *GRADE_COLUMNS[: GRADE_COLUMNS.index("score") + 1],
     "predicted_value",
-    "value_rank",
-    "potential_rank",
-    "loyalty_rank",
-    "value_level",
-    "potential_level",
-    "matrix_cell",
-    "strategy",
+    *GRADE_COLUMNS[GRADE_COLUMNS.index("score") + 1 :],
 )
 REASON_COLUMNS = tuple(
     column
