@@ -686,6 +686,10 @@ def _format_cell(column: str, value: Any) -> str:
             return "–"
         if column.endswith(("_share", "share", "_capture", "capture", "_pct")):
             return f"{value:.1%}"
+        if column.endswith(("_total", "_cost", "cost_per_customer")):  # money amounts
+            return f"{value:,.0f}"
+        if column.endswith(("_mean", "_per_cost")):
+            return f"{value:,.2f}"
         return f"{value:,.3f}" if abs(value) < 1e5 else f"{value:,.0f}"
     return str(value)
 
