@@ -373,16 +373,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - a small typ
     if tp is Any:
         return value
     if tp is dt.date:
-        if isinstance(value, dt.datetime):
-            return value.date()
-        if isinstance(value, dt.date):
-            return value
-        if isinstance(value, str):
-            try:
-                return dt.date.fromisoformat(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a date YYYY-MM-DD, got {value!r}")
+        return as_date(value, where)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -400,6 +391,20 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - a small typ
             return str(value)
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def as_date(value: Any, where: str) -> dt.date:
+    """A date from a date, a datetime / pandas Timestamp (its day) or a YYYY-MM-DD string; else ConfigError."""
+    if isinstance(value, dt.datetime):  # pandas.Timestamp is a datetime
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected a date YYYY-MM-DD, got {value!r}")
 
 
 def parse_date(text: str, what: str = "date") -> dt.date:

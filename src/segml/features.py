@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from segml.config import ExperimentConfig, FeatureConfig
+from segml.config import ExperimentConfig, FeatureConfig, as_date
 from segml.errors import ConfigError, InputFileError, SegmlError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -749,21 +749,6 @@ def _features_at(
     return _normalise_features(raw, spec, attributes, with_labels)
 
 
-def _as_date(value: Any, what: str) -> dt.date:
-    if isinstance(value, pd.Timestamp):
-        return value.date()
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise ConfigError(f"{what}: expected a date YYYY-MM-DD, got {value!r}")
-
-
 def build_features(
     transactions: TableSource,
     as_of: dt.date,
@@ -805,7 +790,7 @@ def build_features(
         Invalid windows, engine or date.
     """
     _check_spec(spec)
-    as_of = _as_date(as_of, "as_of")
+    as_of = as_date(as_of, "as_of")
     with _open_engine(engine, spec) as runner:
         return _features_at(runner, transactions, [as_of], spec, customers)
 
@@ -877,8 +862,8 @@ def build_labels(
     ConfigError
         ``horizon_days`` is not positive, or ``label_end`` is not after ``cutoff``.
     """
-    cutoff = _as_date(cutoff, "cutoff")
-    label_end = _as_date(label_end, "label_end") if label_end is not None else None
+    cutoff = as_date(cutoff, "cutoff")
+    label_end = as_date(label_end, "label_end") if label_end is not None else None
     with _open_engine(engine) as runner:
         _register_transactions(runner, transactions)
         labels = _labels_at(runner, [cutoff], horizon_days, label_end)
@@ -919,10 +904,10 @@ def training_frame(
         cutoff then customer_id, index ``0..n-1``.
     """
     _check_spec(spec)
-    dates = sorted({_as_date(c, "cutoffs") for c in cutoffs})
+    dates = sorted({as_date(c, "cutoffs") for c in cutoffs})
     if not dates:
         raise ConfigError("cutoffs: at least one cutoff date is needed for a training frame")
-    label_end = _as_date(label_end, "label_end") if label_end is not None else None
+    label_end = as_date(label_end, "label_end") if label_end is not None else None
     _, ends = _label_windows(dates, horizon_days, label_end)
     with _open_engine(engine, spec) as runner:
         return _features_at(runner, transactions, dates, spec, customers, label_ends=ends)
@@ -953,7 +938,7 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
 
     from segml.storage import write_parquet
 
-    as_of = _as_date(as_of, "as_of")
+    as_of = as_date(as_of, "as_of")
     tx_path = cfg.paths.clean_transactions
     experiment = cfg.source_path or f"experiments/{cfg.name}.yaml"
     if not tx_path.is_file():
