@@ -250,12 +250,7 @@ def load_experiment(
         Project root for relative paths; default :func:`project_root`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: experiment file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    raw = read_yaml(path, "experiment file")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -391,6 +386,16 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - a small typ
             return str(value)
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """Parse a YAML file; a missing file or bad YAML is a ConfigError naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
 
 
 def as_date(value: Any, where: str) -> dt.date:

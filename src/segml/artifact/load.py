@@ -36,6 +36,7 @@ from segml.config import (
     FeatureConfig,
     TransactionSource,
     from_mapping,
+    read_yaml,
 )
 from segml.errors import ConfigError, InputFileError, SegmlError
 
@@ -230,12 +231,7 @@ def read_mapping(path: Path | str) -> dict[str, Any]:
     optional: the files come from the command line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: mapping file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    raw = read_yaml(path, "mapping file")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of roles to columns")
     if "data" in raw:
