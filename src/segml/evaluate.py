@@ -26,6 +26,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 __all__ = [
+    "COMPARISON_METRICS",
     "comparison_table",
     "decile_mape",
     "decile_table",
@@ -42,6 +43,16 @@ __all__ = [
 
 #: how many float64 cells one bootstrap chunk may hold (reps × customers); bounds memory at ~100 MB
 _BOOTSTRAP_CELLS_PER_CHUNK = 2_000_000
+
+#: holdout metrics of each row of :func:`comparison_table` (and of ``comparison.json``), in order
+COMPARISON_METRICS = (
+    "normalized_gini",
+    "spearman",
+    "top10_capture",
+    "top20_capture",
+    "decile_mape",
+    "total_error",
+)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -530,12 +541,7 @@ def comparison_table(
         rows.append(
             {
                 "model": name,
-                "normalized_gini": metrics.get("normalized_gini"),
-                "spearman": metrics.get("spearman"),
-                "top10_capture": metrics.get("top10_capture"),
-                "top20_capture": metrics.get("top20_capture"),
-                "decile_mape": metrics.get("decile_mape"),
-                "total_error": metrics.get("total_error"),
+                **{key: metrics.get(key) for key in COMPARISON_METRICS},
                 "gini_diff": _none_if_nan(diff),
                 "gini_diff_ci": [_none_if_nan(low), _none_if_nan(high)],
                 "gini_diff_vs": best,

@@ -125,6 +125,26 @@ def _annotated_heatmap(
     ax.figure.colorbar(image, ax=ax, shrink=0.8)
 
 
+def _matrix_heatmap(
+    matrix: pd.DataFrame,
+    values: np.ndarray,
+    labels: np.ndarray,
+    ax: Axes | None,
+    cmap: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+) -> Axes:
+    """Annotated heatmap of ``values`` laid out like ``matrix``: its index and columns label the axes (their
+    names, when set, replace ``xlabel`` / ``ylabel``)."""
+    ax = _axes(ax, figsize=(5.6, 4.4))
+    _annotated_heatmap(ax, values, labels, cmap=cmap)
+    ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns])
+    ax.set_yticks(range(matrix.shape[0]), [str(i) for i in matrix.index])
+    ax.set(title=title, xlabel=str(matrix.columns.name or xlabel), ylabel=str(matrix.index.name or ylabel))
+    return ax
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Ranking quality
 
@@ -298,16 +318,16 @@ def plot_matrix_heatmap(matrix: pd.DataFrame, ax: Axes | None = None) -> Axes:
         [[f"{c:,.0f}\n{c / total:.0%}" if total else f"{c:,.0f}" for c in row] for row in counts],
         dtype=object,
     )
-    ax = _axes(ax, figsize=(5.6, 4.4))
-    _annotated_heatmap(ax, counts, labels, cmap="Blues")
-    ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns])
-    ax.set_yticks(range(matrix.shape[0]), [str(i) for i in matrix.index])
-    ax.set(
-        title="Value × potential matrix (customers)",
-        xlabel=str(matrix.columns.name or "Potential"),
-        ylabel=str(matrix.index.name or "Current value"),
+    return _matrix_heatmap(
+        matrix,
+        counts,
+        labels,
+        ax,
+        "Blues",
+        "Value × potential matrix (customers)",
+        "Potential",
+        "Current value",
     )
-    return ax
 
 
 def plot_migration(matrix: pd.DataFrame, ax: Axes | None = None) -> Axes:
@@ -327,16 +347,16 @@ def plot_migration(matrix: pd.DataFrame, ax: Axes | None = None) -> Axes:
         ],
         dtype=object,
     )
-    ax = _axes(ax, figsize=(5.6, 4.4))
-    _annotated_heatmap(ax, shares, labels, cmap="Purples")
-    ax.set_xticks(range(matrix.shape[1]), [str(c) for c in matrix.columns])
-    ax.set_yticks(range(matrix.shape[0]), [str(i) for i in matrix.index])
-    ax.set(
-        title="Grade migration (share of each row)",
-        xlabel=str(matrix.columns.name or "Grade after"),
-        ylabel=str(matrix.index.name or "Grade before"),
+    return _matrix_heatmap(
+        matrix,
+        shares,
+        labels,
+        ax,
+        "Purples",
+        "Grade migration (share of each row)",
+        "Grade after",
+        "Grade before",
     )
-    return ax
 
 
 def plot_cluster_profile(profile: pd.DataFrame, ax: Axes | None = None) -> Axes:

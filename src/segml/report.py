@@ -31,6 +31,7 @@ from typing import Any
 
 from segml import storage
 from segml.errors import SegmlError
+from segml.evaluate import COMPARISON_METRICS
 
 #: Notebook metadata flag: ``nb.metadata["segml"]["audience"]``.
 AUDIENCES = ("analyst", "stakeholder")
@@ -38,16 +39,7 @@ TEMPLATE_NAME = "segml_html"
 TEMPLATES_DIR = Path(__file__).parent / "resources" / "templates"
 
 #: Columns of a comparison table shown first on the index page, in this order.
-COMPARISON_COLUMNS = (
-    "model",
-    "normalized_gini",
-    "spearman",
-    "top10_capture",
-    "top20_capture",
-    "decile_mape",
-    "total_error",
-    "gini_diff_ci",
-)
+COMPARISON_COLUMNS = ("model", *COMPARISON_METRICS, "gini_diff_ci")
 #: Column names that mark customer-level data, refused on the (aggregate-only) index page.
 _CUSTOMER_LEVEL_COLUMNS = {"customer_id", "customer", "customerid"}
 
