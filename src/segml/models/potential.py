@@ -203,10 +203,6 @@ def season_weight(profile: np.ndarray, cutoffs: Any, window_days: Any) -> np.nda
         return np.full(len(cutoffs), season_weight(profile, [day], float(windows))[0])
     cutoff_days = pd.to_datetime(pd.Series(np.asarray(cutoffs).ravel())).dt.normalize()
     windows = np.broadcast_to(windows, (len(cutoff_days),))
-    days_array = cutoff_days.to_numpy()
-    if len(days_array) > 1 and (days_array == days_array[0]).all() and (windows == windows[0]).all():
-        # one (cutoff, window) pair, the scoring case: compute it once
-        return np.full(len(days_array), season_weight(profile, days_array[:1], windows[0])[0])
     pairs = pd.DataFrame({"cutoff": cutoff_days.to_numpy(), "window": windows})
     distinct = pairs.drop_duplicates().reset_index(drop=True)
     weights = np.empty(len(distinct))
