@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from segml.errors import SegmlError
+from segml.storage import sha256_file
 
 # MLflow reads this when it is imported; set it before any import of mlflow in this process.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -353,21 +354,15 @@ def data_fingerprint(data: Path | str | Any) -> str:
     str
         ``"sha256:<hex>"``.
     """
-    digest = hashlib.sha256()
     if isinstance(data, str | Path):
-        path = Path(data)
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return f"sha256:{digest.hexdigest()}"
+        return f"sha256:{sha256_file(data)}"
     import pyarrow as pa
 
     table = pa.Table.from_pandas(data, preserve_index=False).replace_schema_metadata(None)
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    digest.update(sink.getvalue())
-    return f"sha256:{digest.hexdigest()}"
+    return f"sha256:{hashlib.sha256(sink.getvalue()).hexdigest()}"
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from segml.errors import SegmlError
+from segml.storage import sha256_file
 
 #: format marker of manifest.json
 ARTIFACT_FORMAT = "segml.grading_artifact"
@@ -84,15 +85,6 @@ def check_name(name: str) -> str:
     if not _NAME.match(str(name)):
         raise ArtifactError(f"export.name {name!r}: use letters, digits, '.', '_' and '-' only")
     return str(name)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (streamed)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def canonical_json(document: Any) -> str:

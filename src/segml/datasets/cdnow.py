@@ -6,13 +6,13 @@ strings ("00001") and must stay strings, so the file is read with explicit types
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
 
 from segml.config import project_root
 from segml.errors import ChecksumError, InputFileError
+from segml.storage import sha256_file as file_sha256
 
 #: SHA-256 of the shipped ``CDNOW_master.txt`` (lifetimes 0.11.3, unmodified)
 CDNOW_SHA256 = "eff6889ed364c5199d6eacbbeb7a6d559971df4406ac876f322c373f00a072ef"
@@ -30,15 +30,6 @@ def cdnow_path() -> Path:
         ``<project root>/data/raw/cdnow/CDNOW_master.txt`` (not checked for existence).
     """
     return project_root() / "data" / "raw" / "cdnow" / "CDNOW_master.txt"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_cdnow(path: str | Path | None = None) -> Path:
