@@ -13,29 +13,20 @@ stored; one more row is a customer without purchases. Attributes are missing.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-#: columns of the grades compared exactly (reason texts are wording, not scoring, and are not compared)
-CHECKED_COLUMNS = (
-    "customer_id",
-    "grade",
-    "score",
-    "predicted_value",
-    "value_rank",
-    "potential_rank",
-    "loyalty_rank",
-    "value_level",
-    "potential_level",
-    "matrix_cell",
-    "reason_1_feature",
-    "reason_1_contribution",
-    "reason_2_feature",
-    "reason_2_contribution",
-    "reason_3_feature",
-    "reason_3_contribution",
+from segml.scoring import GRADES_COLUMNS
+
+#: columns of the grades compared exactly: every scoring column of ``grades.parquet``; the wording (grade names,
+#: strategies, reason texts) and the cutoff are not compared
+CHECKED_COLUMNS = tuple(
+    column
+    for column in GRADES_COLUMNS
+    if column not in {"grade_name", "strategy", "as_of"} and not re.fullmatch(r"reason_\d+", column)
 )
 LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
