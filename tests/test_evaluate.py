@@ -319,3 +319,27 @@ def test_comparison_table_against_best_baseline() -> None:
     assert rows[1]["decile_mape"] is None
     with pytest.raises(ValueError, match="none of the baselines"):
         comparison_table(results, actual, predictions, baseline_names=["btyd"])
+
+
+def test_comparison_table_best_baseline_among_all_four_by_default() -> None:
+    from segml.evaluate import BEST_BASELINE_CANDIDATES
+
+    assert BEST_BASELINE_CANDIDATES == ("rfm", "rfm_sum", "past_spend", "btyd")
+    rng = np.random.default_rng(5)
+    actual = rng.gamma(0.5, 10.0, 300)
+    ids = np.array([f"{i:04d}" for i in range(300)])
+    predictions = {
+        "potential": actual + rng.normal(0, 3, 300),
+        "rfm": actual + rng.normal(0, 8, 300),
+        "rfm_sum": np.round(actual / 5),
+        "past_spend": actual + rng.normal(0, 1, 300),  # the best baseline here
+        "btyd": actual + rng.normal(0, 6, 300),
+    }
+    results = {
+        name: evaluate_predictions(actual, p, ids, name.startswith("p")) for name, p in predictions.items()
+    }
+    rows = comparison_table(results, actual, predictions, n_boot=50)
+    assert {row["gini_diff_vs"] for row in rows} == {"past_spend"}
+    by_model = {row["model"]: row for row in rows}
+    assert by_model["past_spend"]["gini_diff"] == 0.0
+    assert by_model["potential"]["gini_diff"] < 0  # the model loses to the best baseline, not to RFM

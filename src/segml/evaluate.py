@@ -26,6 +26,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 __all__ = [
+    "BEST_BASELINE_CANDIDATES",
     "COMPARISON_METRICS",
     "comparison_table",
     "decile_mape",
@@ -40,6 +41,10 @@ __all__ = [
     "top_k_capture",
     "total_error",
 ]
+
+#: the baselines a model is compared with; ``gini_diff*`` of :func:`comparison_table` is against the one with
+#: the highest holdout Gini (``rfm`` = R+F+M with ties broken by M, ``rfm_sum`` = plain R+F+M)
+BEST_BASELINE_CANDIDATES = ("rfm", "rfm_sum", "past_spend", "btyd")
 
 #: how many float64 cells one bootstrap chunk may hold (reps × customers); bounds memory at ~100 MB
 _BOOTSTRAP_CELLS_PER_CHUNK = 2_000_000
@@ -490,7 +495,7 @@ def comparison_table(
     results: Mapping[str, Mapping[str, Any]],
     actual: Any,
     predictions: Mapping[str, Any],
-    baseline_names: Sequence[str],
+    baseline_names: Sequence[str] = BEST_BASELINE_CANDIDATES,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
@@ -505,7 +510,9 @@ def comparison_table(
     predictions:
         Model name -> score array; needed for every name in ``results``.
     baseline_names:
-        Which of the models are baselines. The best baseline is the one with the highest normalized Gini.
+        Which of the models are baselines (default :data:`BEST_BASELINE_CANDIDATES`: ``rfm``, ``rfm_sum``,
+        ``past_spend``, ``btyd``; names not in ``results`` are ignored). The best baseline is the one with the
+        highest normalized Gini; ties go to the first in ``baseline_names``.
     n_boot, seed:
         Paired bootstrap settings (see :func:`paired_bootstrap_gini_diff`); every model is resampled with
         the same seed, hence on the same customers.

@@ -384,3 +384,22 @@ def test_cdnow_reference_metrics(cdnow: pd.DataFrame) -> None:
     assert normalized_gini(actual, default) == pytest.approx(0.673, abs=0.005)
     assert 0.20 - 0.005 <= decile_mape(decile_table(actual, default, ids)) <= 0.22 + 0.005
     assert not math.isnan(total_error(actual, default))
+
+
+def test_baseline_predictions_names_and_labels(features: pd.DataFrame) -> None:
+    from segml.models.baselines import BASELINE_LABELS, BASELINE_NAMES, baseline_predictions
+
+    scores = baseline_predictions(features, 90.0)
+    assert tuple(scores) == BASELINE_NAMES == ("rfm", "rfm_sum", "past_spend", "btyd")
+    rfm = RFMScore().fit(features)
+    # rfm: R+F+M with ties broken by M; rfm_sum: the plain sum (ties left tied)
+    np.testing.assert_array_equal(scores["rfm"], rfm.predict_rank_key(features))
+    np.testing.assert_array_equal(scores["rfm_sum"], rfm.predict(features))
+    assert np.all(np.floor(scores["rfm"]) == scores["rfm_sum"])
+    np.testing.assert_array_equal(scores["past_spend"], PastSpend().fit(features).predict(features, 90.0))
+    assert "ties broken by M" in BASELINE_LABELS["rfm"] and "R+F+M" in BASELINE_LABELS["rfm_sum"]
+    # fitted on one population, scoring another
+    part = baseline_predictions(features.iloc[:50], 90.0, fit_features=features, names=["rfm_sum"])
+    np.testing.assert_array_equal(part["rfm_sum"], scores["rfm_sum"][:50])
+    with pytest.raises(ValueError, match="unknown name"):
+        baseline_predictions(features, 90.0, names=["rfm_product"])

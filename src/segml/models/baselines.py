@@ -4,8 +4,9 @@ All three read the customer feature table of :func:`segml.features.build_feature
 cutoff) and follow scikit-learn conventions: ``fit`` learns and freezes everything it needs (quintile edges,
 calibration length, model parameters) so that scoring a customer gives the same answer alone or in any batch.
 
-- :class:`RFMScore` — the classic R + F + M quintile score (3–15); ``predict_rank_key`` breaks ties by
-  monetary value.
+- :class:`RFMScore` — the classic R + F + M quintile score (3–15). Two baselines come from it: ``rfm``
+  (:meth:`RFMScore.predict_rank_key`: R + F + M, ties broken by monetary value M) and ``rfm_sum``
+  (:meth:`RFMScore.predict`: plain R + F + M, tied customers left tied).
 - :class:`PastSpend` — calibration net spend, rescaled to the forecast horizon.
 - :class:`BTYDModel` — BG/NBD (purchase count) × Gamma-Gamma (spend per purchase) from ``lifetimes``, with
   degenerate fits detected, refitted, and if need be replaced by a simple rate × mean-spend estimate; its
@@ -27,7 +28,19 @@ from scipy.special import hyp2f1
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["BTYDModel", "PastSpend", "RFMScore"]
+__all__ = ["BASELINE_LABELS", "BASELINE_NAMES", "BTYDModel", "PastSpend", "RFMScore", "baseline_predictions"]
+
+#: every baseline, in report order; the best baseline is the one of these with the highest holdout Gini
+BASELINE_NAMES = ("rfm", "rfm_sum", "past_spend", "btyd")
+#: what each baseline is, in words a reader of a report understands
+BASELINE_LABELS = {
+    "rfm": "RFM score R+F+M, ties broken by M (monetary value)",
+    "rfm_sum": "plain R+F+M (3-15, ties left tied)",
+    "past_spend": "past spend rescaled to the horizon",
+    "btyd": "BG/NBD + Gamma-Gamma",
+}
+#: baselines whose prediction is money over the horizon (decile MAPE and total error apply)
+BASELINE_PREDICTS_MONEY = {"rfm": False, "rfm_sum": False, "past_spend": True, "btyd": True}
 
 #: learned parameters outside [PARAM_FLOOR, PARAM_CEILING] mark a degenerate fit (collapsed or exploded)
 PARAM_FLOOR = 1e-8
@@ -591,3 +604,53 @@ class BTYDModel(BaseEstimator):
             One finite, non-negative value per row of ``features`` (0 for customers who never bought).
         """
         return self.expected_purchases(features, horizon_days) * self.expected_spend_per_purchase(features)
+
+
+def baseline_predictions(
+    features: pd.DataFrame,
+    horizon_days: float,
+    *,
+    fit_features: pd.DataFrame | None = None,
+    rfm_bins: int = 5,
+    btyd_penalizer: float = 0.0,
+    gg_penalizer: float = 0.0,
+    names: Sequence[str] = BASELINE_NAMES,
+) -> dict[str, np.ndarray]:
+    """Fit the baselines and score customers with them.
+
+    Parameters
+    ----------
+    features:
+        Customers to score (feature table at a cutoff).
+    horizon_days:
+        Forecast horizon of the money baselines (``past_spend``, ``btyd``).
+    fit_features:
+        Customers to fit on (default: ``features``), e.g. the buyers at the same cutoff.
+    rfm_bins, btyd_penalizer, gg_penalizer:
+        Settings of :class:`RFMScore` and :class:`BTYDModel`.
+    names:
+        Which of :data:`BASELINE_NAMES` to compute (BG/NBD is fitted only when ``btyd`` is asked for).
+
+    Returns
+    -------
+    dict
+        Baseline name -> one score per row of ``features``: ``rfm`` (R+F+M with ties broken by M),
+        ``rfm_sum`` (plain R+F+M), ``past_spend`` and ``btyd`` (money over the horizon).
+    """
+    unknown = [name for name in names if name not in BASELINE_NAMES]
+    if unknown:
+        raise ValueError(f"baselines: unknown name(s) {unknown} (known: {', '.join(BASELINE_NAMES)})")
+    fit_on = features if fit_features is None else fit_features
+    result: dict[str, np.ndarray] = {}
+    if "rfm" in names or "rfm_sum" in names:
+        rfm = RFMScore(n_bins=rfm_bins).fit(fit_on)
+        if "rfm" in names:
+            result["rfm"] = rfm.predict_rank_key(features)
+        if "rfm_sum" in names:
+            result["rfm_sum"] = rfm.predict(features)
+    if "past_spend" in names:
+        result["past_spend"] = PastSpend().fit(fit_on).predict(features, horizon_days)
+    if "btyd" in names:
+        btyd = BTYDModel(penalizer=btyd_penalizer, gg_penalizer=gg_penalizer).fit(fit_on)
+        result["btyd"] = btyd.predict(features, horizon_days)
+    return {name: result[name] for name in names}
