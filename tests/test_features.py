@@ -79,8 +79,9 @@ def make_transactions() -> pd.DataFrame:
 
 
 def make_customers() -> pd.DataFrame:
-    """Attributes: 00001/00003 with signup dates, 00007 never bought (signed up before the cutoff), 00008 never
-    bought and no signup date, 00009 signs up after the cutoff (not a customer yet), 00002 has no row."""
+    """Attributes: 00001/00003 with signup dates, 00004 no signup date (bought long ago), 00007 never bought
+    (signed up before the cutoff), 00008 never bought and no signup date (not in the population unless
+    undated customers are included), 00009 signs up after the cutoff (not a customer yet), 00002 has no row."""
     return pd.DataFrame(
         {
             "customer_id": ["00001", "00003", "00004", "00006", "00007", "00008", "00009"],
@@ -98,7 +99,11 @@ def make_customers() -> pd.DataFrame:
 
 
 def reference_features(
-    tx: pd.DataFrame, as_of: dt.date, spec: FeatureConfig, customers: pd.DataFrame | None = None
+    tx: pd.DataFrame,
+    as_of: dt.date,
+    spec: FeatureConfig,
+    customers: pd.DataFrame | None = None,
+    undated: str = "exclude",
 ) -> pd.DataFrame:
     cutoff = pd.Timestamp(as_of)
     rows = tx.assign(day=tx["timestamp"].dt.normalize())
@@ -162,7 +167,8 @@ def reference_features(
     if customers is not None:
         attributes = [c for c in customers.columns if c not in ("customer_id", "signup_date")]
         signup = pd.to_datetime(customers["signup_date"])
-        eligible = customers[signup.isna() | (signup <= cutoff)]
+        # signed up by the cutoff; no signup date: only once bought (buyers come from the transactions)
+        eligible = customers[(signup <= cutoff) | (signup.isna() & (undated == "include"))]
         new = eligible[~eligible["customer_id"].isin(out["customer_id"])][["customer_id"]].copy()
         new["has_purchases"] = False
         zero_filled = [
@@ -247,7 +253,36 @@ def test_features_with_customers_match_independent_pandas(transactions, customer
     actual = build_features(transactions, AS_OF, SPEC, customers)
     expected = reference_features(transactions, AS_OF, SPEC, customers)
     assert_same(actual, expected)
-    assert actual["customer_id"].tolist() == ["00001", "00002", "00003", "00004", "00006", "00007", "00008"]
+    assert actual["customer_id"].tolist() == ["00001", "00002", "00003", "00004", "00006", "00007"]
+
+
+def test_undated_customers_enter_with_their_first_purchase(transactions, customers):
+    """No signup date + no purchase by the cutoff = not in the population (00008); with a purchase they are
+    (00004). ``undated: include`` keeps them at every cutoff, with one warning."""
+    from segml import features as features_module
+
+    expected = reference_features(transactions, AS_OF, SPEC, customers, undated="include")
+    features_module._undated_warned = False
+    with pytest.warns(features_module.UndatedCustomersWarning, match="undated: include"):
+        included = build_features(transactions, AS_OF, SPEC, customers, undated="include")
+    assert_same(included, expected)
+    assert "00008" in included["customer_id"].tolist()
+    # the warning is printed once per process
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_features(transactions, AS_OF, SPEC, customers, undated="include")
+    with pytest.raises(ConfigError, match="undated"):
+        build_features(transactions, AS_OF, SPEC, customers, undated="sometimes")
+
+    # the training lattice follows the same rule at every cutoff
+    early = dt.date(2024, 1, 10)
+    frame = training_frame(transactions, [early, AS_OF], 30, SPEC, customers)
+    for cutoff, rows in frame.groupby("cutoff"):
+        expected_ids = reference_features(transactions, cutoff.date(), SPEC, customers)["customer_id"]
+        assert rows["customer_id"].tolist() == expected_ids.tolist()
+        assert "00008" not in rows["customer_id"].tolist()
 
 
 def test_other_windows_match_independent_pandas(transactions):
@@ -313,7 +348,7 @@ def test_hand_checked_values(transactions, customers):
     assert not never["has_purchases"]
     assert np.isnan(never["recency_days"]) and never["n_purchase_days"] == 0 and never["monetary_total"] == 0
     assert never["tenure_days"] == 29
-    assert np.isnan(features.loc["00008", "tenure_days"])
+    assert "00008" not in features.index  # no signup date, no purchase: not a customer yet
     assert "00005" not in features.index and "00009" not in features.index
 
 
@@ -486,7 +521,7 @@ def test_run_features_writes_parquet(tmp_path, transactions, customers):
     path, n_customers = run_features(cfg, AS_OF)
     assert path == tmp_path / "data" / "processed" / "tiny" / f"features_{AS_OF.isoformat()}.parquet"
     written = pd.read_parquet(path)
-    assert n_customers == len(written) == 7
+    assert n_customers == len(written) == 6  # 00008 (no signup date, no purchase) is not a customer yet
     expected = build_features(
         transactions, AS_OF, cfg.features, customers[["customer_id", "signup_date", "industry"]]
     )

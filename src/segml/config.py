@@ -127,6 +127,9 @@ class CustomerSource:
     attributes: list[str] | None = None
     timestamp_format: str | None = None
     delimiter: str | None = None
+    #: customers without a signup date: "exclude" = in the population at a cutoff only once they have bought
+    #: (a CRM snapshot lists customers who first bought later); "include" = at every cutoff (warns)
+    undated: Literal["exclude", "include"] = "exclude"
 
 
 @dataclass

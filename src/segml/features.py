@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import re
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 Engine = Literal["duckdb", "spark"]
+#: population rule for customers without a signup date (``data.customers.undated``)
+Undated = Literal["exclude", "include"]
 TableSource = str | Path | pd.DataFrame
 _EngineSource = str | Path | pa.Table
 
@@ -291,6 +294,7 @@ def _features_sql(
     attributes: Sequence[str],
     with_customers: bool,
     with_labels: bool = False,
+    undated: Undated = "exclude",
 ) -> str:
     """Features for every cutoff in table ``cutoffs(as_of)`` (all <= ``last_day``) from view ``transactions``
     (and view ``customers`` when ``with_customers``), as one query. ``with_labels`` joins table ``labels``
@@ -313,11 +317,14 @@ def _features_sql(
     window_select = ",\n       ".join(window_cols)
 
     if with_customers:
-        # buyers FULL JOIN the customers eligible at each cutoff (signed up by then, or no signup date)
-        eligible = """,
+        # buyers FULL JOIN the customers eligible at each cutoff: signed up by then. A customer with no signup
+        # date and no purchase by the cutoff may not have existed yet (a CRM snapshot lists everyone who
+        # ever bought), so they enter only with their first purchase, unless undated = include.
+        undated_sql = "cu.signup_date IS NULL OR " if undated == "include" else ""
+        eligible = f""",
 eligible AS (
     SELECT c.as_of, cu.customer_id FROM cutoffs c CROSS JOIN customers cu
-    WHERE cu.signup_date IS NULL OR cu.signup_date <= c.as_of
+    WHERE {undated_sql}cu.signup_date <= c.as_of
 )"""
         source = (
             "FROM buyers b\nFULL OUTER JOIN eligible e ON e.as_of = b.as_of AND e.customer_id = b.customer_id\n"
@@ -734,8 +741,10 @@ def _features_at(
     spec: FeatureConfig,
     customers: TableSource | None,
     label_ends: Sequence[dt.date] | None = None,
+    undated: Undated = "exclude",
 ) -> pd.DataFrame:
     """Features at each cutoff; with ``label_ends`` (one per cutoff) also the labels of (cutoff, end]."""
+    _check_undated(undated, customers is not None)
     _register_transactions(runner, transactions)
     attributes = _register_customers(runner, customers) if customers is not None else []
     runner.materialise("cutoffs", _dates_table_sql({"as_of": list(cutoffs)}))
@@ -745,8 +754,32 @@ def _features_at(
             "label_windows", _dates_table_sql({"cutoff": list(cutoffs), "label_end": label_ends})
         )
         runner.materialise("labels", _labels_sql(min(cutoffs), max(label_ends), ordered=False))
-    raw = runner.fetch(_features_sql(spec, max(cutoffs), attributes, customers is not None, with_labels))
+    raw = runner.fetch(
+        _features_sql(spec, max(cutoffs), attributes, customers is not None, with_labels, undated)
+    )
     return _normalise_features(raw, spec, attributes, with_labels)
+
+
+class UndatedCustomersWarning(UserWarning):
+    """``data.customers.undated: include`` puts customers without a signup date into every cutoff."""
+
+
+_undated_warned = False
+
+
+def _check_undated(undated: str, with_customers: bool) -> None:
+    global _undated_warned
+    if undated not in ("exclude", "include"):
+        raise ConfigError(f"data.customers.undated: expected exclude or include, got {undated!r}")
+    if undated == "include" and with_customers and not _undated_warned:
+        _undated_warned = True  # once per process: every cutoff of a run shares the same caveat
+        warnings.warn(
+            "data.customers.undated: include — customers without a signup date are in the population at "
+            "every cutoff, also before their first purchase; if the customers file lists people who first "
+            "bought later, the past is filled with future customers",
+            UndatedCustomersWarning,
+            stacklevel=3,
+        )
 
 
 def build_features(
@@ -756,6 +789,7 @@ def build_features(
     customers: TableSource | None = None,
     *,
     engine: Engine = "duckdb",
+    undated: Undated = "exclude",
 ) -> pd.DataFrame:
     """Point-in-time customer features at a cutoff.
 
@@ -771,10 +805,15 @@ def build_features(
         Feature configuration (windows, trend window, active months, DuckDB threads and memory limit).
     customers:
         Optional clean customers (path or DataFrame): ``customer_id``, optional ``signup_date`` and attribute
-        columns, one row per customer. Customers with ``signup_date <= as_of`` (or no signup date) who have not
-        bought yet get a row with ``has_purchases = False``.
+        columns, one row per customer. Customers with ``signup_date <= as_of`` who have not bought yet get a
+        row with ``has_purchases = False``. A customer with no signup date and no purchase on or before
+        ``as_of`` is not in the population (see ``undated``).
     engine:
         ``"duckdb"`` (default) or ``"spark"``; both run the same SQL and return identical frames.
+    undated:
+        ``"exclude"`` (default): customers without a signup date enter with their first purchase.
+        ``"include"``: they are in the population at every cutoff (``data.customers.undated: include``;
+        warns once per process with :class:`UndatedCustomersWarning`).
 
     Returns
     -------
@@ -792,7 +831,7 @@ def build_features(
     _check_spec(spec)
     as_of = as_date(as_of, "as_of")
     with _open_engine(engine, spec) as runner:
-        return _features_at(runner, transactions, [as_of], spec, customers)
+        return _features_at(runner, transactions, [as_of], spec, customers, undated=undated)
 
 
 def _label_windows(
@@ -879,6 +918,7 @@ def training_frame(
     *,
     label_end: dt.date | None = None,
     engine: Engine = "duckdb",
+    undated: Undated = "exclude",
 ) -> pd.DataFrame:
     """Features at several historical cutoffs joined with the labels that followed each.
 
@@ -887,8 +927,8 @@ def training_frame(
 
     Parameters
     ----------
-    transactions, spec, customers, engine:
-        As for :func:`build_features`.
+    transactions, spec, customers, engine, undated:
+        As for :func:`build_features` (the population rule applies at every cutoff).
     cutoffs:
         Cutoff dates (duplicates are ignored).
     horizon_days:
@@ -910,7 +950,7 @@ def training_frame(
     label_end = as_date(label_end, "label_end") if label_end is not None else None
     _, ends = _label_windows(dates, horizon_days, label_end)
     with _open_engine(engine, spec) as runner:
-        return _features_at(runner, transactions, dates, spec, customers, label_ends=ends)
+        return _features_at(runner, transactions, dates, spec, customers, label_ends=ends, undated=undated)
 
 
 def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
@@ -959,7 +999,10 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
             customers = pd.read_parquet(customers, columns=keep)
     console = Console(stderr=True)
     with console.status(f"features {cfg.name} as of {as_of} ({cfg.features.engine})"):
-        frame = build_features(tx_path, as_of, cfg.features, customers, engine=cfg.features.engine)
+        undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"
+        frame = build_features(
+            tx_path, as_of, cfg.features, customers, engine=cfg.features.engine, undated=undated
+        )
         target = cfg.paths.features_file(as_of)
         write_parquet(frame, target)
     return target, len(frame)
