@@ -388,6 +388,7 @@ def test_grade_output_columns(training, fitted):
         "score",
         "value_rank",
         "potential_rank",
+        "growth_rank",
         "loyalty_rank",
         "value_level",
         "potential_level",
@@ -490,3 +491,93 @@ def test_from_dict_rejects_tampered_documents(fitted):
     bad_policy = {**document, "policy": {**document["policy"], "extra": 1}}
     with pytest.raises(ConfigError, match="'policy.extra'"):
         FittedPolicy.from_dict(bad_policy)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The potential axis: expected growth against customers of similar current value
+
+
+def _growth_population(n: int = 3000, seed: int = 4) -> tuple[pd.DataFrame, np.ndarray]:
+    """A forecast that mostly repeats current value (as a good forecast does), plus a growth signal."""
+    features, _ = make_features(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    spend = features["spend_365d"].to_numpy()
+    potential = spend * 0.7 * np.exp(rng.normal(0, 0.6, n))
+    return features, potential
+
+
+def test_growth_axis_fills_all_nine_cells_when_the_forecast_repeats_value():
+    features, potential = _growth_population()
+    by_forecast = GradePolicy.from_config({"matrix": {"potential_axis": "forecast"}}).fit(features, potential)
+    by_growth = GradePolicy.from_config({}).fit(features, potential)
+    assert by_growth.policy.matrix.potential_axis == "growth"  # the default
+    old = matrix_table(by_forecast.grade(features, potential))
+    new = matrix_table(by_growth.grade(features, potential))
+    # ranking the forecast itself repeats the value axis: "at risk" (high value, low potential) is almost empty
+    assert old.loc["high", "low"] < 0.02 * len(features)
+    # growth ranks within value bands: every value row holds the potential cuts' shares (50 / 30 / 20 %)
+    assert (new.to_numpy() > 0).all()
+    for level in ("high", "mid", "low"):
+        row = new.loc[level]
+        assert row["low"] / row.sum() == pytest.approx(0.5, abs=0.06)
+        assert row["high"] / row.sum() == pytest.approx(0.2, abs=0.06)
+
+
+def test_growth_rank_orders_by_forecast_relative_to_current_value():
+    features, potential = _growth_population()
+    fitted = GradePolicy.from_config({}).fit(features, potential)
+    grades = fitted.grade(features, potential)
+    # two customers with the same current value: the one forecast to spend more ranks higher on growth
+    row = features.iloc[[10, 10]].reset_index(drop=True)
+    forecast = np.array([potential[10] * 0.5, potential[10] * 2.0])
+    twin = fitted.grade(row, forecast)
+    assert twin.loc[0, "value_rank"] == twin.loc[1, "value_rank"]
+    assert twin.loc[0, "growth_rank"] < twin.loc[1, "growth_rank"]
+    # the grade score still uses the forecast's own rank
+    assert (grades["potential_rank"].notna()).all()
+    np.testing.assert_array_equal(
+        grades["score"].to_numpy(),
+        GradePolicy.from_config({"matrix": {"potential_axis": "forecast"}})
+        .fit(features, potential)
+        .grade(features, potential)["score"]
+        .to_numpy(),
+    )
+    # the forecast axis reports no growth rank
+    forecast_policy = GradePolicy.from_config({"matrix": {"potential_axis": "forecast"}}).fit(
+        features, potential
+    )
+    assert forecast_policy.grade(features, potential)["growth_rank"].isna().all()
+
+
+def test_growth_reference_round_trips_and_is_batch_independent(tmp_path):
+    features, potential = _growth_population(800)
+    fitted = GradePolicy.from_config({}).fit(features, potential)
+    document = fitted.to_dict()
+    assert document["format_version"] == 2
+    assert len(document["growth_reference"]["bands"]) == 10
+    again = FittedPolicy.from_yaml(fitted.to_yaml())
+    assert again == fitted
+    full = fitted.grade(features, potential)
+    pd.testing.assert_frame_equal(again.grade(features, potential), full)
+    for row in (0, 17, 799):
+        alone = again.grade(features.iloc[[row]], potential[[row]])
+        pd.testing.assert_frame_equal(alone, full.iloc[[row]].reset_index(drop=True))
+    broken = {**document, "growth_reference": {**document["growth_reference"], "bands": [None]}}
+    with pytest.raises(ConfigError, match="1 bands"):
+        FittedPolicy.from_dict(broken)
+    with pytest.raises(ConfigError, match="no growth_reference"):
+        FittedPolicy.from_dict({**document, "growth_reference": None})
+
+
+def test_version_1_documents_still_read_with_the_forecast_axis():
+    features, potential = _growth_population(500)
+    fitted = GradePolicy.from_config({"matrix": {"potential_axis": "forecast"}}).fit(features, potential)
+    document = fitted.to_dict()
+    matrix = {
+        k: v for k, v in document["policy"]["matrix"].items() if k not in ("potential_axis", "growth_bands")
+    }
+    old = {**document, "format_version": 1, "policy": {**document["policy"], "matrix": matrix}}
+    old.pop("growth_reference")
+    again = FittedPolicy.from_dict(old)
+    assert again.policy.matrix.potential_axis == "forecast"
+    pd.testing.assert_frame_equal(again.grade(features, potential), fitted.grade(features, potential))

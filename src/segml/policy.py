@@ -42,7 +42,15 @@ from segml.errors import ConfigError, InputFileError
 
 #: format marker written into every fitted policy document
 FITTED_POLICY_FORMAT = "segml.fitted_policy"
-FITTED_POLICY_VERSION = 1
+FITTED_POLICY_VERSION = 2
+#: versions :meth:`FittedPolicy.from_dict` reads (version 1 has no growth reference: its potential axis is
+#: the forecast's rank)
+READABLE_FITTED_POLICY_VERSIONS = (1, 2)
+
+#: stored quantiles per value band of the growth reference
+GROWTH_REFERENCE_QUANTILES = 201
+#: fewer purchasers than this in a value band at fit: the band ranks growth against all purchasers
+MIN_GROWTH_BAND_CUSTOMERS = 30
 
 #: the three levels of each matrix axis, worst first
 MATRIX_LEVELS = ("low", "mid", "high")
@@ -56,6 +64,7 @@ GRADE_COLUMNS = (
     "score",
     "value_rank",
     "potential_rank",
+    "growth_rank",
     "loyalty_rank",
     "value_level",
     "potential_level",
@@ -118,15 +127,22 @@ class NewCustomerGrade:
 
 @dataclass
 class ValuePotentialMatrix:
-    """3 × 3 matrix on the value rank and the potential rank.
+    """3 × 3 matrix on the value rank and the potential-axis rank.
 
     Each axis is cut at two points: rank < ``cuts[0]`` is ``low``, < ``cuts[1]`` is ``mid``, else ``high``.
     ``cells`` names each ``<value level>_<potential level>`` cell (e.g. ``high_high: stars``).
+
+    The potential axis (``potential_axis``) is ``growth`` by default: the customer's expected growth — the
+    forecast relative to their current value — ranked among customers of similar current value (the same
+    value-rank band, ``growth_bands`` equal bands), so it shows who is expected to grow or decline instead of
+    repeating the value axis. ``forecast`` ranks the forecast itself (what the grade score uses).
     """
 
     value_cuts: list[float]
     potential_cuts: list[float]
     cells: dict[str, str]
+    potential_axis: Literal["growth", "forecast"] = "growth"
+    growth_bands: int = 10
 
 
 @dataclass
@@ -223,14 +239,24 @@ class GradePolicy:
                 "a policy needs customers with purchases to fit"
             )
         levels = self.reference_quantiles
+        value_reference = frozen_quantiles(measures["value"][purchased], levels)
+        growth = None
+        if self.matrix.potential_axis == "growth":
+            growth = fit_growth_reference(
+                measures["value"][purchased],
+                measures["potential"][purchased],
+                percentile_rank(measures["value"][purchased], value_reference),
+                self.matrix.growth_bands,
+            )
         fitted = FittedPolicy(
             policy=self,
-            value_reference=frozen_quantiles(measures["value"][purchased], levels),
+            value_reference=value_reference,
             potential_reference=frozen_quantiles(measures["potential"][purchased], levels),
             loyalty_reference=frozen_quantiles(measures["loyalty"][purchased], levels),
             grade_thresholds=list(self.thresholds or []),
             n_training_customers=n_train,
             training_grade_counts={},
+            growth_reference=growth,
         )
         if self.method == "shares":
             return fitted.refit_boundaries(features, potential)
@@ -352,6 +378,8 @@ def _validate_policy(policy: GradePolicy) -> None:  # noqa: C901 - one check per
     missing = [key for key in MATRIX_CELL_KEYS if not str(matrix.cells.get(key, "")).strip()]
     if missing:
         raise ConfigError(f"policy.matrix.cells: all 9 cells need a name, missing: {', '.join(missing)}")
+    if not 1 <= matrix.growth_bands <= 100:
+        raise ConfigError(f"policy.matrix.growth_bands: must be between 1 and 100, got {matrix.growth_bands}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -473,6 +501,126 @@ def _count_at_most(q: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Expected growth (the matrix's potential axis)
+
+
+def _positive_median(values: np.ndarray) -> float:
+    """Median of ``values`` if positive, else the mean of the positive values, else 1 (a scale, never 0)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size:
+        median = float(np.median(values))
+        if median > 0:
+            return median
+        positive = values[values > 0]
+        if positive.size:
+            return float(positive.mean())
+    return 1.0
+
+
+def growth_measure(
+    value: np.ndarray, potential: np.ndarray, value_offset: float, forecast_offset: float
+) -> np.ndarray:
+    """Expected growth: ``log((max(forecast, 0) + f0) / (max(value, 0) + v0))``.
+
+    The forecast relative to the customer's current value. Ranked within a value band, it orders customers as
+    the forecast ÷ current run-rate over the horizon does (the run-rate is the current value rescaled to the
+    horizon's length, a constant factor); the offsets ``f0``, ``v0`` (medians over the training purchasers,
+    frozen) keep a customer with no current value from getting an infinite ratio. NaN forecast → NaN.
+    """
+    forecast = np.asarray(potential, dtype=float)
+    current = np.asarray(value, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.log(
+            (np.maximum(forecast, 0.0) + forecast_offset) / (np.maximum(current, 0.0) + value_offset)
+        )
+
+
+def _growth_band(value_rank: np.ndarray, bands: int) -> np.ndarray:
+    """Band index 0..bands-1 of each value rank (equal-width bands of the 0..1 rank; NaN → band 0)."""
+    rank = np.nan_to_num(np.asarray(value_rank, dtype=float), nan=0.0)
+    return np.clip(np.floor(rank * bands), 0, bands - 1).astype(np.int64)
+
+
+def fit_growth_reference(
+    value: np.ndarray, potential: np.ndarray, value_rank: np.ndarray, bands: int
+) -> dict[str, Any]:
+    """Frozen reference of expected growth per value band, on the training purchasers.
+
+    Returns
+    -------
+    dict
+        ``value_offset``, ``forecast_offset`` (see :func:`growth_measure`), ``overall`` (quantiles over all
+        purchasers) and ``bands`` (one quantile list per value band, None when the band holds fewer than
+        :data:`MIN_GROWTH_BAND_CUSTOMERS` purchasers: it then ranks against ``overall``).
+    """
+    value = np.asarray(value, dtype=float)
+    potential = np.asarray(potential, dtype=float)
+    value_offset = _positive_median(value)
+    forecast_offset = _positive_median(potential)
+    growth = growth_measure(value, potential, value_offset, forecast_offset)
+    band = _growth_band(value_rank, bands)
+    per_band: list[list[float] | None] = []
+    for b in range(bands):
+        members = growth[band == b]
+        members = members[np.isfinite(members)]
+        per_band.append(
+            frozen_quantiles(members, GROWTH_REFERENCE_QUANTILES)
+            if members.size >= MIN_GROWTH_BAND_CUSTOMERS
+            else None
+        )
+    finite = growth[np.isfinite(growth)]
+    return {
+        "value_offset": float(value_offset),
+        "forecast_offset": float(forecast_offset),
+        "overall": frozen_quantiles(finite if finite.size else np.zeros(1), GROWTH_REFERENCE_QUANTILES),
+        "bands": per_band,
+    }
+
+
+def growth_rank(
+    value: np.ndarray, potential: np.ndarray, value_rank: np.ndarray, reference: dict[str, Any]
+) -> np.ndarray:
+    """Percentile rank (0..1) of each customer's expected growth among training customers of the same value
+    band (:func:`fit_growth_reference`). A function of the customer's own row and the frozen reference."""
+    growth = growth_measure(value, potential, reference["value_offset"], reference["forecast_offset"])
+    bands = reference["bands"]
+    band = _growth_band(value_rank, len(bands))
+    rank = np.full(growth.shape, np.nan)
+    for b, quantiles in enumerate(bands):
+        members = np.flatnonzero(band == b)
+        if members.size:
+            rank[members] = percentile_rank(growth[members], quantiles or reference["overall"])
+    return rank
+
+
+def _check_growth_reference(reference: Any, bands: int) -> dict[str, Any]:
+    """Validate a stored growth reference (raises ConfigError naming what is wrong)."""
+    try:
+        checked = {
+            "value_offset": float(reference["value_offset"]),
+            "forecast_offset": float(reference["forecast_offset"]),
+            "overall": [float(v) for v in reference["overall"]],
+            "bands": [None if q is None else [float(v) for v in q] for q in reference["bands"]],
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"fitted policy: malformed growth_reference ({exc.__class__.__name__}: {exc})"
+        ) from None
+    if not (checked["value_offset"] > 0 and checked["forecast_offset"] > 0):
+        raise ConfigError("fitted policy: growth_reference offsets must be positive")
+    if len(checked["bands"]) != bands:
+        raise ConfigError(
+            f"fitted policy: growth_reference has {len(checked['bands'])} bands, policy.matrix.growth_bands "
+            f"is {bands}"
+        )
+    for quantiles in [checked["overall"], *(q for q in checked["bands"] if q is not None)]:
+        if len(quantiles) < 2 or np.any(np.diff(quantiles) < 0):
+            raise ConfigError("fitted policy: growth_reference quantiles must be non-decreasing lists")
+    return checked
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Fitted policy
 
 
@@ -489,6 +637,8 @@ class FittedPolicy:
     n_training_customers: int
     #: customers per grade code on the training population (purchasers only)
     training_grade_counts: dict[str, int]
+    #: expected-growth reference of the matrix's potential axis (None: the axis is the forecast's rank)
+    growth_reference: dict[str, Any] | None = None
 
     @property
     def threshold_on(self) -> Literal["score", "predicted_value"]:
@@ -525,6 +675,12 @@ class FittedPolicy:
         value_rank = percentile_rank(measures["value"], self.value_reference)
         potential_rank = percentile_rank(measures["potential"], self.potential_reference)
         loyalty_rank = percentile_rank(measures["loyalty"], self.loyalty_reference)
+        if self.growth_reference is not None:
+            growth = growth_rank(measures["value"], measures["potential"], value_rank, self.growth_reference)
+            axis_rank = growth
+        else:
+            growth = np.full(potential_rank.shape, np.nan)
+            axis_rank = potential_rank
         score = composite_score(policy.weights, value_rank, potential_rank, loyalty_rank)
         score = np.where(purchased, score, np.nan)
 
@@ -540,7 +696,7 @@ class FittedPolicy:
 
         # levels and cells as small integer codes (the new-customer entry last), then one lookup per column
         value_level = _matrix_level(value_rank, policy.matrix.value_cuts)
-        potential_level = _matrix_level(potential_rank, policy.matrix.potential_cuts)
+        potential_level = _matrix_level(axis_rank, policy.matrix.potential_cuts)
         new_cell = policy.new_customer.matrix_cell or policy.new_customer.name
         cell_names = np.array(
             [*(policy.matrix.cells[key] for key in MATRIX_CELL_KEYS), new_cell], dtype=object
@@ -558,6 +714,7 @@ class FittedPolicy:
             "score": score,
             "value_rank": value_rank,
             "potential_rank": potential_rank,
+            "growth_rank": growth,
             "loyalty_rank": loyalty_rank,
             "value_level": level_names.take(value_level),
             "potential_level": level_names.take(potential_level),
@@ -640,6 +797,9 @@ class FittedPolicy:
                 "potential": [float(v) for v in self.potential_reference],
                 "loyalty": [float(v) for v in self.loyalty_reference],
             },
+            "growth_reference": None
+            if self.growth_reference is None
+            else _check_growth_reference(self.growth_reference, self.policy.matrix.growth_bands),
         }
 
     @classmethod
@@ -653,13 +813,20 @@ class FittedPolicy:
         """
         if not isinstance(document, dict) or document.get("format") != FITTED_POLICY_FORMAT:
             raise ConfigError(f"fitted policy: not a {FITTED_POLICY_FORMAT} document")
-        if document.get("format_version") != FITTED_POLICY_VERSION:
+        version = document.get("format_version")
+        if version not in READABLE_FITTED_POLICY_VERSIONS:
             raise ConfigError(
-                f"fitted policy: format_version {document.get('format_version')!r} is not supported "
-                f"(this segml reads version {FITTED_POLICY_VERSION})"
+                f"fitted policy: format_version {version!r} is not supported "
+                f"(this segml reads versions {', '.join(map(str, READABLE_FITTED_POLICY_VERSIONS))})"
             )
         try:
-            policy = GradePolicy.from_config(document["policy"], merge_defaults=False)
+            policy_mapping = document["policy"]
+            if version == 1 and isinstance(policy_mapping, dict):
+                # version 1 predates the growth axis: its matrix ranks the forecast itself
+                matrix = policy_mapping.get("matrix")
+                if isinstance(matrix, dict):
+                    policy_mapping = {**policy_mapping, "matrix": {"potential_axis": "forecast", **matrix}}
+            policy = GradePolicy.from_config(policy_mapping, merge_defaults=False)
             reference = document["reference"]
             references = {
                 name: [float(v) for v in reference[name]] for name in ("value", "potential", "loyalty")
@@ -686,6 +853,17 @@ class FittedPolicy:
             )
         if np.any(np.diff(thresholds) > 0):
             raise ConfigError(f"fitted policy: grade_thresholds must be non-increasing, got {thresholds}")
+        growth = document.get("growth_reference")
+        if policy.matrix.potential_axis == "growth":
+            if growth is None:
+                raise ConfigError(
+                    "fitted policy: policy.matrix.potential_axis is growth but the document has no growth_reference"
+                )
+            growth = _check_growth_reference(growth, policy.matrix.growth_bands)
+        elif growth is not None:
+            raise ConfigError(
+                "fitted policy: growth_reference given but policy.matrix.potential_axis is forecast"
+            )
         return cls(
             policy=policy,
             value_reference=references["value"],
@@ -694,6 +872,7 @@ class FittedPolicy:
             grade_thresholds=thresholds,
             n_training_customers=n_customers,
             training_grade_counts=counts,
+            growth_reference=growth,
         )
 
     def to_yaml(self) -> str:
