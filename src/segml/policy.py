@@ -91,6 +91,12 @@ class Weights:
     loyalty: float = 0.0
 
 
+#: named fixed weightings ``policy.weights`` may name instead of a mapping
+WEIGHT_PRESETS = {"classic": {"value": 0.6, "potential": 0.3, "loyalty": 0.1}}
+#: ``policy.weights: auto``: chosen inside calibration (:func:`segml.selection.inner_validation`)
+AUTO_WEIGHTS = "auto"
+
+
 @dataclass
 class LoyaltyDefinition:
     """loyalty = (1 - repurchase_weight) * feature + repurchase_weight * repurchase_feature."""
@@ -149,6 +155,7 @@ class ValuePotentialMatrix:
 class GradePolicy:
     """A validated grade policy (unfitted). Build with :meth:`from_config`; fit with :meth:`fit`."""
 
+    #: fixed weights, or the string ``"auto"`` (``policy.weights: auto``) until :meth:`with_weights` fixes them
     weights: Weights
     value_feature: str
     loyalty: LoyaltyDefinition
@@ -191,7 +198,32 @@ class GradePolicy:
         if not isinstance(policy, dict):
             raise ConfigError(f"policy: expected a mapping, got {type(policy).__name__}")
         data = merge_policy(default_policy_mapping(), policy) if merge_defaults else policy
+        weights = data.get("weights") if isinstance(data, dict) else None
+        if isinstance(weights, str):
+            if weights == AUTO_WEIGHTS:
+                # validated with a placeholder, then marked: fit() refuses until with_weights() is called
+                built = from_mapping(cls, {**data, "weights": WEIGHT_PRESETS["classic"]}, "policy")
+                built.weights = AUTO_WEIGHTS  # type: ignore[assignment]
+                return built
+            if weights not in WEIGHT_PRESETS:
+                raise ConfigError(
+                    f"policy.weights: expected a mapping {{value, potential, loyalty}}, 'auto' or a preset "
+                    f"({', '.join(WEIGHT_PRESETS)}), got {weights!r}"
+                )
+            data = {**data, "weights": dict(WEIGHT_PRESETS[weights])}
         return from_mapping(cls, data, "policy")
+
+    @property
+    def auto_weights(self) -> bool:
+        """True when ``policy.weights`` is ``auto`` (weights still to be chosen inside calibration)."""
+        return isinstance(self.weights, str) and self.weights == AUTO_WEIGHTS
+
+    def with_weights(self, weights: Weights | dict[str, float]) -> GradePolicy:
+        """A copy of this policy with fixed weights (e.g. the ones :func:`segml.selection.inner_validation`
+        chose for ``weights: auto``); validated like any policy."""
+        if isinstance(weights, dict):
+            weights = from_mapping(Weights, weights, "policy.weights")
+        return dataclasses.replace(self, weights=weights)
 
     def to_dict(self) -> dict[str, Any]:
         """The complete policy as a plain mapping (round-trips through :meth:`from_config`)."""
@@ -230,6 +262,11 @@ class GradePolicy:
         -------
         FittedPolicy
         """
+        if self.auto_weights:
+            raise ConfigError(
+                "policy.weights is auto: choose the weights inside calibration "
+                "(segml.selection.inner_validation) and fix them with GradePolicy.with_weights before fitting"
+            )
         measures = _measures(self, features, potential)
         purchased = measures["purchased"]
         n_train = int(purchased.sum())
@@ -292,6 +329,10 @@ def _merge(base: Any, over: Any, replace_whole: set[str]) -> Any:
 
 def _validate_policy(policy: GradePolicy) -> None:  # noqa: C901 - one check per rule, in reading order
     w = policy.weights
+    if isinstance(w, str):
+        if w != AUTO_WEIGHTS:
+            raise ConfigError(f"policy.weights: expected a mapping or 'auto', got {w!r}")
+        w = Weights(**WEIGHT_PRESETS["classic"])  # the rest of the policy is validated as usual
     for name in ("value", "potential", "loyalty"):
         weight = getattr(w, name)
         if not math.isfinite(weight) or weight < 0:
