@@ -581,3 +581,17 @@ def test_version_1_documents_still_read_with_the_forecast_axis():
     again = FittedPolicy.from_dict(old)
     assert again.policy.matrix.potential_axis == "forecast"
     pd.testing.assert_frame_equal(again.grade(features, potential), fitted.grade(features, potential))
+
+
+def test_axis_potential_keeps_the_growth_axis_on_another_forecast():
+    features, potential = _growth_population(1500)
+    # the grade score on a scorer that repeats current value (a fallback such as past spend) ...
+    repeat_value = features["spend_365d"].to_numpy() * 0.75
+    fitted = GradePolicy.from_config({}).fit(features, repeat_value, axis_potential=potential)
+    grades = fitted.grade(features, repeat_value, axis_potential=potential)
+    # ... while the matrix keeps ranking the potential model's growth: the same cells as a policy fitted on it
+    reference = GradePolicy.from_config({}).fit(features, potential).grade(features, potential)
+    np.testing.assert_array_equal(grades["growth_rank"].to_numpy(), reference["growth_rank"].to_numpy())
+    assert (matrix_table(grades).to_numpy() > 0).all()
+    with pytest.raises(InputFileError, match="axis_potential: 3 values"):
+        fitted.grade(features, repeat_value, axis_potential=np.ones(3))

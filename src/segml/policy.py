@@ -247,7 +247,13 @@ class GradePolicy:
         )
         return (1.0 - weight) * share + weight * repurchase
 
-    def fit(self, features: pd.DataFrame, potential: np.ndarray | pd.Series) -> FittedPolicy:
+    def fit(
+        self,
+        features: pd.DataFrame,
+        potential: np.ndarray | pd.Series,
+        *,
+        axis_potential: np.ndarray | pd.Series | None = None,
+    ) -> FittedPolicy:
         """Freeze reference distributions (and, for ``shares``, grade thresholds) on a training population.
 
         Parameters
@@ -257,6 +263,10 @@ class GradePolicy:
             and the loyalty feature(s). Only customers with purchases enter the references.
         potential:
             Predicted future spend, aligned by position with the rows of ``features``.
+        axis_potential:
+            The forecast the matrix's growth axis is measured on, when it differs from ``potential`` (e.g. the
+            grade score uses a fallback scorer but the matrix keeps the potential model's forecast); pass the
+            same to :meth:`FittedPolicy.grade`. Default: ``potential``.
 
         Returns
         -------
@@ -279,9 +289,10 @@ class GradePolicy:
         value_reference = frozen_quantiles(measures["value"][purchased], levels)
         growth = None
         if self.matrix.potential_axis == "growth":
+            axis = measures["potential"] if axis_potential is None else _axis_values(axis_potential, features)
             growth = fit_growth_reference(
                 measures["value"][purchased],
-                measures["potential"][purchased],
+                axis[purchased],
                 percentile_rank(measures["value"][purchased], value_reference),
                 self.matrix.growth_bands,
             )
@@ -686,7 +697,13 @@ class FittedPolicy:
         """What :attr:`grade_thresholds` are lower bounds of."""
         return self.policy.threshold_on
 
-    def grade(self, features: pd.DataFrame, potential: np.ndarray | pd.Series) -> pd.DataFrame:
+    def grade(
+        self,
+        features: pd.DataFrame,
+        potential: np.ndarray | pd.Series,
+        *,
+        axis_potential: np.ndarray | pd.Series | None = None,
+    ) -> pd.DataFrame:
         """Grade customers.
 
         Parameters
@@ -704,10 +721,15 @@ class FittedPolicy:
             potential_rank, loyalty_rank, value_level, potential_level, matrix_cell, strategy``. New customers
             (``has_purchases`` False) get the new-customer grade, score NaN, levels None.
         """
-        return pd.DataFrame(self._grade_columns(features, potential), columns=list(GRADE_COLUMNS), copy=False)
+        columns = self._grade_columns(features, potential, axis_potential=axis_potential)
+        return pd.DataFrame(columns, columns=list(GRADE_COLUMNS), copy=False)
 
     def _grade_columns(
-        self, features: pd.DataFrame, potential: np.ndarray | pd.Series
+        self,
+        features: pd.DataFrame,
+        potential: np.ndarray | pd.Series,
+        *,
+        axis_potential: np.ndarray | pd.Series | None = None,
     ) -> dict[str, np.ndarray]:
         """The columns of :meth:`grade` as fresh arrays (the output frame is built once, without copies)."""
         policy = self.policy
@@ -717,7 +739,8 @@ class FittedPolicy:
         potential_rank = percentile_rank(measures["potential"], self.potential_reference)
         loyalty_rank = percentile_rank(measures["loyalty"], self.loyalty_reference)
         if self.growth_reference is not None:
-            growth = growth_rank(measures["value"], measures["potential"], value_rank, self.growth_reference)
+            axis = measures["potential"] if axis_potential is None else _axis_values(axis_potential, features)
+            growth = growth_rank(measures["value"], axis, value_rank, self.growth_reference)
             axis_rank = growth
         else:
             growth = np.full(potential_rank.shape, np.nan)
@@ -1016,6 +1039,16 @@ def _numeric_column(features: pd.DataFrame, column: str, key: str) -> np.ndarray
         )
     values = pd.to_numeric(features[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     return np.where(np.isfinite(values), values, 0.0)
+
+
+def _axis_values(axis_potential: np.ndarray | pd.Series, features: pd.DataFrame) -> np.ndarray:
+    values = np.asarray(axis_potential, dtype=float).reshape(-1)
+    if values.size != len(features):
+        raise InputFileError(
+            f"axis_potential: {values.size} values for a feature table of {len(features)} rows "
+            "(they must be aligned by position)"
+        )
+    return values
 
 
 def _measures(

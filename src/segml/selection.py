@@ -232,63 +232,89 @@ def select_weights(
     *,
     grid: Sequence[Weights] | None = None,
     top_share: float = 0.2,
+    share_tolerance: float = 0.25,
 ) -> tuple[Weights, list[dict[str, Any]], str | None]:
     """Choose the policy weights on validation values.
 
     For each weighting the policy is fitted on ``features`` (references and share bounds) and grades the same
-    customers; the chosen weighting has the highest top-grade capture of ``actual`` among those whose mean
-    ``actual`` does not increase from one grade to the next. Ties go to the weighting closest (L1) to the
-    preset 0.6 / 0.3 / 0.1, then to the first in grid order. When no weighting is monotone the best capture
-    is taken and the returned note says so.
+    customers (those with purchases). Its ``top_capture`` is the share of ``actual`` captured by the best
+    ``top share`` of customers by composite score (the top grades' configured share, 20 % by default; ties
+    by customer id), so weightings are compared on equally many customers. Eligible weightings give monotone
+    grades (mean ``actual`` never increases from one grade to the next) whose top grades really hold about
+    that share (within ``share_tolerance`` of it, relative: a score with large ties cannot hold the shares).
+    The chosen weighting has the highest capture among the eligible ones; ties go to the weighting closest
+    (L1) to the preset 0.6 / 0.3 / 0.1, then to the first in grid order. When none is eligible the conditions
+    are relaxed (shares first, then monotonicity) and the returned note says so.
 
     Returns
     -------
     (Weights, list of dict, str or None)
-        The chosen weights, the table (``value``, ``potential``, ``loyalty``, ``top_capture``, ``monotone``,
-        ``selected``) and a note (None unless no weighting gave monotone grades).
+        The chosen weights, the table (``value``, ``potential``, ``loyalty``, ``top_capture``,
+        ``top_grades_share``, ``monotone``, ``selected``) and a note (None when an eligible weighting exists).
     """
     grid = list(grid) if grid is not None else weight_grid()
     if not grid:
         raise ValueError("select_weights: the weight grid is empty")
     purchased = features["has_purchases"].fillna(False).to_numpy(dtype=bool)
-    actual = np.asarray(actual, dtype=float)
-    total = float(actual[purchased].sum())
+    values = np.asarray(actual, dtype=float)[purchased]
+    ids = features["customer_id"].to_numpy()[purchased]
     order = [g.code for g in policy.grades]
-    top = set(top_grade_codes(policy, top_share))
+    top_codes = top_grade_codes(policy, top_share)
+    target = (
+        float(sum(g.share or 0.0 for g in policy.grades if g.code in top_codes))
+        if policy.method == "shares"
+        else top_share
+    )
     preset = np.array([0.6, 0.3, 0.1])
     rows = []
     for weights in grid:
-        candidate = policy.with_weights(weights)
-        letters = candidate.fit(features, potential).grade(features, potential)["grade"].to_numpy()
-        letters, values = letters[purchased], actual[purchased]
+        graded = policy.with_weights(weights).fit(features, potential).grade(features, potential)
+        letters = graded["grade"].to_numpy()[purchased]
+        score = graded["score"].to_numpy(dtype=float)[purchased]
         means = [values[letters == code].mean() for code in order if np.any(letters == code)]
-        captured = float(values[np.isin(letters, list(top))].sum())
+        capture = evaluate.top_k_capture(values, score, target, ids) if values.sum() > 0 else float("nan")
         rows.append(
             {
                 "value": weights.value,
                 "potential": weights.potential,
                 "loyalty": weights.loyalty,
-                "top_capture": captured / total if total > 0 else None,
+                "top_capture": _none_if_nan(capture),
+                "top_grades_share": float(np.isin(letters, top_codes).mean()) if letters.size else None,
                 "monotone": bool(np.all(np.diff(means) <= 0)),
                 "selected": False,
             }
         )
     capture = np.array([-math.inf if r["top_capture"] is None else r["top_capture"] for r in rows])
     monotone = np.array([r["monotone"] for r in rows])
+    held = np.array(
+        [
+            r["top_grades_share"] is not None
+            and abs(r["top_grades_share"] - target) <= share_tolerance * target
+            for r in rows
+        ]
+    )
     distance = np.array(
         [np.abs(np.array([r["value"], r["potential"], r["loyalty"]]) - preset).sum() for r in rows]
     )
-    eligible = monotone if monotone.any() else np.ones(len(rows), dtype=bool)
-    # highest capture, then closest to the preset (rounded: grid floats), then grid order
-    key = np.where(eligible, capture, -math.inf)
-    winner = int(np.lexsort((np.arange(len(rows)), np.round(distance, 9), -key))[0])
-    rows[winner]["selected"] = True
     note = None
-    if not monotone.any():
+    if (monotone & held).any():
+        eligible = monotone & held
+    elif monotone.any():
+        eligible = monotone
+        note = (
+            "No monotone weighting on the grid kept the top grades near their configured share on the "
+            "in-calibration validation; the best monotone weighting was taken."
+        )
+    else:
+        eligible = np.ones(len(rows), dtype=bool)
         note = (
             "No weighting on the grid gave grades whose realised value falls from A to E on the in-calibration "
             "validation; the weights with the highest top-grade capture were taken."
         )
+    # highest capture, then closest to the preset (rounded: grid floats), then grid order
+    key = np.where(eligible, capture, -math.inf)
+    winner = int(np.lexsort((np.arange(len(rows)), np.round(distance, 9), -key))[0])
+    rows[winner]["selected"] = True
     return grid[winner], rows, note
 
 
