@@ -19,6 +19,12 @@ How a customer is graded
    threshold.
 5. Customers without purchases get the ``new_customer`` grade; their score is NaN (their ranks are still
    reported: the potential rank tells a promising newcomer apart).
+6. Matrix: the value rank × the potential axis. By default (``matrix.potential_axis: growth``) the potential axis
+   is expected growth — the forecast relative to current value — ranked among training customers of similar
+   current value (:func:`growth_rank`), so the matrix shows direction instead of repeating the value axis.
+
+``weights`` may be a mapping, the preset ``classic`` (0.6 / 0.3 / 0.1) or ``auto``: chosen inside calibration by
+:func:`segml.selection.inner_validation` and applied with :meth:`GradePolicy.with_weights` before fitting.
 
 No pickle anywhere: a :class:`FittedPolicy` is a plain dict / YAML document.
 """
