@@ -42,6 +42,7 @@ __all__ = [
     "InnerValidation",
     "PotentialFactory",
     "SCORER_LABELS",
+    "gini_interval",
     "inner_validation",
     "inner_validation_cutoff",
     "select_scorer",
