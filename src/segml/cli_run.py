@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from segml.cli import ExperimentArg, SetOpt, _load, console, out, user_errors
+from segml.cli import ExperimentArg, SetOpt, console, load_config, out, user_errors
 
 OnlyOpt = Annotated[
     str | None,
@@ -21,13 +21,8 @@ def run(experiment: ExperimentArg, only: OnlyOpt = None, set_: SetOpt = None) ->
 
     from segml.runner import run_experiment
 
-    cfg = _load(experiment, set_)
-    result = run_experiment(
-        cfg,
-        only=only,
-        overrides=list(set_ or []),
-        log=lambda text: console.print(text, highlight=False),
-    )
+    cfg = load_config(experiment, set_)
+    result = run_experiment(cfg, only=only, log=lambda text: console.print(text, highlight=False))
     table = Table(title=f"{cfg.name}: notebooks", show_lines=False)
     for column in ("notebook", "audience", "seconds", "report"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
