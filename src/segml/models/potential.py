@@ -34,7 +34,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +42,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from segml import catalog
 from segml.config import FeatureConfig
 from segml.errors import ConfigError, InputFileError
 
@@ -60,18 +60,8 @@ SERIAL_FORMAT = "segml.potential_value/1"
 #: the model families; "auto" lets validation choose
 OBJECTIVES = ("tweedie", "hurdle")
 
-#: columns of the feature table that are identifiers or labels, never model inputs
-_NON_FEATURE_COLUMNS = frozenset(
-    {
-        "customer_id",
-        "as_of",
-        "cutoff",
-        "label_days",
-        "future_spend",
-        "future_orders",
-        "future_active",
-    }
-)
+#: columns of the feature table that are identifiers or labels, never model inputs (feature catalog)
+_NON_FEATURE_COLUMNS = catalog.non_feature_columns()
 
 #: model column holding the length (days) of the window a rate is averaged over (hurdle candidates)
 WINDOW_COLUMN = "window_days"
@@ -213,19 +203,12 @@ def season_weight(profile: np.ndarray, cutoffs: Any, window_days: Any) -> np.nda
     return pairs.merge(lookup, on=["cutoff", "window"], how="left")["weight"].to_numpy()
 
 
-#: feature columns measured over the trailing window in their name ("spend_90d", "orders_90d")
-_WINDOW_FEATURE = re.compile(r"^(spend|orders)_(\d+)d$")
+#: feature columns measured over the trailing window in their name ("spend_90d", "orders_90d"), deseasonalised
+#: over that window (feature catalog: seasonality "window"; group 2 is the window in days)
+_WINDOW_FEATURE = catalog.seasonal_window_pattern()
 
-#: feature columns that accumulate over the customer's whole history
-_HISTORY_TOTALS = (
-    "monetary_total",
-    "gross_spend",
-    "return_amount",
-    "n_purchase_days",
-    "n_orders",
-    "frequency",
-    "quantity_total",
-)
+#: feature columns that accumulate over the customer's whole history (feature catalog: seasonality "history")
+_HISTORY_TOTALS = catalog.history_totals()
 
 
 def _one_day(values: Any) -> pd.Timestamp | None:
