@@ -25,7 +25,7 @@ Everything needed to predict is exported by :meth:`ValueClustering.to_dict` as p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -263,6 +263,12 @@ class ValueClustering(ClusterMixin, BaseEstimator):
     cluster_grades_ : list[str]
         Grade of each cluster.
     """
+
+    #: model-family interface (:class:`segml.models.base.ModelFamily`): the value of a cluster is money
+    #: (mean future spend of its customers at fit, or their mean ``value_column``)
+    predicts_money: ClassVar[bool] = True
+    #: registry family name written into :meth:`to_dict` (:mod:`segml.models.registry`)
+    family: ClassVar[str] = "clustering"
 
     def __init__(
         self,
@@ -534,6 +540,7 @@ class ValueClustering(ClusterMixin, BaseEstimator):
         if params["features"] is not None:
             params["features"] = list(params["features"])
         return {
+            "family": self.family,
             "model": "segml.models.clustering.ValueClustering",
             "format_version": FORMAT_VERSION,
             "params": params,

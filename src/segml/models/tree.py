@@ -349,6 +349,10 @@ class SpendTree(RegressorMixin, _RulesTree):
     """
 
     _model_name = "segml.models.tree.SpendTree"
+    #: model-family interface (:class:`segml.models.base.ModelFamily`): predicts future spend in currency
+    predicts_money: ClassVar[bool] = True
+    #: registry family name written into :meth:`to_dict` (:mod:`segml.models.registry`)
+    family: ClassVar[str] = "tree"
 
     def __init__(
         self,
@@ -417,6 +421,10 @@ class SpendTree(RegressorMixin, _RulesTree):
         leaves = self._leaf_of(self._matrix(X, "SpendTree.predict"))
         return self.node_value_[leaves]
 
+    def predict_value(self, X: pd.DataFrame) -> np.ndarray:
+        """Model-family score: :meth:`predict` (future spend in currency)."""
+        return self.predict(X)
+
     def rules_json(self) -> list[dict[str, Any]]:
         """One entry per leaf, highest predicted spend first.
 
@@ -453,7 +461,8 @@ class SpendTree(RegressorMixin, _RulesTree):
     def to_dict(self) -> dict[str, Any]:
         """The fitted tree as nested JSON-able dicts; :meth:`from_dict` predicts from it alone."""
         check_is_fitted(self, "node_feature_")
-        return self._export({"target": self.target_, "target_selection": dict(self.target_selection_)})
+        state = self._export({"target": self.target_, "target_selection": dict(self.target_selection_)})
+        return {"family": self.family, **state}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpendTree:
