@@ -20,6 +20,7 @@ from segml.models.base import ModelFamily, TrainingInput
 from segml.models.registry import (
     FAMILIES,
     build_family,
+    config_key,
     family,
     family_names,
     load_model,
@@ -135,6 +136,20 @@ def test_potential_fit_takes_a_training_input():
     model.set_params(objective="poisson")
     with pytest.raises(ValueError, match="PotentialValueModel: objective 'poisson'"):
         model.fit(TrainingInput(pd.DataFrame(), CUTOFF), None)
+
+
+def test_config_keys_name_the_yaml_setting_of_a_parameter():
+    assert config_key("potential", "objective") == "models.potential.objective"
+    assert config_key("potential", "horizon_days") == "cutoffs.horizon_days"
+    assert config_key("baselines", "n_bins") == "models.baselines.rfm_bins"
+    assert config_key("clustering", "random_state") == "seed"
+
+
+def test_states_without_a_family_key_still_load(frame):
+    tree = build_family("tree", None, 0, HORIZON, feature_config=SPEC)["spend_tree"]
+    tree.fit(frame, frame["target"])
+    legacy = {k: v for k, v in tree.to_dict().items() if k != "family"}
+    np.testing.assert_array_equal(load_model(legacy).predict_value(frame), tree.predict_value(frame))
 
 
 def test_load_model_refuses_states_it_cannot_place(frame):

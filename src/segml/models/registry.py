@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +36,7 @@ __all__ = [
     "FamilySpec",
     "ModelSpec",
     "build_family",
+    "config_key",
     "family",
     "family_names",
     "load_model",
@@ -97,6 +98,8 @@ class FamilySpec:
     models: tuple[ModelSpec, ...]
     fit_input: FitInput
     builder: Builder
+    #: configuration key of each model parameter that is not ``models.<family>.<parameter>``
+    config_keys: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -134,6 +137,12 @@ class FamilySpec:
             non-label column of the frame it is fitted on).
         """
         return self.builder(settings, seed, horizon_days, feature_config)
+
+    def config_key(self, parameter: str) -> str:
+        """The experiment-YAML key a model parameter comes from, for error messages: e.g.
+        ``config_key("n_bins")`` of the baselines is ``models.baselines.rfm_bins``, ``horizon_days`` is
+        ``cutoffs.horizon_days``; any other parameter is ``models.<family>.<parameter>``."""
+        return self.config_keys.get(parameter, f"models.{self.name}.{parameter}")
 
 
 def _setting(settings: Any, name: str, default: Any) -> Any:
@@ -224,24 +233,32 @@ FAMILIES: dict[str, FamilySpec] = {
             ),
             fit_input="features",
             builder=_build_baselines,
+            config_keys={
+                "n_bins": "models.baselines.rfm_bins",
+                "penalizer": "models.baselines.btyd_penalizer",
+                "horizon_days": "cutoffs.horizon_days",
+            },
         ),
         FamilySpec(
             "clustering",
             (ModelSpec("clustering", "segml.models.clustering.ValueClustering", predicts_money=True),),
             fit_input="training_frame",
             builder=_build_clustering,
+            config_keys={"k_range": "models.clustering.k_min / k_max", "random_state": "seed"},
         ),
         FamilySpec(
             "tree",
             (ModelSpec("spend_tree", "segml.models.tree.SpendTree", predicts_money=True),),
             fit_input="training_frame",
             builder=_build_tree,
+            config_keys={"random_state": "seed"},
         ),
         FamilySpec(
             "potential",
             (ModelSpec("potential", "segml.models.potential.PotentialValueModel", predicts_money=True),),
             fit_input="transactions",
             builder=_build_potential,
+            config_keys={"horizon_days": "cutoffs.horizon_days", "random_state": "seed"},
         ),
     )
 }
@@ -282,20 +299,44 @@ def build_family(
     return family(name).build(settings, seed, horizon_days, feature_config=feature_config)
 
 
+def config_key(family_name: str, parameter: str) -> str:
+    """The experiment-YAML key of a model parameter (see :meth:`FamilySpec.config_key`): what a caller names
+    when a model raises :class:`~segml.models.base.InvalidParameter` (``exc.parameter``)."""
+    return family(family_name).config_key(parameter)
+
+
+#: markers of states written before states carried a "family" key (model files and artifacts already out)
+_LEGACY_MARKERS = (
+    ("format", "segml.potential_value/1", "potential"),
+    ("model", "segml.models.clustering.ValueClustering", "clustering"),
+    ("model", "segml.models.tree.SpendTree", "tree"),
+)
+
+
+def _family_of(state: Mapping[str, Any]) -> str:
+    if "family" in state:
+        return str(state["family"])
+    for key, value, name in _LEGACY_MARKERS:
+        if state.get(key) == value:
+            return name
+    raise ValueError("model state: no 'family' key (expected the output of a model's to_dict())")
+
+
 def load_model(state: dict[str, Any]) -> ModelFamily:
     """Rebuild a fitted model of any family from its ``to_dict`` state, for production scoring.
 
     The state's ``"family"`` key picks the family; in a family of several classes (the baselines) its
-    ``"model"`` key (``"module.Class"``) picks the class.
+    ``"model"`` key (``"module.Class"``) picks the class. States written before the ``"family"`` key existed
+    (potential, clustering and spend-tree model files) are recognised by their ``format`` / ``model`` marker.
 
     Raises
     ------
     ValueError
         The state has no known ``"family"``, or names a class the family does not have.
     """
-    if not isinstance(state, Mapping) or "family" not in state:
-        raise ValueError("model state: no 'family' key (expected the output of a model's to_dict())")
-    name = state["family"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"model state: expected a dict from a model's to_dict(), got {type(state).__name__}")
+    name = _family_of(state)
     if name not in FAMILIES:
         raise ValueError(f"model state: unknown family {name!r}; known: {', '.join(FAMILIES)}")
     models = FAMILIES[name].models
