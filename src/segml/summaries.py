@@ -108,4 +108,3 @@ def resource_table(summary: Any) -> Any:
     table["value_per_cost"] = table["expected_value_total"] / cost
     table["net_value"] = table["expected_value_total"] - table["cost_total"]
     return table
-

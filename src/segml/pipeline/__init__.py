@@ -55,15 +55,17 @@ from segml.pipeline.families import (
     load_predictions,
 )
 from segml.pipeline.grading import GradeOutputs, grade_customers, load_grade_outputs
-from segml.pipeline.monitoring import DRIFT_FEATURES, MonitorResult, load_monitor_result, run_monitor
+from segml.pipeline.monitoring import MonitorResult, load_monitor_result, run_monitor
 from segml.pipeline.selection import SelectionResult, run_select
 from segml.pipeline.stages import Stage, StageLog, check_consistent, run_stage
 from segml.storage import write_json
 
 
 def key_features(columns: Sequence[str]) -> list[str]:
-    """The features an analyst looks at first, among ``columns``."""
-    return [f for f in DRIFT_FEATURES if f in set(columns)]
+    """The features an analyst looks at first, among ``columns`` (from the feature catalog)."""
+    from segml import catalog
+
+    return catalog.key_features(columns)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ kernels) and nothing trains twice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +19,15 @@ import numpy as np
 import pandas as pd
 
 from segml import evaluate, features
-from segml.errors import SegmlError
+from segml.errors import ConfigError, SegmlError
 from segml.jsonable import jsonable
+from segml.models import registry
 from segml.pipeline.context import TrainContext
 from segml.storage import write_json, write_parquet
 
 BASELINES = ("rfm", "past_spend", "btyd")
-MODEL_FAMILIES = ("baselines", "clustering", "tree", "potential")
+#: the model families, in fit order (from the model registry)
+MODEL_FAMILIES = registry.family_names()
 
 
 @dataclass
@@ -68,6 +72,18 @@ def persist(ctx: TrainContext, result: FamilyResult) -> FamilyResult:
 
 def _timed(start: float) -> float:
     return round(time.perf_counter() - start, 3)
+
+
+@contextlib.contextmanager
+def yaml_errors(section: str) -> Iterator[None]:
+    """A model's ``ValueError`` naming its parameter becomes a configuration error naming the YAML key
+    (``models.potential.max_estimators: …``)."""
+    from segml.models.base import InvalidParameter
+
+    try:
+        yield
+    except InvalidParameter as exc:
+        raise ConfigError(f"{section}.{exc.parameter}: {exc}") from None
 
 
 def fit_baselines(ctx: TrainContext) -> FamilyResult:
@@ -126,7 +142,21 @@ def calibration_training_frame(ctx: TrainContext) -> pd.DataFrame:
     return frame
 
 
+def default_cluster_features(spec: Any) -> list[str]:
+    """The clustering model's default features, with its 365-day spend replaced by the longest spend window
+    this configuration builds (a four-month data set has no 365-day window)."""
+    from segml.models.clustering import DEFAULT_CLUSTER_FEATURES
+
+    longest = f"spend_{max(spec.windows)}d"
+    return [longest if name == "spend_365d" else name for name in DEFAULT_CLUSTER_FEATURES]
+
+
 def fit_clustering(ctx: TrainContext) -> FamilyResult:
+    with yaml_errors("models.clustering"):
+        return _fit_clustering(ctx)
+
+
+def _fit_clustering(ctx: TrainContext) -> FamilyResult:
     """Value-ordered clustering of calibration features; a cluster's value is its mean future spend
     measured inside the calibration period."""
     from threadpoolctl import threadpool_limits
@@ -142,7 +172,7 @@ def fit_clustering(ctx: TrainContext) -> FamilyResult:
         model = ValueClustering(
             method=s.method,
             k_range=(s.k_min, s.k_max),
-            features=s.features,
+            features=s.features or default_cluster_features(ctx.cfg.features),
             selection=s.selection,
             silhouette_sample=s.silhouette_sample,
             random_state=ctx.cfg.seed,
@@ -166,6 +196,11 @@ def fit_clustering(ctx: TrainContext) -> FamilyResult:
 
 
 def fit_tree(ctx: TrainContext) -> FamilyResult:
+    with yaml_errors("models.tree"):
+        return _fit_tree(ctx)
+
+
+def _fit_tree(ctx: TrainContext) -> FamilyResult:
     """Shallow decision tree fit directly on future spend measured inside calibration."""
     from segml.models.tree import SpendTree
 
@@ -212,6 +247,13 @@ def potential_model(ctx: TrainContext):
 def fit_potential(ctx: TrainContext, *, production: bool = True) -> FamilyResult:
     """LightGBM potential value: selection and fit inside calibration, one holdout score, then (optionally)
     the production refit on all data up to data_end with the selected settings."""
+    with yaml_errors("models.potential"):
+        return _fit_potential(ctx, production=production)
+
+
+def _fit_potential(ctx: TrainContext, *, production: bool = True) -> FamilyResult:
+    """LightGBM potential value: selection and fit inside calibration, one holdout score, then (optionally)
+    the production refit on all data up to data_end with the selected settings."""
     t0 = time.perf_counter()
     model = potential_model(ctx).fit(
         ctx.transactions_path, ctx.timeline.calibration_end, ctx.cfg.features, ctx.customers_path
@@ -245,7 +287,8 @@ def fit_potential(ctx: TrainContext, *, production: bool = True) -> FamilyResult
     return persist(ctx, result)
 
 
-MONEY_MODELS = {"rfm": False, "past_spend": True, "btyd": True, "clustering": True, "spend_tree": True}
+#: model name -> True when it predicts money over the horizon (from the model registry)
+MONEY_MODELS = registry.money_models()
 
 
 def load_predictions(ctx: TrainContext, families: tuple[str, ...] = MODEL_FAMILIES) -> dict[str, np.ndarray]:

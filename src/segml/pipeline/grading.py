@@ -32,7 +32,7 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
     """Current grades at data_end from the production potential model, with reason codes and the rules
     distilled from the grades. Writes ``data/processed/<exp>/grades.parquet``."""
     from segml.explain import reference_stats
-    from segml.models.potential import PotentialValueModel
+    from segml.models.registry import load_model
     from segml.models.tree import GradeRulesTree
     from segml.policy import GradePolicy, grade_summary
     from segml.scoring import grade_features
@@ -41,7 +41,7 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
         state_file = ctx.model_state_file("potential_production")
         if not state_file.is_file():
             raise SegmlError(f"{state_file}: no production model — run the potential step first")
-        production_model = PotentialValueModel.from_dict(json.loads(state_file.read_text(encoding="utf-8")))
+        production_model = load_model(json.loads(state_file.read_text(encoding="utf-8")))
     now = features.build_features(
         ctx.transactions_path, ctx.timeline.data_end, ctx.cfg.features, ctx.customers_path
     )

@@ -11,27 +11,11 @@ from typing import Any
 
 import pandas as pd
 
-from segml import features, monitor
+from segml import catalog, features, monitor
 from segml.jsonable import jsonable
 from segml.pipeline.context import TrainContext
 from segml.pipeline.families import load_predictions
 from segml.storage import write_json
-
-#: features whose drift is reported (those the configuration builds)
-DRIFT_FEATURES = (
-    "recency_days",
-    "frequency",
-    "n_orders",
-    "monetary_mean",
-    "monetary_total",
-    "spend_90d",
-    "spend_365d",
-    "orders_365d",
-    "tenure_days",
-    "trend_ratio",
-    "active_months_share",
-    "churn_risk_ratio",
-)
 
 
 @dataclass
@@ -70,7 +54,7 @@ def run_monitor(ctx: TrainContext) -> MonitorResult:
     )
     now = features.build_features(ctx.transactions_path, tl.data_end, ctx.cfg.features, ctx.customers_path)
     now = now[now["has_purchases"].astype(bool)]
-    drift = [f for f in DRIFT_FEATURES if f in now.columns]
+    drift = catalog.drift_features(now.columns)
     psi = monitor.psi_table(ctx.calibration_features, now, drift)
     document = jsonable(
         {
@@ -107,4 +91,4 @@ def load_monitor_result(cfg: Any) -> MonitorResult:
     return MonitorResult(migration, pd.Series(document["movement"]), pd.DataFrame(document["psi"]), document)
 
 
-__all__ = ["DRIFT_FEATURES", "MonitorResult", "load_monitor_result", "run_monitor"]
+__all__ = ["MonitorResult", "load_monitor_result", "run_monitor"]

@@ -14,7 +14,6 @@ A failing notebook stops the run with :class:`NotebookFailed`: later notebooks a
 partially executed notebook is kept in ``out_dir`` for inspection.
 """
 
-
 from __future__ import annotations
 
 import contextlib
@@ -39,6 +38,7 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "resources" / "templates"
 _EXTERNAL_REFERENCE = re.compile(
     r"""\b(?:src|href)\s*=\s*["']?\s*((?:https?:)?//[^"'\s>]+)""", flags=re.IGNORECASE
 )
+
 
 class NotebookFailed(SegmlError):
     """A notebook raised during execution; the partial executed notebook is kept."""
@@ -428,4 +428,3 @@ def run_notebooks(
             if progress:
                 console.print(f"[green]✓[/] {source.name}  {seconds:.1f} s → {html_path}", highlight=False)
     return results
-
