@@ -75,15 +75,15 @@ def _timed(start: float) -> float:
 
 
 @contextlib.contextmanager
-def yaml_errors(section: str) -> Iterator[None]:
+def yaml_errors(family: str) -> Iterator[None]:
     """A model's ``ValueError`` naming its parameter becomes a configuration error naming the YAML key
-    (``models.potential.max_estimators: …``)."""
+    (``models.potential.max_estimators: …``, ``cutoffs.horizon_days: …``)."""
     from segml.models.base import InvalidParameter
 
     try:
         yield
     except InvalidParameter as exc:
-        raise ConfigError(f"{section}.{exc.parameter}: {exc}") from None
+        raise ConfigError(f"{registry.config_key(family, exc.parameter)}: {exc}") from None
 
 
 def fit_baselines(ctx: TrainContext) -> FamilyResult:
@@ -152,7 +152,7 @@ def default_cluster_features(spec: Any) -> list[str]:
 
 
 def fit_clustering(ctx: TrainContext) -> FamilyResult:
-    with yaml_errors("models.clustering"):
+    with yaml_errors("clustering"):
         return _fit_clustering(ctx)
 
 
@@ -196,7 +196,7 @@ def _fit_clustering(ctx: TrainContext) -> FamilyResult:
 
 
 def fit_tree(ctx: TrainContext) -> FamilyResult:
-    with yaml_errors("models.tree"):
+    with yaml_errors("tree"):
         return _fit_tree(ctx)
 
 
@@ -247,7 +247,7 @@ def potential_model(ctx: TrainContext):
 def fit_potential(ctx: TrainContext, *, production: bool = True) -> FamilyResult:
     """LightGBM potential value: selection and fit inside calibration, one holdout score, then (optionally)
     the production refit on all data up to data_end with the selected settings."""
-    with yaml_errors("models.potential"):
+    with yaml_errors("potential"):
         return _fit_potential(ctx, production=production)
 
 
