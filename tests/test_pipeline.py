@@ -181,3 +181,12 @@ def test_train_and_run_give_byte_identical_outputs(tmp_path: Path) -> None:
     assert trained.returncode == 0, trained.stderr[-3000:]
     for path in compared:
         assert (tmp_path / path).read_bytes() == from_run[path], path
+
+
+def test_run_from_stage_skips_the_notebooks_of_earlier_stages() -> None:
+    books = sorted(NOTEBOOKS.glob("0*.ipynb"))
+    plan = runner.plan_run(None, books, full=True, from_stage="select")
+    order = [item.name if kind == "notebook" else item for kind, item in plan]
+    assert order[0] == "06_model_comparison.ipynb"
+    assert not any(name.startswith(("01_", "02_", "03_", "04_", "05_")) for name in order)
+    assert order[-1] == "export" and "grade" in order

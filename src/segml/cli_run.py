@@ -14,7 +14,17 @@ OnlyOpt = Annotated[
 ]
 
 
-def run(experiment: ExperimentArg, only: OnlyOpt = None, set_: SetOpt = None) -> None:
+FromStageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from-stage", help="Start at this stage, reusing the finished outputs of the earlier ones."
+    ),
+]
+
+
+def run(
+    experiment: ExperimentArg, only: OnlyOpt = None, from_stage: FromStageOpt = None, set_: SetOpt = None
+) -> None:
     """Ingest, build features, execute the experiment's notebooks, write reports/<experiment>/index.html,
     record everything in one MLflow parent run and register the potential-value model."""
     from rich.table import Table
@@ -22,7 +32,9 @@ def run(experiment: ExperimentArg, only: OnlyOpt = None, set_: SetOpt = None) ->
     from segml.runner import run_experiment
 
     cfg = load_config(experiment, set_)
-    result = run_experiment(cfg, only=only, log=lambda text: console.print(text, highlight=False))
+    result = run_experiment(
+        cfg, only=only, from_stage=from_stage, log=lambda text: console.print(text, highlight=False)
+    )
     table = Table(title=f"{cfg.name}: notebooks", show_lines=False)
     for column in ("notebook", "audience", "seconds", "report"):
         table.add_column(column, justify="right" if column == "seconds" else "left")

@@ -150,19 +150,24 @@ def kernel_env(parent_run_id: str, root: Path) -> dict[str, str | None]:
     return env
 
 
-def plan_run(cfg: ExperimentConfig, notebooks: Sequence[Path], *, full: bool) -> list[tuple[str, Any]]:
+def plan_run(
+    cfg: ExperimentConfig, notebooks: Sequence[Path], *, full: bool, from_stage: str | None = None
+) -> list[tuple[str, Any]]:
     """The steps of a run after ingest and features: ``("notebook", path)`` or ``("stage", name)``.
 
     Notebooks run in file order. Before a notebook, every earlier stage it needs (those before a stage it
     drives, up to the last stage it reads) runs in-process unless a selected notebook drives it; after the
     last notebook the remaining stages run. Only a full run executes stages in-process: ``--only`` runs just
-    the named notebooks.
+    the named notebooks. With ``from_stage``, earlier stages count as done (their outputs are reused) and
+    notebooks that only drive or read earlier stages are skipped.
     """
     from segml.pipeline import STAGE_NAMES
 
     roles = {path: notebook_role(path) for path in notebooks}
     driven = {stage for role in roles.values() for stage in role.drives}
     done = {"ingest", "features"}
+    if from_stage is not None:
+        done.update(STAGE_NAMES[: STAGE_NAMES.index(from_stage)])
     steps: list[tuple[str, Any]] = []
 
     def run_before(stop: int) -> None:
@@ -173,6 +178,9 @@ def plan_run(cfg: ExperimentConfig, notebooks: Sequence[Path], *, full: bool) ->
 
     for path in notebooks:
         role = roles[path]
+        touched = (*role.drives, *role.reads)
+        if from_stage is not None and touched and all(stage in done for stage in touched):
+            continue  # it drives or reads only stages whose outputs are reused
         if role.drives:
             run_before(min(STAGE_NAMES.index(s) for s in role.drives))
             done.update(role.drives)
@@ -190,6 +198,7 @@ def run_experiment(
     kernel_name: str = "segml",
     progress: bool = True,
     log: Any = None,
+    from_stage: str | None = None,
 ) -> RunResult:
     """Run an experiment end to end: ingest, features, the later stages through their notebooks, the index,
     the MLflow parent run and the registry.
@@ -207,6 +216,8 @@ def run_experiment(
         Rich progress per notebook on stderr.
     log:
         Callable taking one line of text (step messages); default: silent.
+    from_stage:
+        Start at this stage: the outputs of the earlier stages are reused (they must exist).
 
     Raises
     ------
@@ -227,22 +238,32 @@ def run_experiment(
     notebooks = select_notebooks(cfg, only)
     report.ensure_kernel(kernel_name)
 
+    if from_stage is not None:
+        from segml.pipeline import STAGE_NAMES, check_consistent
+
+        if from_stage not in STAGE_NAMES:
+            raise ConfigError(
+                f"--from-stage: unknown stage {from_stage!r} (stages: {', '.join(STAGE_NAMES)})"
+            )
+        check_consistent(cfg, list(STAGE_NAMES[: STAGE_NAMES.index(from_stage)]))
     t0 = time.perf_counter()
-    ingested = run_stage("ingest", cfg, track=False)
-    rep = ingested.report
-    seconds["ingest"] = round(time.perf_counter() - t0, 3)
-    say(
-        f"ingest: {rep['rows_in']:,} rows in, {rep['rows_kept']:,} kept, {rep['rows_quarantined']:,} "
-        f"quarantined, {rep['customers']:,} customers ({seconds['ingest']:.1f} s); "
-        f"DQ report {cfg.paths.dq_report}"
-    )
-    t0 = time.perf_counter()
-    features_path, n_customers = run_stage("features", cfg, track=False)
-    seconds["features"] = round(time.perf_counter() - t0, 3)
-    say(
-        f"features at {cfg.cutoffs.calibration_end}: {n_customers:,} customers ({seconds['features']:.1f} s) "
-        f"-> {features_path}"
-    )
+    ingested = run_stage("ingest", cfg, track=False) if from_stage in (None, "ingest") else None
+    if ingested is not None:
+        rep = ingested.report
+        seconds["ingest"] = round(time.perf_counter() - t0, 3)
+        say(
+            f"ingest: {rep['rows_in']:,} rows in, {rep['rows_kept']:,} kept, {rep['rows_quarantined']:,} "
+            f"quarantined, {rep['customers']:,} customers ({seconds['ingest']:.1f} s); "
+            f"DQ report {cfg.paths.dq_report}"
+        )
+    if from_stage in (None, "ingest", "features"):
+        t0 = time.perf_counter()
+        features_path, n_customers = run_stage("features", cfg, track=False)
+        seconds["features"] = round(time.perf_counter() - t0, 3)
+        say(
+            f"features at {cfg.cutoffs.calibration_end}: {n_customers:,} customers "
+            f"({seconds['features']:.1f} s) -> {features_path}"
+        )
 
     parent_id = pipeline.start_parent_run(
         cfg, {"segml.command": "run", "segml.notebooks": ",".join(nb.name for nb in notebooks)}, []
@@ -260,7 +281,7 @@ def run_experiment(
             "seed": cfg.seed,
         }
         ctx = None
-        plan = plan_run(cfg, notebooks, full=not only)
+        plan = plan_run(cfg, notebooks, full=not only, from_stage=from_stage)
         for position, (kind, item) in enumerate(plan):
             t0 = time.perf_counter()
             if kind == "notebook":
