@@ -22,9 +22,9 @@ _FONT_STYLE_ID = "segml-cjk-font"
 
 
 def _cjk_font_path() -> Path | None:
-    from segml.plots import _mplfonts_font_path
+    from segml.plots import cjk_font_file
 
-    return _mplfonts_font_path()
+    return cjk_font_file()
 
 
 def cjk_font_subset(text: str) -> bytes | None:
