@@ -23,7 +23,7 @@ from segml.artifact.manifest import MANIFEST, NON_REPRODUCIBLE, list_files
 from segml.cli import app
 from segml.config import load_experiment
 from segml.ingest import run_ingest
-from segml.train import run_train
+from segml.pipeline import run_pipeline, stages_between
 
 runner = CliRunner()
 
@@ -31,7 +31,7 @@ runner = CliRunner()
 def _train(root: Path, experiment: str = "smoke"):
     cfg = load_experiment(root / "experiments" / f"{experiment}.yaml", root=root)
     run_ingest(cfg)
-    run_train(cfg, backtest_cutoffs=False, progress=False)
+    run_pipeline(cfg, stages=stages_between(until="monitor"), backtest=False, progress=False, track=False)
     return cfg
 
 

@@ -298,7 +298,7 @@ WORDING_CASES = [
 
 @pytest.mark.parametrize(("feature", "value", "median", "contribution", "expected"), WORDING_CASES)
 def test_wording_per_feature_kind(feature, value, median, contribution, expected, monkeypatch):
-    monkeypatch.setattr("segml.explain._feature_descriptions", lambda: {})
+    monkeypatch.setattr("segml.explain._feature_descriptions", lambda names: {})
     features = pd.DataFrame({"customer_id": ["c0"], feature: [value]})
     contrib = pd.DataFrame({feature: [contribution], "bias": [0.0]})
     reasons = reason_codes(contrib, features, {feature: median}, top_k=1)
@@ -337,12 +337,20 @@ def test_wording_of_categories_missing_values_and_spec():
 
 def test_feature_descriptions_are_used_for_unknown_features(monkeypatch):
     monkeypatch.setattr(
-        "segml.explain._feature_descriptions", lambda: {"visits_30d": "web visits in the last 30 days"}
+        "segml.explain._feature_descriptions", lambda names: {"visits_30d": "web visits in the last 30 days"}
     )
     features = pd.DataFrame({"customer_id": ["c0"], "visits_30d": [12.0]})
     contrib = pd.DataFrame({"visits_30d": [0.2]})
     reasons = reason_codes(contrib, features, {"visits_30d": 3.0}, top_k=1, sign_words=False)
     assert reasons.loc[0, "reason_1"] == "web visits in the last 30 days: 12, median is 3"
+
+
+def test_missing_values_are_worded_with_the_catalog_description_of_any_window():
+    features = pd.DataFrame({"customer_id": ["c0"], "spend_45d": [np.nan], "visits_30d": [np.nan]})
+    contrib = pd.DataFrame({"spend_45d": [0.2], "visits_30d": [0.1]})
+    reasons = reason_codes(contrib, features, {}, top_k=2, sign_words=False)
+    assert reasons.loc[0, "reason_1"] == "no value for net spend in the last 45 days"
+    assert reasons.loc[0, "reason_2"] == "no value for visits 30d"  # not in the catalog: its own name
 
 
 def test_bad_inputs_are_reported():

@@ -19,7 +19,7 @@ import yaml
 from segml.config import load_experiment
 from segml.datasets.synthetic import SynthSpec, generate
 from segml.ingest import run_ingest
-from segml.train import run_train
+from segml.pipeline import run_pipeline, stages_between
 
 EXPERIMENT = {
     "description": "Order-line retail export (invoice lines, C-prefixed cancellations, postage lines).",
@@ -107,7 +107,9 @@ def test_order_line_export_runs_through_ingest_and_train(retail_project) -> None
     clean = pd.read_parquet(cfg.paths.clean_transactions)
     assert (clean["amount"] < 0).any(), "cancellations are kept as returns (netted)"
 
-    outputs = run_train(cfg, backtest_cutoffs=False, progress=False)
+    outputs = run_pipeline(
+        cfg, stages=stages_between(until="monitor"), backtest=False, progress=False, track=False
+    )
     table = {row["model"]: row for row in outputs.comparison}
     assert {"rfm", "past_spend", "btyd", "clustering", "spend_tree", "potential"} <= set(table)
     # the planted tiers are learnable: every ranking beats random by a wide margin

@@ -18,13 +18,25 @@ import pytest
 from conftest import make_project
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from segml import monitor, runner, tracking
+from segml import monitor, pipeline, runner, tracking
 from segml.config import load_experiment
 from segml.errors import ConfigError
+from segml.pipeline.context import evaluation_key
+from segml.pipeline.selection import select_model
 
 SEGML = Path(sys.executable).parent / "segml"
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-MODEL_RUNS = {"baselines", "clustering", "tree", "potential", "comparison", "monitoring"}
+#: one nested run per tracked stage, the same under `segml run` and `segml train`
+MODEL_RUNS = {
+    "baselines",
+    "clustering",
+    "tree",
+    "potential",
+    "comparison",
+    "evaluation",
+    "grading",
+    "monitoring",
+}
 
 
 def run_cli(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -230,10 +242,9 @@ def test_select_notebooks_and_settings(tmp_path: Path) -> None:
         yaml_path, ["notebooks.run=[2]", "tracking.registered_model=shop-potential"], tmp_path
     )
     assert [p.name for p in runner.select_notebooks(cfg)] == ["02_b.ipynb"]
-    settings = runner.tracking_settings(cfg)
-    assert (settings.experiment, settings.registered_model) == ("smoke", "shop-potential")
+    assert (cfg.mlflow_experiment, cfg.registered_model) == ("smoke", "shop-potential")
     with pytest.raises(ConfigError, match="unknown key 'tracking.model'"):
-        runner.tracking_settings(load_experiment(yaml_path, ["tracking.model=x"], tmp_path))
+        load_experiment(yaml_path, ["tracking.model=x"], tmp_path)
 
 
 def test_source_notebooks_are_committed_clean() -> None:
@@ -274,9 +285,9 @@ def test_open_experiment_resolves_against_the_project_root(tmp_path: Path, monke
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")  # where JupyterLab starts a kernel
     monkeypatch.delenv("SEGML_ROOT", raising=False)
-    cfg = runner.open_experiment("experiments/smoke.yaml", ["seed=5"], seed=None, configure_tracking=False)
+    cfg = pipeline.open_experiment("experiments/smoke.yaml", ["seed=5"], seed=None, configure_tracking=False)
     assert cfg.root == tmp_path.resolve() and cfg.seed == 5
-    assert runner.open_experiment("experiments/smoke.yaml", [], 9, configure_tracking=False).seed == 9
+    assert pipeline.open_experiment("experiments/smoke.yaml", [], 9, configure_tracking=False).seed == 9
 
 
 def test_select_model_record(tmp_path: Path) -> None:
@@ -297,12 +308,12 @@ def test_select_model_record(tmp_path: Path) -> None:
             "gini_diff_vs": "rfm",
         },
     ]
-    record = runner.select_model(cfg, comparison)
+    record = select_model(cfg, comparison)
     assert record["selected"] == "potential" and record["beats_baselines"] is True
     assert record["ranking"] == ["potential", "rfm"]
-    assert record["evaluation_key"] == runner.evaluation_key(cfg)
+    assert record["evaluation_key"] == evaluation_key(cfg)
     comparison[1]["gini_diff_ci"] = [-0.01, 0.2]
-    assert runner.select_model(cfg, comparison)["beats_baselines"] is False
+    assert select_model(cfg, comparison)["beats_baselines"] is False
 
 
 def test_kernel_env_scrubs_inherited_run(tmp_path: Path, monkeypatch) -> None:
@@ -310,7 +321,7 @@ def test_kernel_env_scrubs_inherited_run(tmp_path: Path, monkeypatch) -> None:
     tracking.configure(tmp_path, "scratch")
     try:
         parent = tracking.start_parent_run("scratch", {})
-        env = runner._kernel_env(parent, tmp_path)
+        env = runner.kernel_env(parent, tmp_path)
         assert env["MLFLOW_RUN_ID"] is None and env[tracking.PARENT_RUN_ENV] == parent
         assert env["SEGML_ROOT"] == str(tmp_path) and env["MLFLOW_TRACKING_URI"].startswith("sqlite:///")
         tracking.end_parent_run(parent)

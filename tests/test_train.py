@@ -12,7 +12,9 @@ import pytest
 from segml import features
 from segml.config import load_experiment
 from segml.ingest import run_ingest
-from segml.train import MODEL_FAMILIES, compare, load_context, models_config, run_train
+from segml.pipeline import load_context, run_pipeline, stages_between
+from segml.pipeline.families import MODEL_FAMILIES
+from segml.pipeline.selection import compare
 
 COMPARISON_KEYS = {
     "model",
@@ -30,7 +32,9 @@ COMPARISON_KEYS = {
 def trained(smoke_project: Path):
     cfg = load_experiment(smoke_project / "experiments" / "smoke.yaml", root=smoke_project)
     run_ingest(cfg)
-    outputs = run_train(cfg, backtest_cutoffs=False, progress=False)
+    outputs = run_pipeline(
+        cfg, stages=stages_between(until="monitor"), backtest=False, progress=False, track=False
+    )
     return cfg, outputs
 
 
@@ -67,7 +71,7 @@ def test_compare_reads_back_the_same_table(trained) -> None:
 
 def test_grades_cover_every_customer(trained) -> None:
     cfg, outputs = trained
-    grades = pd.read_parquet(outputs.grades_path)
+    grades = pd.read_parquet(cfg.paths.processed / "grades.parquet")
     customers = pd.read_parquet(cfg.paths.clean_customers)
     assert set(grades["customer_id"]) == set(customers["customer_id"])
     for column in ("customer_id", "grade", "score", "predicted_value", "matrix_cell", "strategy", "reason_1"):
@@ -86,7 +90,7 @@ def test_grading_one_customer_alone_gives_the_same_grade(trained) -> None:
     from segml.policy import FittedPolicy
 
     cfg, outputs = trained
-    grades = pd.read_parquet(outputs.grades_path).set_index("customer_id")
+    grades = pd.read_parquet(cfg.paths.processed / "grades.parquet").set_index("customer_id")
     model_dir = cfg.paths.processed / "models"
     policy = FittedPolicy.load(model_dir / "policy.yaml")
     model = PotentialValueModel.from_dict(json.loads((model_dir / "potential_production.json").read_text()))
@@ -109,13 +113,12 @@ def test_holdout_grade_check_written(trained) -> None:
     assert check["monotone"] == outputs.holdout_check["monotone"]
 
 
-def test_unknown_models_key_is_an_error(smoke_project: Path) -> None:
+def test_unknown_models_key_is_an_error_at_load(smoke_project: Path) -> None:
     from segml.errors import ConfigError
 
-    cfg = load_experiment(
-        smoke_project / "experiments" / "smoke.yaml",
-        ["models.potential.objectiv=tweedie"],
-        root=smoke_project,
-    )
     with pytest.raises(ConfigError, match=r"models\.potential\.objectiv"):
-        models_config(cfg)
+        load_experiment(
+            smoke_project / "experiments" / "smoke.yaml",
+            ["models.potential.objectiv=tweedie"],
+            root=smoke_project,
+        )

@@ -52,10 +52,14 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _load(experiment: Path, overrides: list[str] | None):
+def load_config(experiment: Path, overrides: list[str] | None):
+    """The experiment YAML with ``--set`` overrides, validated (every section, every key)."""
     from segml.config import load_experiment
 
     return load_experiment(experiment, overrides or [])
+
+
+_load = load_config
 
 
 @app.command()
@@ -106,31 +110,44 @@ def train(
             "--backtest/--no-backtest", help="Run the backtest (default: models.evaluation.backtest)."
         ),
     ] = None,
+    from_stage: Annotated[
+        str | None,
+        typer.Option("--from-stage", help="Start at this stage, reusing the outputs of the earlier ones."),
+    ] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Stop after this stage.")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Fit every model family, compare them on the holdout, and grade current customers."""
+    """Run the pipeline headless: fit every model family, compare on the holdout, select, grade current
+    customers, monitor, export and register — the same stages `segml run` drives through its notebooks."""
     from rich.table import Table
 
-    from segml.train import run_train
+    from segml.pipeline import run_pipeline, stages_between
 
     cfg = _load(experiment, set_)
-    result = run_train(cfg, backtest_cutoffs=backtest)
-    table = Table(title=f"{cfg.name}: holdout comparison", show_lines=False)
-    for column in ("model", "normalized_gini", "spearman", "top20_capture", "decile_mape", "total_error"):
-        table.add_column(column, justify="right" if column != "model" else "left")
-    for row in result.comparison:
-        table.add_row(
-            row["model"],
-            *(
-                "—" if row.get(c) is None else f"{row[c]:.3f}"
-                for c in ("normalized_gini", "spearman", "top20_capture", "decile_mape", "total_error")
-            ),
-        )
-    out.print(table)
-    mono = "yes" if result.holdout_check["monotone"] else "NO"
-    out.print(f"grades monotone on the holdout (A→E realised value decreasing): {mono}")
-    out.print(f"  comparison: {cfg.paths.reports / 'comparison.json'}")
-    out.print(f"  grades:     {result.grades_path}")
+    stages = stages_between(from_stage, until)
+    result = run_pipeline(cfg, stages=stages, backtest=backtest, tags={"segml.command": "train"})
+    if "select" in result.results:
+        table = Table(title=f"{cfg.name}: holdout comparison", show_lines=False)
+        columns = ("model", "normalized_gini", "spearman", "top20_capture", "decile_mape", "total_error")
+        for column in columns:
+            table.add_column(column, justify="right" if column != "model" else "left")
+        for row in result.comparison:
+            table.add_row(
+                row["model"], *("—" if row.get(c) is None else f"{row[c]:.3f}" for c in columns[1:])
+            )
+        out.print(table)
+        mono = "yes" if result.holdout_check["monotone"] else "NO"
+        out.print(f"grades monotone on the holdout (A→E realised value decreasing): {mono}")
+        out.print(f"  comparison: {cfg.paths.reports / 'comparison.json'}")
+        out.print(f"  selection:  {cfg.paths.reports / 'selection.json'}")
+    if "grade" in result.results:
+        out.print(f"  grades:     {cfg.paths.processed / 'grades.parquet'}")
+    if result.registration is not None:
+        reg = result.registration
+        role = "champion" if reg.champion else "challenger (champion unchanged)"
+        out.print(f"  registered: {reg.name} version {reg.version}, {role}")
+    if result.parent_run_id:
+        out.print(f"  MLflow parent run: {result.parent_run_id}")
     out.print(f"  train time: {result.seconds['total']:.1f} s")
 
 

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         if run_id:
             from segml import tracking
 
-            tracking.configure(cfg.root, str(cfg.tracking.get("experiment") or cfg.name))
+            tracking.configure(cfg.root, cfg.mlflow_experiment)
             uri = log_to_mlflow(path, run_id)
             out.print(f"  logged to MLflow run {run_id}: {uri}")
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from segml.cli import ExperimentArg, SetOpt, _load, console, out, user_errors
+from segml.cli import ExperimentArg, SetOpt, console, load_config, out, user_errors
 
 OnlyOpt = Annotated[
     str | None,
@@ -14,19 +14,26 @@ OnlyOpt = Annotated[
 ]
 
 
-def run(experiment: ExperimentArg, only: OnlyOpt = None, set_: SetOpt = None) -> None:
+FromStageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from-stage", help="Start at this stage, reusing the finished outputs of the earlier ones."
+    ),
+]
+
+
+def run(
+    experiment: ExperimentArg, only: OnlyOpt = None, from_stage: FromStageOpt = None, set_: SetOpt = None
+) -> None:
     """Ingest, build features, execute the experiment's notebooks, write reports/<experiment>/index.html,
     record everything in one MLflow parent run and register the potential-value model."""
     from rich.table import Table
 
     from segml.runner import run_experiment
 
-    cfg = _load(experiment, set_)
+    cfg = load_config(experiment, set_)
     result = run_experiment(
-        cfg,
-        only=only,
-        overrides=list(set_ or []),
-        log=lambda text: console.print(text, highlight=False),
+        cfg, only=only, from_stage=from_stage, log=lambda text: console.print(text, highlight=False)
     )
     table = Table(title=f"{cfg.name}: notebooks", show_lines=False)
     for column in ("notebook", "audience", "seconds", "report"):

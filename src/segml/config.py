@@ -185,7 +185,7 @@ class CutoffConfig:
 
     calibration_end: dt.date
     holdout_end: dt.date | None = None
-    horizon_days: int = 365
+    horizon_days: int = field(default=365, metadata={"ge": 1})
     #: extra cutoffs for backtests (each evaluated over the following ``horizon_days`` or to data end)
     backtest: list[dt.date] = field(default_factory=list)
 
@@ -196,12 +196,123 @@ class FeatureConfig:
     #: trailing windows (days) for spend / order counts
     windows: list[int] = field(default_factory=lambda: [30, 90, 180, 365])
     #: window (days) of the recent-vs-previous spend trend
-    trend_window: int = 90
+    trend_window: int = field(default=90, metadata={"ge": 1})
     #: months counted in the loyalty "active months" share
-    active_months: int = 12
+    active_months: int = field(default=12, metadata={"ge": 1})
     #: DuckDB resources (fixed for reproducible benchmarks)
     threads: int | None = None
     memory_limit: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# models: section
+
+
+@dataclass
+class PotentialSettings:
+    """LightGBM potential-value model (``segml.models.potential.PotentialValueModel``)."""
+
+    objective: Literal["auto", "tweedie", "hurdle"] = "auto"
+    n_estimators: int | None = field(default=None, metadata={"ge": 1})
+    max_estimators: int = field(default=400, metadata={"ge": 1})
+    categorical: Literal["auto", "drop"] = "auto"
+    max_levels: int = field(default=50, metadata={"ge": 2})
+    seasonality: Literal["auto", "flat"] = "auto"
+    num_threads: int = field(default=1, metadata={"ge": 1})
+
+
+@dataclass
+class ClusteringSettings:
+    method: Literal["kmeans", "gmm"] = "kmeans"
+    k_min: int = field(default=3, metadata={"ge": 2})
+    k_max: int = field(default=8, metadata={"ge": 2})
+    selection: Literal["silhouette", "bic"] | None = None
+    silhouette_sample: int = field(default=5000, metadata={"ge": 10})
+    features: list[str] | None = None
+
+    def check(self, where: str) -> None:
+        if self.k_min > self.k_max:
+            raise ConfigError(f"{where}.k_min: {self.k_min} is above {where}.k_max {self.k_max}")
+
+
+@dataclass
+class TreeSettings:
+    max_depth: int = field(default=3, metadata={"ge": 1})
+    min_samples_leaf: float = field(default=0.01, metadata={"gt": 0})
+    target: Literal["auto", "log1p", "raw"] = "auto"
+    #: depth of the tree distilled from the final grades (rules for the sales team)
+    rules_max_depth: int = field(default=4, metadata={"ge": 1})
+
+
+@dataclass
+class BaselineSettings:
+    rfm_bins: int = field(default=5, metadata={"ge": 2})
+    btyd_penalizer: float = field(default=0.0, metadata={"ge": 0})
+    gg_penalizer: float = field(default=0.0, metadata={"ge": 0})
+
+
+@dataclass
+class EvaluationSettings:
+    #: paired bootstrap replicates for the Gini-difference CI
+    n_boot: int = field(default=1000, metadata={"ge": 10})
+    #: run the backtest over cutoffs.backtest in `segml train`
+    backtest: bool = True
+
+
+@dataclass
+class ModelsConfig:
+    potential: PotentialSettings = field(default_factory=PotentialSettings)
+    clustering: ClusteringSettings = field(default_factory=ClusteringSettings)
+    tree: TreeSettings = field(default_factory=TreeSettings)
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# tracking:, notebooks:, export:, monitor: sections
+
+
+@dataclass
+class TrackingSettings:
+    """``tracking:`` section. ``experiment`` defaults to the YAML's name, ``registered_model`` to
+    ``<experiment>-grading`` (see :meth:`ExperimentConfig.tracking_settings`)."""
+
+    experiment: str | None = None
+    registered_model: str | None = None
+    #: register the production potential-value model at the end of a run that fitted it
+    register: bool = True
+
+
+@dataclass
+class NotebookSettings:
+    """``notebooks:`` section: where the notebooks are and which of them a run executes."""
+
+    #: folder of the notebooks (default: ``<root>/notebooks``, else the one shipped next to the package)
+    dir: str | None = None
+    #: notebook numbers to run, e.g. ["01", "02", …] (default: every ``NN_*.ipynb`` in the folder)
+    run: list[str] | None = None
+
+
+@dataclass
+class ExportSettings:
+    """``export:`` section: artifact name (default the experiment name) and version (default: next patch)."""
+
+    name: str | None = None
+    version: str | None = None
+
+
+@dataclass
+class MonitorSettings:
+    """``monitor:`` section: drift thresholds of the monitoring stage."""
+
+    #: PSI above which a feature (or the score) is reported as shifted
+    psi_threshold: float = field(default=0.25, metadata={"ge": 0})
+    #: PSI of the score above which the score is reported as shifted
+    score_psi_threshold: float = field(default=0.2, metadata={"ge": 0})
+    #: share of customers changing grade between two steps above which it is reported
+    update_rate_threshold: float = field(default=0.3, metadata={"ge": 0, "le": 1})
+    #: days of realised value checked after a monitoring cutoff (default: the training horizon)
+    realised_horizon_days: int | None = field(default=None, metadata={"ge": 1})
 
 
 @dataclass
@@ -211,18 +322,21 @@ class ExperimentConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     seed: int = 42
     description: str = ""
-    #: sections owned by later pipeline stages; validated by their own modules
-    models: dict[str, Any] = field(default_factory=dict)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    #: the raw ``policy:`` mapping, merged over the shipped defaults by ``GradePolicy.from_config``; it is
+    #: validated against the ``GradePolicy`` dataclass when the experiment is loaded
     policy: dict[str, Any] = field(default_factory=dict)
-    tracking: dict[str, Any] = field(default_factory=dict)
-    notebooks: dict[str, Any] = field(default_factory=dict)
-    export: dict[str, Any] = field(default_factory=dict)
-    monitor: dict[str, Any] = field(default_factory=dict)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    notebooks: NotebookSettings = field(default_factory=NotebookSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
     # set by load_experiment, not by YAML
     name: str = field(default="experiment", metadata={"internal": True})
     source_path: Path | None = field(default=None, metadata={"internal": True})
     root: Path = field(default_factory=Path.cwd, metadata={"internal": True})
+    #: the ``--set`` strings applied when loading
+    overrides: list[str] = field(default_factory=list, metadata={"internal": True})
 
     @property
     def paths(self) -> ExperimentPaths:
@@ -232,6 +346,26 @@ class ExperimentConfig:
         """Resolve a path from the YAML against the project root."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.root / p)
+
+    @property
+    def mlflow_experiment(self) -> str:
+        """The MLflow experiment name (``tracking.experiment``, default the experiment's name)."""
+        return self.tracking.experiment or self.name
+
+    @property
+    def registered_model(self) -> str:
+        """The registry model name (``tracking.registered_model``, default ``<experiment>-grading``)."""
+        return self.tracking.registered_model or f"{self.name}-grading"
+
+    @property
+    def label(self) -> str:
+        """The experiment file as written in messages: relative to the project root when inside it."""
+        if self.source_path is None:
+            return f"experiments/{self.name}.yaml"
+        try:
+            return self.source_path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(self.source_path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -262,12 +396,44 @@ def load_experiment(
         apply_override(raw, item)
     try:
         cfg = from_mapping(ExperimentConfig, raw, "")
+        check_experiment(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     cfg.name = path.stem
     cfg.source_path = path.resolve()
     cfg.root = (root or project_root()).resolve()
+    cfg.overrides = list(overrides or [])
     return cfg
+
+
+def check_experiment(cfg: ExperimentConfig) -> None:
+    """Checks across sections, at load for every command: the policy against its dataclass, and every setting
+    that names a feature against the features this configuration builds.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key path (e.g. ``policy.value_feature``) and what is wrong.
+    """
+    # late imports: both modules build on this one
+    from segml.features import NUMERIC_FEATURES
+    from segml.policy import GradePolicy
+
+    built = set(NUMERIC_FEATURES(cfg.features))
+    default_value = GradePolicy.from_config({}).value_feature
+    if "value_feature" not in cfg.policy and default_value not in built:
+        # the default current-value measure is spend over the longest window this configuration builds
+        cfg.policy = {**cfg.policy, "value_feature": f"spend_{max(cfg.features.windows)}d"}
+    policy = GradePolicy.from_config(cfg.policy)
+    windows = ", ".join(str(w) for w in cfg.features.windows)
+    named = {"policy.value_feature": policy.value_feature, "policy.loyalty.feature": policy.loyalty.feature}
+    for i, name in enumerate(cfg.models.clustering.features or []):
+        named[f"models.clustering.features.{i}"] = name
+    for where, name in named.items():
+        if name and name not in built:
+            raise ConfigError(
+                f"{where}: feature {name!r} is not built by this configuration (features.windows: [{windows}])"
+            )
 
 
 def raw_experiment(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -289,7 +455,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
         value = yaml.safe_load(value_text) if value_text.strip() != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an impossible date such as 2025-02-30
         value = value_text
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
@@ -336,7 +502,68 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
             kwargs[name] = _coerce(hints[name], data[name], key_path)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key '{key_path}'")
-    return cls(**kwargs)
+        if name in kwargs:
+            _check_range(kwargs[name], f.metadata, key_path)
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None) if dataclasses.is_dataclass(obj) else None
+    if callable(check):
+        check(where or "<top level>")
+    relation = _RELATIONS.get(cls)
+    if relation is not None:
+        relation(obj, where or "<top level>")
+    return obj
+
+
+def _check_range(value: Any, metadata: Any, where: str) -> None:
+    """Bounds declared in a field's metadata (``ge``, ``gt``, ``le``), applied to a number or to each number
+    of a list."""
+    if not metadata or value is None:
+        return
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            continue
+        if "ge" in metadata and v < metadata["ge"]:
+            raise ConfigError(f"{where}: {v!r} is below the minimum {metadata['ge']}")
+        if "gt" in metadata and v <= metadata["gt"]:
+            raise ConfigError(f"{where}: {v!r} must be above {metadata['gt']}")
+        if "le" in metadata and v > metadata["le"]:
+            raise ConfigError(f"{where}: {v!r} is above the maximum {metadata['le']}")
+
+
+def _check_cleaning(rules: Any, where: str) -> None:
+    if not 0.0 <= rules.max_bad_share <= 1.0:
+        raise ConfigError(f"{where}.max_bad_share: {rules.max_bad_share!r} is not a share in [0, 1]")
+    if rules.max_date is not None and rules.min_date >= rules.max_date:
+        raise ConfigError(
+            f"{where}.min_date: {rules.min_date} is not before {where}.max_date {rules.max_date}"
+        )
+
+
+def _check_cutoffs(cutoffs: Any, where: str) -> None:
+    if cutoffs.holdout_end is not None and cutoffs.holdout_end <= cutoffs.calibration_end:
+        raise ConfigError(
+            f"{where}.holdout_end: {cutoffs.holdout_end} is not after {where}.calibration_end "
+            f"{cutoffs.calibration_end}"
+        )
+
+
+def _check_features(features: Any, where: str) -> None:
+    bad = [w for w in features.windows if w < 1]
+    if bad:
+        raise ConfigError(f"{where}.windows: {bad[0]!r} is not a positive number of days")
+    if not features.windows:
+        raise ConfigError(f"{where}.windows: at least one window is needed")
+
+
+#: relations between the keys of one section, checked after the section is built
+_RELATIONS: dict[type, Any] = {}
+
+
+def _register_relations() -> None:
+    _RELATIONS.update(
+        {CleaningRules: _check_cleaning, CutoffConfig: _check_cutoffs, FeatureConfig: _check_features}
+    )
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - a small type dispatcher
@@ -392,13 +619,19 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - a small typ
 
 
 def read_yaml(path: Path, what: str) -> Any:
-    """Parse a YAML file; a missing file or bad YAML is a ConfigError naming the file."""
+    """Parse a YAML file; a missing file, bad YAML or an impossible date is a ConfigError naming the file."""
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    except ValueError as exc:  # PyYAML builds dates itself: 2025-02-30 raises here
+        raise ConfigError(f"{path}: impossible value ({exc})") from None
 
 
 def as_date(value: Any, where: str) -> dt.date:
@@ -421,3 +654,6 @@ def parse_date(text: str, what: str = "date") -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise ConfigError(f"{what}: expected YYYY-MM-DD, got {text!r}") from None
+
+
+_register_relations()

@@ -18,7 +18,6 @@ features with zero contribution are never reasons. Every reason says which way i
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from segml import catalog
+from segml.catalog import Wording
 from segml.config import FeatureConfig
 from segml.errors import InputFileError
 
@@ -182,67 +183,19 @@ def reference_stats(features: pd.DataFrame, columns: list[str] | None = None) ->
 # Wording
 
 
-@dataclass(frozen=True)
-class _Wording:
-    """How one feature is put into words: ``kind`` picks the renderer; ``before``/``after`` frame the number."""
-
-    kind: str
-    before: str = ""
-    after: str = ""
-
-
-_KNOWN_WORDING: dict[str, _Wording] = {
-    "recency_days": _Wording("days", "last purchase ", " days ago"),
-    "t_days": _Wording("days", "first purchase ", " days ago"),
-    "tenure_days": _Wording("days", "customer for ", " days"),
-    "btyd_recency_days": _Wording("days", "", " days between first and last purchase"),
-    "interpurchase_mean_days": _Wording("days", "buys every ", " days on average"),
-    "interpurchase_std_days": _Wording("days", "gaps between purchases vary by ", " days"),
-    "frequency": _Wording("count", "", " repeat purchase days"),
-    "n_purchase_days": _Wording("count", "bought on ", " different days"),
-    "n_orders": _Wording("count", "", " orders"),
-    "product_breadth": _Wording("count", "bought ", " different products"),
-    "quantity_total": _Wording("count", "bought ", " units in total"),
-    "monetary_total": _Wording("money", "net spend to date is ", ""),
-    "gross_spend": _Wording("money", "gross spend to date is ", ""),
-    "return_amount": _Wording("money", "returned goods worth ", ""),
-    "monetary_mean": _Wording("money", "spends ", " per purchase day"),
-    "monetary_max": _Wording("money", "largest purchase day was ", ""),
-    "btyd_monetary": _Wording("money", "repeat purchase days average ", ""),
-    "returns_rate": _Wording("percent", "returned ", " of gross spend"),
-    "active_months_share": _Wording("months"),
-    "repurchase": _Wording("binary", "has bought again after the first purchase", "has not bought again yet"),
-    "has_purchases": _Wording("binary", "has bought before", "has not bought yet"),
-    "trend_ratio": _Wording("trend"),
-    "churn_risk_ratio": _Wording("times", "time since last purchase is ", " the usual gap between purchases"),
-}
-_WINDOW_PATTERNS: list[tuple[re.Pattern[str], Callable[[str], _Wording]]] = [
-    (re.compile(r"^spend_(\d+)d$"), lambda w: _Wording("money", "spent ", f" in the last {w} days")),
-    (
-        re.compile(r"^orders_(\d+)d$"),
-        lambda w: _Wording("count", "bought on ", f" days in the last {w} days"),
-    ),
-]
+def _wording(feature: str, values: pd.Series) -> Wording:
+    """The catalog wording of ``feature``; a column the catalog does not know (a customer attribute) is worded
+    as a category (``name = value``) unless it is numeric (``name: value, median is …``)."""
+    wording = catalog.entry(feature, values.dtype).wording
+    if wording is not None:
+        return wording
+    numeric = pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+    return Wording("generic" if numeric else "category")
 
 
-def _wording(feature: str, values: pd.Series) -> _Wording:
-    if feature in _KNOWN_WORDING:
-        return _KNOWN_WORDING[feature]
-    for pattern, build in _WINDOW_PATTERNS:
-        match = pattern.match(feature)
-        if match:
-            return build(match.group(1))
-    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
-        return _Wording("category")
-    return _Wording("generic")
-
-
-def _feature_descriptions() -> dict[str, str]:
-    try:
-        from segml.features import FEATURE_DESCRIPTIONS
-    except ImportError:
-        return {}
-    return dict(FEATURE_DESCRIPTIONS)
+def _feature_descriptions(names: list[str]) -> dict[str, str]:
+    """Catalog descriptions of the catalogued ``names`` (any window); other columns are named by themselves."""
+    return {name: catalog.describe(name) for name in names if catalog.is_catalogued(name)}
 
 
 def _money_text(x: float) -> str:
@@ -307,14 +260,14 @@ def _sentences(
 
 def _render(
     feature: str,
-    wording: _Wording,
+    wording: Wording,
     raw: np.ndarray,
     positive: np.ndarray,
     median: float,
     ctx: _WordingContext,
 ) -> np.ndarray:
     """Plain-words reasons for one feature, vectorised over the customers whose reason it is."""
-    kind = wording.kind
+    kind = wording.style
     if kind == "category":
         labels = pd.Series(raw, dtype=object)
         codes, uniques = pd.factorize(labels.astype(str).where(labels.notna()), use_na_sentinel=True)
@@ -475,7 +428,7 @@ def reason_codes(
 
     spec = feature_config or FeatureConfig()
     suffixes = (" (lowers predicted value)", " (raises predicted value)") if sign_words else ("", "")
-    ctx = _WordingContext(spec.active_months, spec.trend_window, _feature_descriptions(), suffixes)
+    ctx = _WordingContext(spec.active_months, spec.trend_window, _feature_descriptions(names), suffixes)
     raw_columns = {name: features[name].to_numpy() for name in names}
     wordings = {name: _wording(name, features[name]) for name in names}
     rows = np.arange(n_rows)

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import re
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -33,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from segml import catalog
 from segml.config import ExperimentConfig, FeatureConfig, as_date
 from segml.errors import ConfigError, InputFileError, SegmlError
 
@@ -62,42 +62,11 @@ _EngineSource = str | Path | pa.Table
 REQUIRED_TRANSACTION_COLUMNS = ("customer_id", "timestamp", "amount")
 OPTIONAL_TRANSACTION_COLUMNS = {"order_id": "STRING", "quantity": "DOUBLE", "product_id": "STRING"}
 
-#: label columns produced by :func:`build_labels` (besides customer_id)
-LABEL_COLUMNS = ("future_spend", "future_orders", "future_active", "label_days")
+#: label columns produced by :func:`build_labels` (besides customer_id), from the feature catalog
+LABEL_COLUMNS = catalog.label_columns()
 
 # --------------------------------------------------------------------------------------------------------------
-# Column catalogue
-
-
-_FIXED_DESCRIPTIONS: dict[str, str] = {
-    "customer_id": "customer id as in the data",
-    "as_of": "the cutoff date (inclusive) the features describe",
-    "has_purchases": "bought at least once on or before the cutoff",
-    "recency_days": "days since the last purchase day",
-    "t_days": "days since the first purchase day (customer age, BTYD 'T')",
-    "btyd_recency_days": "days between the first and the last purchase day (BTYD 'recency')",
-    "frequency": "number of repeat purchase days (distinct purchase days minus one)",
-    "btyd_monetary": "mean net spend of the repeat purchase days (first day excluded)",
-    "n_purchase_days": "number of distinct days with a purchase",
-    "n_orders": "number of distinct orders",
-    "tenure_days": "days since signup (or since the first purchase when no signup date is known)",
-    "monetary_total": "net spend to date (purchases minus returns)",
-    "gross_spend": "spend to date before returns",
-    "return_amount": "value returned to date",
-    "returns_rate": "share of gross spend that was returned",
-    "monetary_mean": "average net spend per purchase day",
-    "monetary_max": "largest net spend on one day",
-    "interpurchase_mean_days": "average days between purchase days",
-    "interpurchase_std_days": "variability (standard deviation) of days between purchase days",
-    "trend_ratio": "spend trend: recent period versus the period before (log ratio, > 0 = growing)",
-    "active_months_share": "share of recent calendar months with a purchase",
-    "repurchase": "has bought on more than one day",
-    "product_breadth": "number of distinct products bought",
-    "quantity_total": "number of units bought, net of returns",
-    "churn_risk_ratio": "days since last purchase relative to the customer's usual gap (> 1 = overdue)",
-}
-
-_WINDOW_FEATURE = re.compile(r"^(spend|orders)_(\d+)d$")
+# Column catalogue: names, descriptions and order come from segml.catalog (one entry per column)
 
 
 def describe_feature(name: str) -> str:
@@ -111,36 +80,18 @@ def describe_feature(name: str) -> str:
     Returns
     -------
     str
-        The description; an attribute column (unknown name) is described as a customer attribute.
+        The catalog description (:func:`segml.catalog.describe`); an attribute column (a name the catalog
+        does not know) is described as a customer attribute.
     """
-    if name in _FIXED_DESCRIPTIONS:
-        return _FIXED_DESCRIPTIONS[name]
-    match = _WINDOW_FEATURE.match(name)
-    if match:
-        kind, days = match.group(1), int(match.group(2))
-        if kind == "spend":
-            return f"net spend in the last {days} days"
-        return f"number of purchase days in the last {days} days"
-    return f"customer attribute '{name}'"
-
-
-def _window_descriptions(windows: Iterable[int]) -> dict[str, str]:
-    out = {}
-    for w in windows:
-        out[f"spend_{w}d"] = describe_feature(f"spend_{w}d")
-        out[f"orders_{w}d"] = describe_feature(f"orders_{w}d")
-    return out
+    return catalog.describe(name)
 
 
 #: plain-words description per column (default windows; :func:`describe_feature` covers any window)
-FEATURE_DESCRIPTIONS: dict[str, str] = {
-    **_FIXED_DESCRIPTIONS,
-    **_window_descriptions(FeatureConfig().windows),
-}
+FEATURE_DESCRIPTIONS: dict[str, str] = catalog.descriptions(FeatureConfig())
 
 
 def NUMERIC_FEATURES(spec: FeatureConfig) -> list[str]:  # noqa: N802 - name fixed by the feature contract
-    """The model-ready numeric feature columns, in a fixed order.
+    """The model-ready numeric feature columns, in a fixed order (the feature catalog's).
 
     Parameters
     ----------
@@ -150,36 +101,12 @@ def NUMERIC_FEATURES(spec: FeatureConfig) -> list[str]:  # noqa: N802 - name fix
     Returns
     -------
     list of str
-        Column names, all float64 in :func:`build_features` output. ``customer_id``, ``as_of``,
+        Column names, all float64 in :func:`build_features` output: the catalog's features with
+        ``numeric=True`` (:func:`segml.catalog.numeric_features`). ``customer_id``, ``as_of``,
         ``has_purchases`` (same information as ``n_purchase_days > 0``) and attribute columns are excluded.
     """
     _check_spec(spec)
-    return [
-        "recency_days",
-        "t_days",
-        "btyd_recency_days",
-        "frequency",
-        "btyd_monetary",
-        "n_purchase_days",
-        "n_orders",
-        "tenure_days",
-        "monetary_total",
-        "gross_spend",
-        "return_amount",
-        "returns_rate",
-        "monetary_mean",
-        "monetary_max",
-        "interpurchase_mean_days",
-        "interpurchase_std_days",
-        *[f"spend_{w}d" for w in spec.windows],
-        *[f"orders_{w}d" for w in spec.windows],
-        "trend_ratio",
-        "active_months_share",
-        "repurchase",
-        "product_breadth",
-        "quantity_total",
-        "churn_risk_ratio",
-    ]
+    return catalog.numeric_features(spec)
 
 
 def feature_columns(spec: FeatureConfig, attributes: Sequence[str] = ()) -> list[str]:
@@ -689,8 +616,7 @@ def _register_customers(runner: _SqlEngine, customers: TableSource) -> list[str]
         raise InputFileError(f"{label}: missing column customer_id")
     frame = customers if isinstance(customers, pd.DataFrame) else pq.read_table(customers).to_pandas()
     attributes = [str(c) for c in frame.columns if c not in ("customer_id", "signup_date")]
-    reserved = set(feature_columns(FeatureConfig(windows=[1]))) | set(LABEL_COLUMNS) | {"cutoff"}
-    clash = [a for a in attributes if a in reserved or _WINDOW_FEATURE.match(a)]
+    clash = [a for a in attributes if catalog.is_catalogued(a)]  # feature, label or any window name
     if clash:
         raise InputFileError(f"{label}: attribute column(s) {', '.join(clash)} clash with feature names")
     columns = {"customer_id": _typed_column(frame, "customer_id", pa.string())}

@@ -30,7 +30,7 @@ _PERCENT = PercentFormatter(xmax=1.0, decimals=0)
 _MAX_CURVE_POINTS = 1000
 
 
-def _mplfonts_font_path() -> Path | None:
+def cjk_font_file() -> Path | None:
     """``<site-packages>/mplfonts/fonts/NotoSansCJKsc-Regular.otf`` without importing mplfonts."""
     spec = importlib.util.find_spec("mplfonts")
     if spec is None or not spec.submodule_search_locations:
@@ -50,7 +50,7 @@ def setup_fonts() -> str | None:
     str | None
         The CJK family name, or None (with a warning) when no CJK font is available.
     """
-    path = _mplfonts_font_path()
+    path = cjk_font_file()
     if path is not None and not any(f.fname == str(path) for f in font_manager.fontManager.ttflist):
         font_manager.fontManager.addfont(str(path))
     available = {f.name for f in font_manager.fontManager.ttflist}

@@ -1,18 +1,15 @@
-"""``segml run``: one experiment YAML, end to end, as a sequence of papermill-executed notebooks.
+"""``segml run``: one experiment YAML end to end, the declared stages driven by papermill-executed notebooks.
 
 Order of one execution::
 
-    ingest → features at calibration_end → MLflow parent run (tags: experiment file, git commit, data
-    fingerprint) → notebooks/01 … 08 in the project kernel (each model notebook opens a nested run under the
-    parent) → reports/<experiment>/index.html → executed notebooks + HTML logged to MLflow → the production
-    potential-value model registered (alias challenger; champion by the registry rule).
+    ingest → features (in-process) → MLflow parent run → for each later stage, in declared order: the analyst
+    notebook that drives it (its parameters cell feeds one ``pipeline.run_stage`` call) or, when no notebook
+    drives it, the stage in-process; each reader notebook right after the last stage it reads →
+    reports/<experiment>/index.html → executed notebooks + HTML logged to MLflow.
 
-The notebooks *are* the steps: 02–05 fit their model family with the step functions of :mod:`segml.train`
-and persist what later notebooks read, 06 compares from the persisted predictions, 07 grades current
-customers. Nothing here trains a model; the runner only orchestrates, indexes and records.
-
-Notebooks call :func:`open_experiment` in their first cells, so a notebook run by hand (JupyterLab, no parent
-run) loads the same configuration and logs to the same store as under ``segml run``.
+A notebook declares what it drives or reads in its metadata (``metadata.segml.drives`` / ``reads``: stage
+names), so a new report notebook needs no change here. ``segml train`` runs the same stages headless
+(:func:`segml.pipeline.run_pipeline`) and logs the same nested runs.
 """
 
 from __future__ import annotations
@@ -21,80 +18,25 @@ import json
 import os
 import re
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from segml.config import ExperimentConfig, from_mapping, load_experiment, project_root, raw_experiment
+from segml.config import ExperimentConfig
 from segml.errors import ConfigError, SegmlError
-
-#: nested MLflow run opened by each model notebook (notebook number → run name)
-NOTEBOOK_RUNS = {
-    "02": "baselines",
-    "03": "clustering",
-    "04": "tree",
-    "05": "potential",
-    "06": "comparison",
-    "08": "monitoring",
-}
-#: the notebook that fits the potential-value model (a run that includes it registers a new version)
-POTENTIAL_NOTEBOOK = "05"
-#: holdout metric that decides champion / challenger
-SELECTION_METRIC = "normalized_gini"
+from segml.registry import Registration
 
 _NOTEBOOK_NUMBER = re.compile(r"^(\d{2})_")
-_PARAM_VALUE_LIMIT = 500
 
 
 # --------------------------------------------------------------------------------------------------------------
-# tracking: and notebooks: sections of the experiment YAML
-
-
-@dataclass
-class TrackingSettings:
-    """``tracking:`` section. ``experiment`` defaults to the YAML's name, ``registered_model`` to
-    ``<experiment>-grading``."""
-
-    experiment: str | None = None
-    registered_model: str | None = None
-    #: register the production potential-value model at the end of a run that fitted it
-    register: bool = True
-
-
-@dataclass
-class NotebookSettings:
-    """``notebooks:`` section: where the notebooks are and which of them a run executes."""
-
-    #: folder of the notebooks (default: ``<root>/notebooks``, else the one shipped next to the package)
-    dir: str | None = None
-    #: notebook numbers to run, e.g. ["01", "02", …] (default: every ``NN_*.ipynb`` in the folder)
-    run: list[str] | None = None
-
-
-def tracking_settings(cfg: ExperimentConfig) -> TrackingSettings:
-    """Validated ``tracking:`` section with defaults filled in."""
-    try:
-        settings = from_mapping(TrackingSettings, cfg.tracking or {}, "tracking")
-    except ConfigError as exc:
-        raise ConfigError(f"{cfg.source_path or cfg.name}: {exc}") from None
-    settings.experiment = settings.experiment or cfg.name
-    settings.registered_model = settings.registered_model or f"{cfg.name}-grading"
-    return settings
-
-
-def notebook_settings(cfg: ExperimentConfig) -> NotebookSettings:
-    """Validated ``notebooks:`` section."""
-    try:
-        return from_mapping(NotebookSettings, cfg.notebooks or {}, "notebooks")
-    except ConfigError as exc:
-        raise ConfigError(f"{cfg.source_path or cfg.name}: {exc}") from None
+# Which notebooks
 
 
 def notebooks_dir(cfg: ExperimentConfig) -> Path:
     """The folder holding the experiment's notebooks."""
-    configured = notebook_settings(cfg).dir
+    configured = cfg.notebooks.dir
     if configured:
         folder = cfg.resolve(configured)
         if not folder.is_dir():
@@ -140,7 +82,7 @@ def select_notebooks(cfg: ExperimentConfig, only: Sequence[str] | str | None = N
         for path in sorted(folder.glob("*.ipynb"))
         if (match := _NOTEBOOK_NUMBER.match(path.name))
     }
-    wanted = notebook_settings(cfg).run
+    wanted = cfg.notebooks.run
     chosen = _parse_numbers(wanted, "notebooks.run") if wanted is not None else sorted(available)
     if only:
         requested = _parse_numbers([only] if isinstance(only, str) else list(only), "--only")
@@ -159,103 +101,32 @@ def notebook_number(path: Path | str) -> str | None:
     return match.group(1) if match else None
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Used by the notebooks
+@dataclass(frozen=True)
+class NotebookRole:
+    """What a notebook does in a run: the stages it drives (runs) and those whose outputs it reads."""
+
+    drives: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
 
 
-def open_experiment(
-    experiment: str | Path,
-    overrides: Sequence[str] = (),
-    seed: int | None = None,
-    *,
-    configure_tracking: bool = True,
-) -> ExperimentConfig:
-    """Load the experiment a notebook works on, the way ``segml run`` passed it.
+def notebook_role(path: Path) -> NotebookRole:
+    """``metadata.segml.drives`` / ``reads`` of a notebook (stage names, checked against the pipeline)."""
+    import nbformat
 
-    A relative ``experiment`` path is resolved against the project root (so a notebook opened from
-    ``notebooks/`` in JupyterLab finds ``experiments/…``). ``seed`` (if not None) overrides the YAML's seed.
-    Unless a parent process already configured MLflow (``MLFLOW_TRACKING_URI`` set by ``segml run``), the
-    project store is configured here, so a notebook run by hand logs top-level runs to the same store.
+    from segml.pipeline import STAGE_NAMES
 
-    Returns
-    -------
-    ExperimentConfig
-    """
-    path = Path(experiment)
-    root = project_root()
-    if not path.is_absolute() and not path.is_file():
-        path = root / path
-    extra = [f"seed={int(seed)}"] if seed is not None else []
-    cfg = load_experiment(path, [*overrides, *extra])
-    if configure_tracking and not os.environ.get("MLFLOW_TRACKING_URI"):
-        from segml import tracking
-
-        tracking.configure(cfg.root, tracking_settings(cfg).experiment)
-    return cfg
-
-
-def metric_rows(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """Flatten ``{model: {metric: value}}`` to ``{"<model>.<metric>": value}`` for ``mlflow.log_metrics``
-    (non-numeric values skipped; ``[lo, hi]`` pairs become ``_lo`` / ``_hi``)."""
-    from segml.tracking import _flatten_metrics
-
-    flat: dict[str, float] = {}
-    for model, values in metrics.items():
-        for name, value in _flatten_metrics(dict(values)).items():
-            flat[f"{model}.{name}"] = value
-    return flat
-
-
-def select_model(
-    cfg: ExperimentConfig, comparison: Sequence[Mapping[str, Any]], selected: str = "potential"
-) -> dict[str, Any]:
-    """The selection record of notebook 06 (``reports/<experiment>/selection.json``).
-
-    The production grades come from the potential-value model, so it is the selected model; the record says
-    how it ranks against every other model and whether its Gini beats the best baseline with a paired
-    bootstrap CI above 0.
-
-    Returns
-    -------
-    dict
-        ``selected, metric, value, evaluation_key, best_by_metric, reference_baseline, gini_diff,
-        gini_diff_ci, beats_baselines, ranking`` (model names by the metric, best first).
-    """
-    rows = {row["model"]: row for row in comparison}
-    if selected not in rows:
-        raise SegmlError(f"comparison.json: no row for model {selected!r} (models: {', '.join(rows)})")
-    row = rows[selected]
-    ranking = sorted(rows, key=lambda name: (-(rows[name].get(SELECTION_METRIC) or float("-inf")), name))
-    ci = row.get("gini_diff_ci") or [None, None]
-    return {
-        "selected": selected,
-        "metric": SELECTION_METRIC,
-        "value": row.get(SELECTION_METRIC),
-        "evaluation_key": evaluation_key(cfg),
-        "best_by_metric": ranking[0],
-        "ranking": ranking,
-        "reference_baseline": row.get("gini_diff_vs"),
-        "gini_diff": row.get("gini_diff"),
-        "gini_diff_ci": ci,
-        "beats_baselines": bool(ci[0] is not None and ci[0] > 0),
-    }
+    meta = nbformat.read(path, as_version=4).metadata.get("segml") or {}
+    role = NotebookRole(tuple(meta.get("drives") or ()), tuple(meta.get("reads") or ()))
+    unknown = [s for s in (*role.drives, *role.reads) if s not in STAGE_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"{path}: metadata segml names unknown stage {unknown[0]!r} (stages: {STAGE_NAMES})"
+        )
+    return role
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The run
-
-
-@dataclass
-class Registration:
-    """A registered model version."""
-
-    name: str
-    version: int
-    model_uri: str
-    metric: float
-    evaluation_key: str
-    champion: bool
-    via: Literal["artifact", "pyfunc"]
 
 
 @dataclass
@@ -270,19 +141,7 @@ class RunResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _flat_params(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    flat: dict[str, str] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flat_params(value, f"{name}."))
-        else:
-            text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
-            flat[name] = text if len(text) <= _PARAM_VALUE_LIMIT else text[: _PARAM_VALUE_LIMIT - 1] + "…"
-    return flat
-
-
-def _kernel_env(parent_run_id: str, root: Path) -> dict[str, str | None]:
+def kernel_env(parent_run_id: str, root: Path) -> dict[str, str | None]:
     from segml import tracking
 
     env: dict[str, str | None] = {"MLFLOW_RUN_ID": None, "MLFLOW_EXPERIMENT_NAME": None, "MPLBACKEND": None}
@@ -291,45 +150,85 @@ def _kernel_env(parent_run_id: str, root: Path) -> dict[str, str | None]:
     return env
 
 
+def plan_run(
+    cfg: ExperimentConfig, notebooks: Sequence[Path], *, full: bool, from_stage: str | None = None
+) -> list[tuple[str, Any]]:
+    """The steps of a run after ingest and features: ``("notebook", path)`` or ``("stage", name)``.
+
+    Notebooks run in file order. Before a notebook, every earlier stage it needs (those before a stage it
+    drives, up to the last stage it reads) runs in-process unless a selected notebook drives it; after the
+    last notebook the remaining stages run. Only a full run executes stages in-process: ``--only`` runs just
+    the named notebooks. With ``from_stage``, earlier stages count as done (their outputs are reused) and
+    notebooks that only drive or read earlier stages are skipped.
+    """
+    from segml.pipeline import STAGE_NAMES
+
+    roles = {path: notebook_role(path) for path in notebooks}
+    driven = {stage for role in roles.values() for stage in role.drives}
+    done = {"ingest", "features"}
+    if from_stage is not None:
+        done.update(STAGE_NAMES[: STAGE_NAMES.index(from_stage)])
+    steps: list[tuple[str, Any]] = []
+
+    def run_before(stop: int) -> None:
+        for stage in STAGE_NAMES[:stop]:
+            if stage not in done and stage not in driven and full:
+                steps.append(("stage", stage))
+            done.add(stage)
+
+    for path in notebooks:
+        role = roles[path]
+        touched = (*role.drives, *role.reads)
+        if from_stage is not None and touched and all(stage in done for stage in touched):
+            continue  # it drives or reads only stages whose outputs are reused
+        if role.drives:
+            run_before(min(STAGE_NAMES.index(s) for s in role.drives))
+            done.update(role.drives)
+        elif role.reads:
+            run_before(max(STAGE_NAMES.index(s) for s in role.reads) + 1)
+        steps.append(("notebook", path))
+    run_before(len(STAGE_NAMES))
+    return steps
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     only: Sequence[str] | str | None = None,
     *,
-    overrides: Sequence[str] = (),
     kernel_name: str = "segml",
     progress: bool = True,
     log: Any = None,
+    from_stage: str | None = None,
 ) -> RunResult:
-    """Run an experiment end to end: ingest, features, notebooks, index, MLflow parent run and registry.
+    """Run an experiment end to end: ingest, features, the later stages through their notebooks, the index,
+    the MLflow parent run and the registry.
 
     Parameters
     ----------
     cfg:
-        The loaded experiment (``--set`` overrides already applied).
+        The loaded experiment (``--set`` overrides already applied; they are passed on to the notebooks).
     only:
-        Notebook numbers to run (``"03,05"``); default every notebook (or ``notebooks.run``).
-    overrides:
-        The ``--set`` strings, passed on to the notebooks (each reloads the YAML with them).
+        Notebook numbers to run (``"03,05"``); default every notebook (or ``notebooks.run``). With ``only``,
+        stages no listed notebook drives are not run.
     kernel_name:
         Jupyter kernel the notebooks run in.
     progress:
         Rich progress per notebook on stderr.
     log:
         Callable taking one line of text (step messages); default: silent.
-
-    Returns
-    -------
-    RunResult
+    from_stage:
+        Start at this stage: the outputs of the earlier stages are reused (they must exist).
 
     Raises
     ------
     segml.report.NotebookFailed
         A notebook failed: names the notebook and the cell; its partial executed notebook is kept (and logged
-        to the parent run, which is marked FAILED); later notebooks were not run.
+        to the parent run, which is marked FAILED); later steps were not run.
     """
-    from segml import report, tracking
-    from segml.features import run_features
-    from segml.ingest import run_ingest
+    from mlflow import MlflowClient
+
+    from segml import pipeline, report, tracking
+    from segml.pipeline.stages import run_stage
 
     say = log or (lambda _text: None)
     # MLflow's artifact download bar would interleave with the notebook progress on stderr
@@ -338,89 +237,100 @@ def run_experiment(
     started = time.perf_counter()
     notebooks = select_notebooks(cfg, only)
     report.ensure_kernel(kernel_name)
-    settings = tracking_settings(cfg)
 
-    t0 = time.perf_counter()
-    ingested = run_ingest(cfg)
-    rep = ingested.report
-    seconds["ingest"] = round(time.perf_counter() - t0, 3)
-    say(
-        f"ingest: {rep['rows_in']:,} rows in, {rep['rows_kept']:,} kept, {rep['rows_quarantined']:,} "
-        f"quarantined, {rep['customers']:,} customers ({seconds['ingest']:.1f} s); "
-        f"DQ report {cfg.paths.dq_report}"
-    )
-    t0 = time.perf_counter()
-    features_path, n_customers = run_features(cfg, cfg.cutoffs.calibration_end)
-    seconds["features"] = round(time.perf_counter() - t0, 3)
-    say(
-        f"features at {cfg.cutoffs.calibration_end}: {n_customers:,} customers ({seconds['features']:.1f} s) "
-        f"-> {features_path}"
-    )
+    if from_stage is not None:
+        from segml.pipeline import STAGE_NAMES, check_consistent
 
-    fingerprint = tracking.data_fingerprint(cfg.paths.clean_transactions)
-    tracking.configure(cfg.root, settings.experiment)
-    experiment_file = cfg.source_path or Path(f"{cfg.name}.yaml")
-    try:
-        experiment_label = experiment_file.relative_to(cfg.root).as_posix()
-    except ValueError:
-        experiment_label = str(experiment_file)
-    parent_id = tracking.start_parent_run(
-        settings.experiment,
-        {
-            tracking.TAG_EXPERIMENT_FILE: experiment_label,
-            tracking.TAG_DATA_FINGERPRINT: fingerprint,
-            "segml.notebooks": ",".join(nb.name for nb in notebooks),
-            "segml.overrides": " ".join(overrides) or "-",
-        },
-        run_name=f"{cfg.name} run",
-        repo_dir=cfg.root,
+        if from_stage not in STAGE_NAMES:
+            raise ConfigError(
+                f"--from-stage: unknown stage {from_stage!r} (stages: {', '.join(STAGE_NAMES)})"
+            )
+        check_consistent(cfg, list(STAGE_NAMES[: STAGE_NAMES.index(from_stage)]))
+    t0 = time.perf_counter()
+    ingested = run_stage("ingest", cfg, track=False) if from_stage in (None, "ingest") else None
+    if ingested is not None:
+        rep = ingested.report
+        seconds["ingest"] = round(time.perf_counter() - t0, 3)
+        say(
+            f"ingest: {rep['rows_in']:,} rows in, {rep['rows_kept']:,} kept, {rep['rows_quarantined']:,} "
+            f"quarantined, {rep['customers']:,} customers ({seconds['ingest']:.1f} s); "
+            f"DQ report {cfg.paths.dq_report}"
+        )
+    if from_stage in (None, "ingest", "features"):
+        t0 = time.perf_counter()
+        features_path, n_customers = run_stage("features", cfg, track=False)
+        seconds["features"] = round(time.perf_counter() - t0, 3)
+        say(
+            f"features at {cfg.cutoffs.calibration_end}: {n_customers:,} customers "
+            f"({seconds['features']:.1f} s) -> {features_path}"
+        )
+
+    parent_id = pipeline.start_parent_run(
+        cfg, {"segml.command": "run", "segml.notebooks": ",".join(nb.name for nb in notebooks)}, []
     )
-    client = _client()
+    client = MlflowClient()
+    fingerprint = client.get_run(parent_id).data.tags.get(tracking.TAG_DATA_FINGERPRINT, "-")
     failed = True
+    results: list[Any] = []
+    registration = None
     try:
-        if cfg.source_path is not None:
-            params = _flat_params(raw_experiment(cfg.source_path, list(overrides)))
-            for key, value in sorted(params.items()):
-                client.log_param(parent_id, key[:250], value)
-            client.log_artifact(parent_id, str(cfg.source_path), "experiment")
         parameters = {
-            "experiment": str(cfg.source_path or experiment_file),
-            "overrides": list(overrides),
+            "experiment": cfg.label,
+            "overrides": list(cfg.overrides),
             "parent_run_id": parent_id,
             "seed": cfg.seed,
         }
-        t0 = time.perf_counter()
-        try:
-            results = report.run_notebooks(
-                notebooks,
-                cfg.paths.reports,
-                parameters,
-                kernel_name=kernel_name,
-                cwd=cfg.root,
-                progress=progress,
-                env=_kernel_env(parent_id, cfg.root),
-            )
-        except report.NotebookFailed as exc:
-            if exc.executed_path is not None and exc.executed_path.is_file():
-                client.log_artifact(parent_id, str(exc.executed_path), "notebooks")
-            client.set_tag(parent_id, "segml.failed_notebook", exc.notebook)
-            raise
-        seconds["notebooks"] = round(time.perf_counter() - t0, 3)
-
-        registration = None
-        ran = {notebook_number(r.source) for r in results}
-        if POTENTIAL_NOTEBOOK in ran and settings.register:
+        ctx = None
+        plan = plan_run(cfg, notebooks, full=not only, from_stage=from_stage)
+        for position, (kind, item) in enumerate(plan):
             t0 = time.perf_counter()
-            registration = register_potential_model(cfg, parent_id, settings.registered_model)
-            seconds["register"] = round(time.perf_counter() - t0, 3)
-            role = "champion" if registration.champion else "challenger"
-            say(
-                f"registered {registration.name} version {registration.version} ({role}, "
-                f"{registration.evaluation_key} = {registration.metric:.4f}, via {registration.via})"
-            )
-            client.set_tag(
-                parent_id, "segml.registered_version", f"{registration.name}/{registration.version}"
-            )
+            if kind == "notebook":
+                try:
+                    results += report.run_notebooks(
+                        [item],
+                        cfg.paths.reports,
+                        parameters,
+                        kernel_name=kernel_name,
+                        cwd=cfg.root,
+                        progress=progress,
+                        env=kernel_env(parent_id, cfg.root),
+                    )
+                except report.NotebookFailed as exc:
+                    if exc.executed_path is not None and exc.executed_path.is_file():
+                        client.log_artifact(parent_id, str(exc.executed_path), "notebooks")
+                    client.set_tag(parent_id, "segml.failed_notebook", exc.notebook)
+                    later = [p.name for kind2, p in plan[position + 1 :] if kind2 == "notebook"]
+                    if later:
+                        raise report.NotebookFailed(
+                            f"{exc}; not run: {', '.join(later)}",
+                            notebook=exc.notebook,
+                            cell=exc.cell,
+                            ename=exc.ename,
+                            evalue=exc.evalue,
+                            executed_path=exc.executed_path,
+                            not_run=later,
+                        ) from exc
+                    raise
+                seconds[item.stem] = round(time.perf_counter() - t0, 3)
+                continue
+            stage = pipeline.STAGE_BY_NAME[item]
+            if stage.needs_context and ctx is None:
+                ctx = pipeline.load_context(cfg)
+            outcome = run_stage(item, cfg, ctx=ctx, parent_run_id=parent_id, track=True)
+            if item == "export" and cfg.tracking.register:
+                from segml.registry import register_grading_model
+
+                registration = register_grading_model(cfg, parent_id, outcome)
+                role = "champion" if registration.champion else "challenger"
+                say(
+                    f"registered {registration.name} version {registration.version} ({role}, "
+                    f"{registration.evaluation_key} = {registration.metric:.4f})"
+                )
+                client.set_tag(
+                    parent_id, "segml.registered_version", f"{registration.name}/{registration.version}"
+                )
+            seconds[item] = round(time.perf_counter() - t0, 3)
+            say(f"stage {item} ({seconds[item]:.1f} s)")
 
         index_path = write_run_index(cfg, parent_id, results, registration, fingerprint)
         _log_run_artifacts(cfg, parent_id, results, index_path)
@@ -432,15 +342,11 @@ def run_experiment(
     return RunResult(cfg.name, parent_id, index_path, results, registration, seconds)
 
 
-def _client() -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient()
-
-
 def child_runs(parent_run_id: str) -> dict[str, Any]:
     """Nested runs of a parent run, by run name (the latest one when a name repeats)."""
-    client = _client()
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
     parent = client.get_run(parent_run_id)
     runs = client.search_runs(
         [parent.info.experiment_id],
@@ -453,102 +359,25 @@ def child_runs(parent_run_id: str) -> dict[str, Any]:
 def _log_run_artifacts(
     cfg: ExperimentConfig, parent_id: str, results: Sequence[Any], index_path: Path
 ) -> None:
-    """Executed notebooks + HTML to the parent (``notebooks/``) and to each notebook's nested run; index and
-    aggregate JSON to the parent (``reports/``)."""
-    client = _client()
+    """Executed notebooks + HTML to the parent (``notebooks/``) and to the nested run of each stage the
+    notebook drove (``notebook/``); index and aggregate JSON to the parent (``reports/``)."""
+    from mlflow import MlflowClient
+
+    from segml.pipeline import STAGE_BY_NAME
+
+    client = MlflowClient()
     nested = child_runs(parent_id)
     for result in results:
         for path in (result.executed_path, result.html_path):
             client.log_artifact(parent_id, str(path), "notebooks")
-        run_name = NOTEBOOK_RUNS.get(notebook_number(result.source) or "")
-        if run_name in nested:
-            for path in (result.executed_path, result.html_path):
-                client.log_artifact(nested[run_name].info.run_id, str(path), "notebook")
+        for stage in notebook_role(result.source).drives:
+            run_name = STAGE_BY_NAME[stage].mlflow_run
+            if run_name in nested:
+                for path in (result.executed_path, result.html_path):
+                    client.log_artifact(nested[run_name].info.run_id, str(path), "notebook")
     client.log_artifact(parent_id, str(index_path), "reports")
     for path in sorted(cfg.paths.reports.glob("*.json")):
         client.log_artifact(parent_id, str(path), "reports")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Registry
-
-
-def evaluation_key(cfg: ExperimentConfig, metric: str = SELECTION_METRIC) -> str:
-    """What the registry metric was measured on: metric name and holdout window."""
-    holdout_end = cfg.cutoffs.holdout_end.isoformat() if cfg.cutoffs.holdout_end else "data_end"
-    return f"{metric}@holdout:{cfg.cutoffs.calibration_end.isoformat()}..{holdout_end}"
-
-
-def _artifact_module() -> Any | None:
-    """``segml.artifact`` if it provides ``export_artifact`` and ``log_to_mlflow``, else None."""
-    import importlib
-
-    try:
-        module = importlib.import_module("segml.artifact")
-    except ModuleNotFoundError as exc:
-        if exc.name != "segml.artifact":
-            raise
-        return None
-    if callable(getattr(module, "export_artifact", None)) and callable(
-        getattr(module, "log_to_mlflow", None)
-    ):
-        return module
-    return None
-
-
-def log_potential_model(cfg: ExperimentConfig, run_id: str) -> str:
-    """Log the production potential-value model to ``run_id`` as an MLflow models-from-code pyfunc.
-
-    The model state (settings + LightGBM booster text) is the artifact; nothing is pickled.
-
-    Returns
-    -------
-    str
-        The logged model's URI (``models:/m-…``).
-    """
-    import mlflow
-
-    state = cfg.paths.processed / "models" / "potential_production.json"
-    if not state.is_file():
-        raise SegmlError(f"{state}: no production potential model — run notebook 05 first")
-    code = Path(__file__).parent / "resources" / "potential_pyfunc.py"
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
-        info = mlflow.pyfunc.log_model(
-            name="potential_model",
-            python_model=str(code),
-            artifacts={"model_state": str(state)},
-            pip_requirements=["segml"],
-        )
-    return info.model_uri
-
-
-def register_potential_model(cfg: ExperimentConfig, parent_id: str, name: str) -> Registration:
-    """Register the production potential-value model fitted in this run under ``name``.
-
-    Uses ``segml.artifact`` (export, then log the grading artifact) when that module is installed, else
-    logs the model as a pyfunc (:func:`log_potential_model`). The version is ``challenger``; it is also
-    ``champion`` when there is none or it beats the champion on the same :func:`evaluation_key`.
-    """
-    from segml import tracking
-
-    report_file = cfg.paths.reports / "models" / "potential.json"
-    if not report_file.is_file():
-        raise SegmlError(f"{report_file}: no potential-model report — notebook 05 did not finish")
-    metrics = json.loads(report_file.read_text(encoding="utf-8"))["holdout_metrics"]["potential"]
-    metric = metrics.get(SELECTION_METRIC)
-    if metric is None:
-        raise SegmlError(f"{report_file}: holdout_metrics.potential.{SELECTION_METRIC} is missing")
-    module = _artifact_module()
-    if module is not None:
-        artifact_dir = module.export_artifact(cfg, mlflow_run_id=parent_id)
-        uri, via = module.log_to_mlflow(artifact_dir, parent_id), "artifact"
-    else:
-        uri, via = log_potential_model(cfg, parent_id), "pyfunc"
-    key = evaluation_key(cfg)
-    version = tracking.register_model(uri, name, float(metric), True, evaluation_key=key)
-    champion = tracking.current_champion(name) == version
-    return Registration(name, version, uri, float(metric), key, champion, via)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -606,7 +435,7 @@ def _index_charts(cfg: ExperimentConfig, grades_summary: Mapping[str, Any] | Non
                 plots.plot_matrix_heatmap(table, new_ax())
             )
     try:
-        from segml.train import load_context, load_predictions
+        from segml.pipeline import load_context, load_predictions
 
         ctx = load_context(cfg)
         predictions = load_predictions(ctx)
@@ -683,23 +512,15 @@ def write_run_index(
 
 
 __all__ = [
-    "NOTEBOOK_RUNS",
-    "NotebookSettings",
-    "Registration",
+    "NotebookRole",
+    "kernel_env",
     "RunResult",
-    "TrackingSettings",
     "child_runs",
-    "evaluation_key",
-    "log_potential_model",
-    "metric_rows",
     "notebook_number",
-    "notebook_settings",
+    "notebook_role",
     "notebooks_dir",
-    "open_experiment",
-    "register_potential_model",
+    "plan_run",
     "run_experiment",
-    "select_model",
     "select_notebooks",
-    "tracking_settings",
     "write_run_index",
 ]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from segml.errors import SegmlError
+from segml.jsonable import flatten_metrics
 from segml.storage import sha256_file
 
 # MLflow reads this when it is imported; set it before any import of mlflow in this process.
@@ -86,7 +87,7 @@ def artifact_location_for(root: Path, experiment_name: str) -> str:
     return (Path(root).resolve() / "mlruns" / folder).as_uri()
 
 
-def configure(root: Path, experiment_name: str) -> str:
+def configure(root: Path, experiment_name: str, *, description: str = "") -> str:
     """Point MLflow at the project store and make ``experiment_name`` the active experiment.
 
     Creates ``<root>/mlflow.db`` and the experiment (with its artifact location under ``<root>/mlruns``) on
@@ -100,6 +101,8 @@ def configure(root: Path, experiment_name: str) -> str:
         Project root holding ``mlflow.db`` and ``mlruns/``.
     experiment_name:
         MLflow experiment name (by convention the experiment YAML's file stem).
+    description:
+        The experiment YAML's ``description``, shown on the MLflow experiment page (``mlflow.note.content``).
 
     Returns
     -------
@@ -119,8 +122,38 @@ def configure(root: Path, experiment_name: str) -> str:
         )
     else:
         experiment_id = experiment.experiment_id
+    if description:
+        client.set_experiment_tag(experiment_id, "mlflow.note.content", description)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def log_experiment(run_id: str, cfg: Any) -> None:
+    """The experiment as run: every YAML value (after ``--set``) as a parameter and the YAML file itself."""
+    from segml.config import raw_experiment
+
+    if cfg.source_path is None:
+        return
+    client = MlflowClient()
+    params = _flat_params(raw_experiment(cfg.source_path, list(cfg.overrides)))
+    for key, value in sorted(params.items()):
+        client.log_param(run_id, key[:250], value)
+    client.log_artifact(run_id, str(cfg.source_path), "experiment")
+    client.set_tag(run_id, "segml.overrides", " ".join(cfg.overrides) or "-")
+
+
+def _flat_params(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    import json
+
+    flat: dict[str, str] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat_params(value, f"{name}."))
+        else:
+            text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
+            flat[name] = text if len(text) <= 500 else text[:499] + "…"
+    return flat
 
 
 def reset() -> None:
@@ -281,28 +314,6 @@ def child_run(parent_run_id: str | None, run_name: str) -> Iterator[Run]:
 # Metrics and fingerprints
 
 
-def _flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if value is None:
-            continue
-        if isinstance(value, Mapping):
-            flat.update(_flatten_metrics(value, prefix=f"{name}_"))
-        elif isinstance(value, list | tuple) or (hasattr(value, "ndim") and getattr(value, "ndim", 0) == 1):
-            items = list(value)
-            suffixes = ["lo", "hi"] if len(items) == 2 else [str(i) for i in range(len(items))]
-            flat.update(_flatten_metrics(dict(zip(suffixes, items, strict=True)), prefix=f"{name}_"))
-        else:
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                continue  # labels, strings: not metrics
-            if math.isfinite(number):
-                flat[name] = number
-    return flat
-
-
 def log_metrics_safe(
     metrics: Mapping[str, Any], *, step: int | None = None, run_id: str | None = None
 ) -> dict:
@@ -326,7 +337,7 @@ def log_metrics_safe(
     dict
         The flattened name → float mapping that was logged.
     """
-    flat = _flatten_metrics(metrics)
+    flat = flatten_metrics(metrics)
     if not flat:
         return flat
     if run_id is None:

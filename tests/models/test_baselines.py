@@ -4,6 +4,7 @@ and the CDNOW reference figures."""
 from __future__ import annotations
 
 import importlib.resources
+import json
 import math
 from pathlib import Path
 
@@ -160,6 +161,35 @@ def test_past_spend_scales_to_horizon() -> None:
     # 200 · 50/100, 50 · 50/100, net returns -> 0
     assert model.predict(frame, 50).tolist() == [100.0, 25.0, 0.0]
     assert PastSpend(calibration_days=25).fit(frame).predict(frame, 50).tolist() == [400.0, 100.0, 0.0]
+
+
+def test_past_spend_horizon_from_the_constructor() -> None:
+    frame = pd.DataFrame({"t_days": [99.0, 10.0], "monetary_total": [200.0, 50.0]})
+    model = PastSpend(horizon_days=50).fit(frame)
+    assert model.predict_value(frame).tolist() == [100.0, 25.0] == model.predict(frame).tolist()
+    assert model.predict(frame, 100).tolist() == [200.0, 50.0]  # an explicit horizon wins
+    with pytest.raises(ValueError, match="horizon_days"):
+        PastSpend().fit(frame).predict_value(frame)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model-family interface: predict_value and JSON state
+
+
+def test_baselines_state_round_trips_through_json(btyd: BTYDModel, features: pd.DataFrame) -> None:
+    rfm = RFMScore().fit(features)
+    past = PastSpend(horizon_days=180).fit(features)
+    model = BTYDModel(horizon_days=180).fit(features)
+    for fitted in (rfm, past, model):
+        state = json.loads(json.dumps(fitted.to_dict(), allow_nan=False))
+        assert state["family"] == "baselines"
+        restored = type(fitted).from_dict(state)
+        np.testing.assert_array_equal(restored.predict_value(features), fitted.predict_value(features))
+        assert restored.get_params() == fitted.get_params()
+    np.testing.assert_array_equal(rfm.predict_value(features), rfm.predict_rank_key(features))
+    np.testing.assert_array_equal(model.predict_value(features), btyd.predict(features, 180))
+    with pytest.raises(ValueError, match="not a PastSpend export"):
+        PastSpend.from_dict(rfm.to_dict())
 
 
 # --------------------------------------------------------------------------------------------------------------

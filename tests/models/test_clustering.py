@@ -301,7 +301,7 @@ def test_fill_rules_per_kind():
     filled = fill_missing(frame, fills)
     assert np.isfinite(filled).all()
     assert feature_kind("spend_90d") == "money" and feature_kind("orders_30d") == "count"
-    assert feature_kind("t_days") == "days" and feature_kind("industry_score") == "other"
+    assert feature_kind("t_days") == "days" and feature_kind("industry_score") == "numeric"
 
 
 def test_default_features_are_contract_columns(fitted_kmeans):

@@ -14,16 +14,19 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from segml.config import FeatureConfig
 from segml.errors import ConfigError
 from segml.features import build_features, build_labels
+from segml.models.base import InvalidParameter, ModelFamily, TrainingInput
 from segml.models.potential import (
     PotentialValueModel,
     cutoff_lattice,
     estimate_season_profile,
     season_weight,
 )
+from segml.models.registry import load_model
 
 SPEC = FeatureConfig(windows=[30, 90, 180, 365])
 DAYS_IN_MONTH = np.array([31, 28.25, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
@@ -182,13 +185,26 @@ def test_categorical_attributes_can_be_dropped(population):
 
 def test_two_fits_are_identical(fitted, population, features_at_end):
     transactions, _, customers = population
-    again = PotentialValueModel(HORIZON, max_estimators=150).fit(
-        transactions, CALIBRATION_END, SPEC, customers
-    )
+    # the second fit goes through the model-family call fit(X, y) with X a TrainingInput
+    inputs = TrainingInput(transactions, CALIBRATION_END, SPEC, customers)
+    again = PotentialValueModel(HORIZON, max_estimators=150).fit(inputs, None)
     np.testing.assert_array_equal(again.predict(features_at_end), fitted.predict(features_at_end))
     assert {k: b.model_to_string() for k, b in again.boosters_.items()} == {
         k: b.model_to_string() for k, b in fitted.boosters_.items()
     }
+
+
+def test_model_family_interface(fitted, population, features_at_end):
+    assert isinstance(fitted, ModelFamily) and fitted.predicts_money
+    np.testing.assert_array_equal(fitted.predict_value(features_at_end), fitted.predict(features_at_end))
+    state = json.loads(json.dumps(fitted.to_dict()))
+    assert state["family"] == "potential"
+    restored = load_model(state)
+    assert isinstance(restored, PotentialValueModel)
+    np.testing.assert_array_equal(restored.predict_value(features_at_end), fitted.predict(features_at_end))
+    transactions, _, customers = population
+    with pytest.raises(ValueError, match="either a TrainingInput or the separate inputs"):
+        PotentialValueModel(HORIZON).fit(TrainingInput(transactions, CALIBRATION_END), CALIBRATION_END)
 
 
 def test_no_row_after_calibration_end_reaches_the_model(fitted, population, features_at_end):
@@ -247,14 +263,17 @@ def test_too_short_period_is_a_config_error(population):
         PotentialValueModel(HORIZON).fit(transactions, dt.date(2023, 1, 20), SPEC)
 
 
-def test_invalid_settings_are_config_errors(population):
+def test_invalid_settings_are_value_errors_naming_the_parameter(population):
     transactions, _, _ = population
-    with pytest.raises(ConfigError, match="objective"):
+    with pytest.raises(InvalidParameter, match="objective") as caught:
         PotentialValueModel(HORIZON, objective="poisson").fit(transactions, CALIBRATION_END, SPEC)
+    assert isinstance(caught.value, ValueError) and caught.value.parameter == "objective"
+    with pytest.raises(ValueError, match="horizon_days"):
+        PotentialValueModel(0).fit(transactions, CALIBRATION_END, SPEC)
 
 
 def test_predict_before_fit_raises():
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         PotentialValueModel(HORIZON).predict(pd.DataFrame({"as_of": [pd.Timestamp("2024-01-01")]}))
 
 

@@ -75,7 +75,6 @@ DEPENDENCIES = (
 #: what the pyfunc wrapper needs at load time (pinned to the exporting environment's versions)
 PYFUNC_REQUIREMENTS = ("segml", "mlflow", "numpy", "pandas", "pyarrow", "duckdb", "lightgbm", "pyyaml")
 
-_EXPORT_KEYS = {"name", "version"}
 _PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
@@ -133,13 +132,8 @@ def training_outputs(cfg: ExperimentConfig) -> TrainingOutputs:
 
 def export_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     """The validated ``export:`` section: ``name`` (default the experiment name) and ``version``."""
-    unknown = sorted(set(cfg.export) - _EXPORT_KEYS)
-    if unknown:
-        raise ArtifactError(
-            f"{cfg.source_path or cfg.name}: unknown key 'export.{unknown[0]}' (allowed here: name, version)"
-        )
-    name = check_name(str(cfg.export.get("name") or cfg.name))
-    version = cfg.export.get("version")
+    name = check_name(str(cfg.export.name or cfg.name))
+    version = cfg.export.version
     if version is not None:
         parse_version(str(version))
     return {"name": name, "version": None if version is None else str(version)}

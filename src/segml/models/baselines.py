@@ -20,7 +20,7 @@ import io
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,10 @@ RETRY_PENALIZER = 1e-3
 MIN_GAMMA_GAMMA_CUSTOMERS = 10
 #: days per BTYD time unit
 TIME_UNIT_DAYS = {"D": 1.0, "W": 7.0}
+#: version of the :meth:`to_dict` state of the baselines
+FORMAT_VERSION = 1
+#: registry family of the three baselines (:mod:`segml.models.registry`)
+FAMILY = "baselines"
 
 
 def _require_columns(features: pd.DataFrame, columns: Sequence[str], model: str) -> None:
@@ -74,6 +78,53 @@ def _has_purchases(features: pd.DataFrame) -> np.ndarray:
         return features["has_purchases"].fillna(False).to_numpy(dtype=bool)
     reference = "t_days" if "t_days" in features.columns else "recency_days"
     return np.isfinite(_column(features, reference))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model-family interface helpers: horizon, JSON state
+
+
+def _horizon(given: float | None, configured: float | None, model: str) -> float:
+    """The forecast horizon of a prediction: the argument, else the constructor's ``horizon_days``."""
+    horizon = configured if given is None else given
+    if horizon is None:
+        raise ValueError(f"{model}: horizon_days is not set; pass it to predict() or to the constructor")
+    return float(horizon)
+
+
+def _state(model: BaseEstimator, fitted: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able :meth:`to_dict` state of a fitted baseline: family, class, parameters, fitted values."""
+    cls = type(model)
+    return {
+        "family": FAMILY,
+        "model": f"{cls.__module__}.{cls.__qualname__}",
+        "format_version": FORMAT_VERSION,
+        "params": _json_safe(model.get_params()),
+        "fitted": _json_safe(fitted),
+    }
+
+
+def _params_from_state(cls: type, state: dict[str, Any]) -> dict[str, Any]:
+    """Check that ``state`` is a :meth:`to_dict` state of ``cls`` and return its constructor parameters."""
+    expected = f"{cls.__module__}.{cls.__qualname__}"
+    if state.get("model") != expected:
+        raise ValueError(f"not a {cls.__name__} export: model={state.get('model')!r}")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{cls.__name__} export format {state.get('format_version')!r} is not supported")
+    return dict(state["params"])
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays to Python, non-finite floats to None."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -101,6 +152,10 @@ class RFMScore(BaseEstimator):
     frequency_column:
         Feature column used for F.
     """
+
+    #: model-family interface: the rank key is a score, not money
+    predicts_money: ClassVar[bool] = False
+    family: ClassVar[str] = FAMILY
 
     def __init__(self, n_bins: int = 5, frequency_column: str = "n_purchase_days") -> None:
         self.n_bins = n_bins
@@ -190,6 +245,36 @@ class RFMScore(BaseEstimator):
         m_rank = 0.5 + np.arctan(monetary / self.monetary_scale_) / np.pi
         return score + 0.9 * m_rank
 
+    def predict_value(self, features: pd.DataFrame) -> np.ndarray:
+        """Model-family score: :meth:`predict_rank_key` (a ranking score, not money)."""
+        return self.predict_rank_key(features)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to predict, as JSON-able values (quantile edges, monetary scale)."""
+        check_is_fitted(self, "recency_edges_")
+        return _state(
+            self,
+            {
+                "recency_edges": self.recency_edges_,
+                "frequency_edges": self.frequency_edges_,
+                "monetary_edges": self.monetary_edges_,
+                "monetary_scale": self.monetary_scale_,
+                "n_customers_fit": self.n_customers_fit_,
+            },
+        )
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> RFMScore:
+        """Rebuild a fitted :class:`RFMScore` from :meth:`to_dict` output (predicts identically)."""
+        model = cls(**_params_from_state(cls, state))
+        fitted = state["fitted"]
+        model.recency_edges_ = np.asarray(fitted["recency_edges"], dtype=np.float64)
+        model.frequency_edges_ = np.asarray(fitted["frequency_edges"], dtype=np.float64)
+        model.monetary_edges_ = np.asarray(fitted["monetary_edges"], dtype=np.float64)
+        model.monetary_scale_ = float(fitted["monetary_scale"])
+        model.n_customers_fit_ = int(fitted["n_customers_fit"])
+        return model
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Past spend
@@ -206,10 +291,17 @@ class PastSpend(BaseEstimator):
     calibration_days:
         Length of the calibration window in days. None learns it at fit as ``max(t_days) + 1`` (the days
         from the earliest first purchase to the cutoff, both included).
+    horizon_days:
+        Forecast horizon used when :meth:`predict` gets none (and by :meth:`predict_value`).
     """
 
-    def __init__(self, calibration_days: float | None = None) -> None:
+    #: model-family interface: spend over the horizon
+    predicts_money: ClassVar[bool] = True
+    family: ClassVar[str] = FAMILY
+
+    def __init__(self, calibration_days: float | None = None, horizon_days: float | None = None) -> None:
         self.calibration_days = calibration_days
+        self.horizon_days = horizon_days
 
     def fit(self, features: pd.DataFrame, y: Any = None) -> PastSpend:
         """Learn ``calibration_days_``. Returns ``self``."""
@@ -228,12 +320,29 @@ class PastSpend(BaseEstimator):
         self.calibration_days_ = days
         return self
 
-    def predict(self, features: pd.DataFrame, horizon_days: float) -> np.ndarray:
-        """Expected spend over the next ``horizon_days`` (finite, ≥ 0)."""
+    def predict(self, features: pd.DataFrame, horizon_days: float | None = None) -> np.ndarray:
+        """Expected spend over the next ``horizon_days`` (finite, ≥ 0); default the constructor's horizon."""
         check_is_fitted(self, "calibration_days_")
+        horizon = _horizon(horizon_days, self.horizon_days, "PastSpend")
         _require_columns(features, ("monetary_total",), "PastSpend")
         spend = np.clip(np.nan_to_num(_column(features, "monetary_total"), posinf=0.0, neginf=0.0), 0, None)
-        return spend * (float(horizon_days) / self.calibration_days_)
+        return spend * (horizon / self.calibration_days_)
+
+    def predict_value(self, features: pd.DataFrame) -> np.ndarray:
+        """Model-family score: :meth:`predict` over the constructor's ``horizon_days``."""
+        return self.predict(features)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to predict, as JSON-able values."""
+        check_is_fitted(self, "calibration_days_")
+        return _state(self, {"calibration_days": self.calibration_days_})
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> PastSpend:
+        """Rebuild a fitted :class:`PastSpend` from :meth:`to_dict` output."""
+        model = cls(**_params_from_state(cls, state))
+        model.calibration_days_ = float(state["fitted"]["calibration_days"])
+        return model
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -340,12 +449,26 @@ class BTYDModel(BaseEstimator):
         L2 penalizer of the Gamma-Gamma fit (on spend scaled to mean 1).
     time_unit:
         "D" (days) or "W" (weeks): the unit of recency, T and the BG/NBD ``alpha``.
+    horizon_days:
+        Forecast horizon used when :meth:`predict` / :meth:`expected_purchases` get none (and by
+        :meth:`predict_value`).
     """
 
-    def __init__(self, penalizer: float = 0.0, gg_penalizer: float = 0.0, time_unit: str = "D") -> None:
+    #: model-family interface: spend over the horizon
+    predicts_money: ClassVar[bool] = True
+    family: ClassVar[str] = FAMILY
+
+    def __init__(
+        self,
+        penalizer: float = 0.0,
+        gg_penalizer: float = 0.0,
+        time_unit: str = "D",
+        horizon_days: float | None = None,
+    ) -> None:
         self.penalizer = penalizer
         self.gg_penalizer = gg_penalizer
         self.time_unit = time_unit
+        self.horizon_days = horizon_days
 
     _COLUMNS = ("frequency", "btyd_recency_days", "t_days", "btyd_monetary")
 
@@ -550,10 +673,11 @@ class BTYDModel(BaseEstimator):
         )
         return rate * horizon_days
 
-    def expected_purchases(self, features: pd.DataFrame, horizon_days: float) -> np.ndarray:
-        """Expected repeat purchase days in the next ``horizon_days`` per customer (finite, ≥ 0; 0 for
-        customers who never bought)."""
+    def expected_purchases(self, features: pd.DataFrame, horizon_days: float | None = None) -> np.ndarray:
+        """Expected repeat purchase days in the next ``horizon_days`` (default the constructor's) per customer
+        (finite, ≥ 0; 0 for customers who never bought)."""
         check_is_fitted(self, "diagnostics_")
+        horizon_days = _horizon(horizon_days, self.horizon_days, "BTYDModel")
         history = self._histories(features)
         result = np.zeros(len(features))
         if self.bgnbd_params_ is None:
@@ -595,8 +719,9 @@ class BTYDModel(BaseEstimator):
         result[history["buyers"]] = np.clip(spend, 0.0, None)
         return result
 
-    def predict(self, features: pd.DataFrame, horizon_days: float) -> np.ndarray:
-        """Expected spend over the next ``horizon_days``: expected purchases × expected spend per purchase.
+    def predict(self, features: pd.DataFrame, horizon_days: float | None = None) -> np.ndarray:
+        """Expected spend over the next ``horizon_days`` (default the constructor's): expected purchases ×
+        expected spend per purchase.
 
         Returns
         -------
@@ -604,6 +729,43 @@ class BTYDModel(BaseEstimator):
             One finite, non-negative value per row of ``features`` (0 for customers who never bought).
         """
         return self.expected_purchases(features, horizon_days) * self.expected_spend_per_purchase(features)
+
+    def predict_value(self, features: pd.DataFrame) -> np.ndarray:
+        """Model-family score: :meth:`predict` over the constructor's ``horizon_days``."""
+        return self.predict(features)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to predict (parameters of both fits, fallback constants) and the diagnostics, as
+        JSON-able values (non-finite numbers in the diagnostics become None)."""
+        check_is_fitted(self, "diagnostics_")
+        return _state(
+            self,
+            {
+                "bgnbd_params": self.bgnbd_params_,
+                "gg_params": self.gg_params_,
+                "fallback_prior_purchases": self.fallback_prior_purchases_,
+                "fallback_prior_days": self.fallback_prior_days_,
+                "fallback_mean_spend": self.fallback_mean_spend_,
+                "diagnostics": self.diagnostics_,
+            },
+        )
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> BTYDModel:
+        """Rebuild a fitted :class:`BTYDModel` from :meth:`to_dict` output (predicts identically)."""
+        model = cls(**_params_from_state(cls, state))
+        fitted = state["fitted"]
+
+        def params(values: dict[str, Any] | None) -> dict[str, float] | None:
+            return None if values is None else {name: float(v) for name, v in values.items()}
+
+        model.bgnbd_params_ = params(fitted["bgnbd_params"])
+        model.gg_params_ = params(fitted["gg_params"])
+        model.fallback_prior_purchases_ = float(fitted["fallback_prior_purchases"])
+        model.fallback_prior_days_ = float(fitted["fallback_prior_days"])
+        model.fallback_mean_spend_ = float(fitted["fallback_mean_spend"])
+        model.diagnostics_ = dict(fitted["diagnostics"])
+        return model
 
 
 def baseline_predictions(

@@ -24,9 +24,8 @@ Everything needed to predict is exported by :meth:`ValueClustering.to_dict` as p
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,6 +34,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
+
+from segml import catalog
 
 #: default clustering features (feature-table contract columns)
 DEFAULT_CLUSTER_FEATURES: tuple[str, ...] = (
@@ -55,24 +56,10 @@ GRADE_LETTERS = "ABCDEFGHIJ"
 FORMAT_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------------------------
-# Feature kinds and missing values (shared with segml.models.tree)
+# Feature kinds and missing values (shared with segml.models.tree), from the feature catalog
 
-MONEY_COLUMNS = frozenset(
-    {"monetary_total", "monetary_mean", "monetary_max", "gross_spend", "return_amount", "btyd_monetary"}
-)
-COUNT_COLUMNS = frozenset({"frequency", "n_purchase_days", "n_orders", "product_breadth", "quantity_total"})
-RATIO_COLUMNS = frozenset(
-    {"returns_rate", "active_months_share", "repurchase", "trend_ratio", "churn_risk_ratio"}
-)
-#: columns measuring time since / between purchases: a customer without that history is treated as the
-#: most lapsed customer seen at fit (fill = fit maximum)
-LAPSE_COLUMNS = frozenset(
-    {"recency_days", "interpurchase_mean_days", "interpurchase_std_days", "churn_risk_ratio"}
-)
-_WINDOW_SPEND = re.compile(r"^spend_\d+d$")
-_WINDOW_ORDERS = re.compile(r"^orders_\d+d$")
-
-FeatureKind = Literal["money", "count", "days", "ratio", "other"]
+#: a column's kind (:data:`segml.catalog.Kind`): money, count, days, ratio, share, flag, numeric, …
+FeatureKind = catalog.Kind
 
 
 def feature_kind(column: str) -> FeatureKind:
@@ -81,36 +68,30 @@ def feature_kind(column: str) -> FeatureKind:
     Parameters
     ----------
     column:
-        A feature-table column name (see the feature contract).
+        A feature-table column name.
 
     Returns
     -------
-    ``"money"`` (currency), ``"count"``, ``"days"`` (name ends with ``_days``), ``"ratio"`` (shares and
-    ratios) or ``"other"`` (any column the contract does not name).
+    The catalog kind (:func:`segml.catalog.kind`): ``"money"`` (currency), ``"count"``, ``"days"``,
+    ``"ratio"``, ``"share"``, ``"flag"``, …; a name the catalog does not know (an attribute column) is
+    ``"numeric"``.
     """
-    if column in MONEY_COLUMNS or _WINDOW_SPEND.match(column):
-        return "money"
-    if column in COUNT_COLUMNS or _WINDOW_ORDERS.match(column):
-        return "count"
-    if column in RATIO_COLUMNS:
-        return "ratio"
-    if column.endswith("_days"):
-        return "days"
-    return "other"
+    return catalog.kind(column)
 
 
 def is_log_feature(column: str) -> bool:
-    """True for money and count columns, which get a signed log1p before clustering."""
-    return feature_kind(column) in ("money", "count")
+    """True for the columns the catalog log-transforms (money and counts): signed log1p before clustering."""
+    return catalog.transform(column) == "signed_log1p"
 
 
 def fit_missing_fills(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, float]:
     """Learn the value that replaces a missing (NaN or infinite) entry of each column.
 
-    Rules: columns in :data:`LAPSE_COLUMNS` (recency, inter-purchase gaps, churn-risk ratio) get the
-    largest finite value seen in ``frame`` (no purchase history = as lapsed as the most lapsed customer);
-    money, count, ratio and other ``*_days`` columns get 0 (no purchases = nothing spent, no tenure);
-    any other column gets its median. A column with no finite value gets 0.
+    Rules come from the feature catalog (:func:`segml.catalog.fill_rule`): ``max`` for recency, the
+    inter-purchase gaps and the churn-risk ratio (the largest finite value seen in ``frame``: no purchase
+    history = as lapsed as the most lapsed customer); ``zero`` for money, count, ratio, share, flag and the
+    other ``*_days`` columns (no purchases = nothing spent, no tenure); ``median`` for any column the catalog
+    does not know. A column with no finite value gets 0.
 
     Parameters
     ----------
@@ -127,14 +108,15 @@ def fit_missing_fills(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, 
     for column in columns:
         values = frame[column].to_numpy(dtype=float)
         finite = values[np.isfinite(values)]
+        rule = catalog.fill_rule(column, frame[column].dtype)
         if finite.size == 0:
             fills[column] = 0.0
-        elif column in LAPSE_COLUMNS:
+        elif rule == "max":
             fills[column] = float(finite.max())
-        elif feature_kind(column) != "other":
-            fills[column] = 0.0
-        else:
+        elif rule == "median":
             fills[column] = float(np.median(finite))
+        else:
+            fills[column] = 0.0
     return fills
 
 
@@ -281,6 +263,12 @@ class ValueClustering(ClusterMixin, BaseEstimator):
     cluster_grades_ : list[str]
         Grade of each cluster.
     """
+
+    #: model-family interface (:class:`segml.models.base.ModelFamily`): the value of a cluster is money
+    #: (mean future spend of its customers at fit, or their mean ``value_column``)
+    predicts_money: ClassVar[bool] = True
+    #: registry family name written into :meth:`to_dict` (:mod:`segml.models.registry`)
+    family: ClassVar[str] = "clustering"
 
     def __init__(
         self,
@@ -552,6 +540,7 @@ class ValueClustering(ClusterMixin, BaseEstimator):
         if params["features"] is not None:
             params["features"] = list(params["features"])
         return {
+            "family": self.family,
             "model": "segml.models.clustering.ValueClustering",
             "format_version": FORMAT_VERSION,
             "params": params,

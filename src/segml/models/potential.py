@@ -34,17 +34,20 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
+from segml import catalog
 from segml.config import FeatureConfig
 from segml.errors import ConfigError, InputFileError
+from segml.models.base import InvalidParameter, TrainingInput
 
 __all__ = [
     "PotentialValueModel",
@@ -60,18 +63,8 @@ SERIAL_FORMAT = "segml.potential_value/1"
 #: the model families; "auto" lets validation choose
 OBJECTIVES = ("tweedie", "hurdle")
 
-#: columns of the feature table that are identifiers or labels, never model inputs
-_NON_FEATURE_COLUMNS = frozenset(
-    {
-        "customer_id",
-        "as_of",
-        "cutoff",
-        "label_days",
-        "future_spend",
-        "future_orders",
-        "future_active",
-    }
-)
+#: columns of the feature table that are identifiers or labels, never model inputs (feature catalog)
+_NON_FEATURE_COLUMNS = catalog.non_feature_columns()
 
 #: model column holding the length (days) of the window a rate is averaged over (hurdle candidates)
 WINDOW_COLUMN = "window_days"
@@ -213,19 +206,12 @@ def season_weight(profile: np.ndarray, cutoffs: Any, window_days: Any) -> np.nda
     return pairs.merge(lookup, on=["cutoff", "window"], how="left")["weight"].to_numpy()
 
 
-#: feature columns measured over the trailing window in their name ("spend_90d", "orders_90d")
-_WINDOW_FEATURE = re.compile(r"^(spend|orders)_(\d+)d$")
+#: feature columns measured over the trailing window in their name ("spend_90d", "orders_90d"), deseasonalised
+#: over that window (feature catalog: seasonality "window"; group 2 is the window in days)
+_WINDOW_FEATURE = catalog.seasonal_window_pattern()
 
-#: feature columns that accumulate over the customer's whole history
-_HISTORY_TOTALS = (
-    "monetary_total",
-    "gross_spend",
-    "return_amount",
-    "n_purchase_days",
-    "n_orders",
-    "frequency",
-    "quantity_total",
-)
+#: feature columns that accumulate over the customer's whole history (feature catalog: seasonality "history")
+_HISTORY_TOTALS = catalog.history_totals()
 
 
 def _one_day(values: Any) -> pd.Timestamp | None:
@@ -771,8 +757,14 @@ def _iteration_grid(trained: int, best: int) -> list[int]:
 # The model
 
 
-class PotentialValueModel:
+class PotentialValueModel(BaseEstimator):
     """Expected net spend of each customer over ``horizon_days`` after a cutoff (LightGBM).
+
+    A model family (:class:`segml.models.base.ModelFamily`) with one documented deviation: it learns from
+    transactions at a lattice of cutoffs, so :meth:`fit` takes a :class:`~segml.models.base.TrainingInput`
+    (or today's positional ``transactions, calibration_end, spec, customers``) instead of a feature matrix.
+    Invalid settings raise :class:`~segml.models.base.InvalidParameter` (a ``ValueError``) naming the
+    parameter; the caller maps it to its configuration key (``models.potential.<parameter>``).
 
     Parameters
     ----------
@@ -851,29 +843,37 @@ class PotentialValueModel:
         self.random_state = random_state
         self.num_threads = num_threads
 
+    #: model-family interface: :meth:`predict_value` is net spend over ``horizon_days``
+    predicts_money: ClassVar[bool] = True
+    #: registry family name written into :meth:`to_dict` (:mod:`segml.models.registry`)
+    family: ClassVar[str] = "potential"
+
     # ---------------------------------------------------------------------------------------------- checks
 
     def _check_settings(self) -> None:
+        """Raise :class:`InvalidParameter` (a ``ValueError``) naming the first invalid setting."""
+        who = "PotentialValueModel"
         if not isinstance(self.horizon_days, int) or self.horizon_days < 1:
-            raise ConfigError(
-                f"models.potential.horizon_days: expected a positive integer, got {self.horizon_days!r}"
+            raise InvalidParameter(
+                who, "horizon_days", f"must be a positive integer, got {self.horizon_days!r}"
             )
         if self.objective not in ("auto", *OBJECTIVES):
-            raise ConfigError(
-                f"models.potential.objective: {self.objective!r} is not one of auto, tweedie, hurdle"
+            raise InvalidParameter(
+                who, "objective", f"{self.objective!r} is not one of auto, tweedie, hurdle"
             )
         if self.categorical not in ("auto", "drop"):
-            raise ConfigError(f"models.potential.categorical: {self.categorical!r} is not one of auto, drop")
+            raise InvalidParameter(who, "categorical", f"{self.categorical!r} is not one of auto, drop")
         if self.seasonality not in ("auto", "flat"):
-            raise ConfigError(f"models.potential.seasonality: {self.seasonality!r} is not one of auto, flat")
+            raise InvalidParameter(who, "seasonality", f"{self.seasonality!r} is not one of auto, flat")
         if self.n_estimators is not None and self.n_estimators < 1:
-            raise ConfigError(
-                f"models.potential.n_estimators: expected a positive integer, got {self.n_estimators}"
+            raise InvalidParameter(
+                who, "n_estimators", f"must be a positive integer, got {self.n_estimators}"
             )
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "boosters_"):
-            raise RuntimeError("PotentialValueModel is not fitted: call fit() or from_dict() first")
+        check_is_fitted(
+            self, "boosters_", msg="PotentialValueModel is not fitted: call fit() or from_dict() first"
+        )
 
     # ----------------------------------------------------------------------------------------------- time
 
@@ -890,8 +890,8 @@ class PotentialValueModel:
 
     def fit(
         self,
-        transactions: str | Path | pd.DataFrame,
-        calibration_end: dt.date,
+        transactions: str | Path | pd.DataFrame | TrainingInput,
+        calibration_end: dt.date | None = None,
         spec: FeatureConfig | None = None,
         customers: str | Path | pd.DataFrame | None = None,
         *,
@@ -903,6 +903,9 @@ class PotentialValueModel:
         ----------
         transactions:
             Clean transactions (parquet path or DataFrame). Rows after ``calibration_end`` are dropped first.
+            Or a :class:`~segml.models.base.TrainingInput` holding every input (the model-family call
+            ``fit(X, y)``: ``calibration_end`` is then the ignored ``y`` and must be None, and the other
+            arguments must not be given).
         calibration_end:
             Last day the model may see.
         spec:
@@ -917,6 +920,20 @@ class PotentialValueModel:
         PotentialValueModel
             ``self``, fitted.
         """
+        if isinstance(transactions, TrainingInput):
+            if calibration_end is not None or spec is not None or customers is not None or start is not None:
+                raise ValueError(
+                    "PotentialValueModel.fit: pass either a TrainingInput or the separate inputs, not both"
+                )
+            transactions, calibration_end, spec, customers, start = (
+                transactions.transactions,
+                transactions.calibration_end,
+                transactions.feature_config,
+                transactions.customers,
+                transactions.start,
+            )
+        if calibration_end is None:
+            raise ValueError("PotentialValueModel.fit: calibration_end is required")
         self._check_settings()
         spec = spec or FeatureConfig()
         history, start = _history(transactions, calibration_end, start)
@@ -1184,6 +1201,10 @@ class PotentialValueModel:
         self._check_fitted()
         return self._predict_matrix(features, self._columns().matrix(features, self.horizon_days))
 
+    def predict_value(self, features: pd.DataFrame) -> np.ndarray:
+        """Model-family score: :meth:`predict` (expected net spend over ``horizon_days``)."""
+        return self.predict(features)
+
     def _predict_matrix(self, features: pd.DataFrame, matrix: np.ndarray) -> np.ndarray:
         """:meth:`predict` from the ready model matrix of ``features`` (shared with the contributions)."""
         fitted = _Fitted(self.objective_, self.boosters_, self.n_estimators_)
@@ -1264,6 +1285,7 @@ class PotentialValueModel:
         for column in ("validation_cutoff", "train_label_end", "validation_end"):
             selection[column] = selection[column].astype(str)
         return {
+            "family": self.family,
             "format": SERIAL_FORMAT,
             "settings": self.get_params(),
             "params": {**self.params_, "rounds": dict(self.params_["rounds"])},

@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from sklearn.utils.validation import check_is_fitted
 
+from segml import catalog
 from segml.evaluate import normalized_gini
 from segml.models.clustering import (
     check_feature_frame,
@@ -42,19 +43,9 @@ from segml.models.clustering import (
 #: deepest tree allowed: deeper rules stop being readable
 MAX_RULE_DEPTH = 4
 
-#: columns of a feature or training frame that are never model inputs (identifiers, cutoffs, labels)
-NON_FEATURE_COLUMNS = frozenset(
-    {
-        "customer_id",
-        "as_of",
-        "cutoff",
-        "has_purchases",  # same information as n_purchase_days > 0
-        "label_days",
-        "future_spend",
-        "future_orders",
-        "future_active",
-    }
-)
+#: columns of a feature or training frame that are never model inputs (identifiers, cutoffs, labels) plus
+#: ``has_purchases`` (same information as n_purchase_days > 0), from the feature catalog
+NON_FEATURE_COLUMNS = catalog.non_feature_columns() | catalog.redundant_columns()
 
 FORMAT_VERSION = 1
 
@@ -72,17 +63,14 @@ def default_tree_features(frame: pd.DataFrame) -> list[str]:
 
 
 def describe_feature(column: str) -> str:
-    """Plain-words name of a column from ``segml.features.FEATURE_DESCRIPTIONS``, else the column name."""
-    try:
-        from segml.features import FEATURE_DESCRIPTIONS
-    except ImportError:
-        return column
-    return str(FEATURE_DESCRIPTIONS.get(column, column))
+    """Plain-words name of a column from the feature catalog (any window), else the column name."""
+    return catalog.describe(column) if catalog.is_catalogued(column) else column
 
 
 def format_threshold(column: str, value: float) -> str:
-    """A threshold rounded for reading: money to 2 decimals, days to the nearest 0.5, counts to 1 decimal,
-    shares/ratios to 2 decimals, anything else to 4 significant digits. JSON rules keep exact values."""
+    """A threshold rounded for reading, by the column's catalog kind: money to 2 decimals, days to the
+    nearest 0.5, counts to 1 decimal, ratios/shares/flags to 2 decimals, anything else to 4 significant
+    digits. JSON rules keep exact values."""
     kind = feature_kind(column)
     if kind == "money":
         return f"{value:,.2f}"
@@ -91,7 +79,7 @@ def format_threshold(column: str, value: float) -> str:
         return f"{half:,.0f}" if float(half).is_integer() else f"{half:,.1f}"
     if kind == "count":
         return f"{value:,.1f}"
-    if kind == "ratio":
+    if kind in ("ratio", "share", "flag"):
         return f"{value:.2f}"
     return f"{value:.4g}"
 
@@ -361,6 +349,10 @@ class SpendTree(RegressorMixin, _RulesTree):
     """
 
     _model_name = "segml.models.tree.SpendTree"
+    #: model-family interface (:class:`segml.models.base.ModelFamily`): predicts future spend in currency
+    predicts_money: ClassVar[bool] = True
+    #: registry family name written into :meth:`to_dict` (:mod:`segml.models.registry`)
+    family: ClassVar[str] = "tree"
 
     def __init__(
         self,
@@ -429,6 +421,10 @@ class SpendTree(RegressorMixin, _RulesTree):
         leaves = self._leaf_of(self._matrix(X, "SpendTree.predict"))
         return self.node_value_[leaves]
 
+    def predict_value(self, X: pd.DataFrame) -> np.ndarray:
+        """Model-family score: :meth:`predict` (future spend in currency)."""
+        return self.predict(X)
+
     def rules_json(self) -> list[dict[str, Any]]:
         """One entry per leaf, highest predicted spend first.
 
@@ -465,7 +461,8 @@ class SpendTree(RegressorMixin, _RulesTree):
     def to_dict(self) -> dict[str, Any]:
         """The fitted tree as nested JSON-able dicts; :meth:`from_dict` predicts from it alone."""
         check_is_fitted(self, "node_feature_")
-        return self._export({"target": self.target_, "target_selection": dict(self.target_selection_)})
+        state = self._export({"target": self.target_, "target_selection": dict(self.target_selection_)})
+        return {"family": self.family, **state}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpendTree:

@@ -1,0 +1,117 @@
+"""The grade stage: current grades at the data end from the production potential model, with reason codes,
+the fitted policy, the reference statistics and the rules distilled from the grades.
+
+Writes ``data/processed/<exp>/grades.parquet``, ``models/policy.yaml``, ``models/reference_stats.json``,
+``models/grade_rules.json`` and ``reports/<exp>/grades_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from segml import features
+from segml.errors import SegmlError
+from segml.jsonable import jsonable
+from segml.pipeline.context import TrainContext
+from segml.storage import write_json, write_parquet, write_text
+
+
+@dataclass
+class GradeOutputs:
+    grades: pd.DataFrame
+    summary: pd.DataFrame
+    rules_text: str
+    fidelity: dict[str, Any]
+
+
+def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> GradeOutputs:
+    """Current grades at data_end from the production potential model, with reason codes and the rules
+    distilled from the grades. Writes ``data/processed/<exp>/grades.parquet``."""
+    from segml.explain import reference_stats
+    from segml.models.registry import load_model
+    from segml.models.tree import GradeRulesTree
+    from segml.policy import GradePolicy, grade_summary
+    from segml.scoring import grade_features
+
+    if production_model is None:
+        state_file = ctx.model_state_file("potential_production")
+        if not state_file.is_file():
+            raise SegmlError(f"{state_file}: no production model — run the potential step first")
+        production_model = load_model(json.loads(state_file.read_text(encoding="utf-8")))
+    now = features.build_features(
+        ctx.transactions_path, ctx.timeline.data_end, ctx.cfg.features, ctx.customers_path
+    )
+    potential = production_model.predict(now)
+    policy = GradePolicy.from_config(ctx.cfg.policy)
+    fitted = policy.fit(now, potential)
+    contrib = production_model.predict_contrib(now)
+    reference = reference_stats(now[now["has_purchases"].astype(bool)])
+    # the same function `segml grade` and the pyfunc call: the artifact reproduces these grades exactly
+    graded = grade_features(
+        now,
+        production_model,
+        fitted,
+        reference,
+        as_of=ctx.timeline.data_end,
+        feature_config=ctx.cfg.features,
+        potential=potential,
+        contributions=contrib,
+    )
+    write_parquet(graded, ctx.processed / "grades.parquet")
+    write_text(ctx.model_state_file("policy").with_suffix(".yaml"), fitted.to_yaml())
+    write_json(ctx.model_state_file("reference_stats"), jsonable(reference))
+
+    purchased = now["has_purchases"].astype(bool).to_numpy()
+    rules = GradeRulesTree(
+        max_depth=ctx.models.tree.rules_max_depth,
+        features=features.NUMERIC_FEATURES(ctx.cfg.features),
+        random_state=ctx.cfg.seed,
+    ).fit(now[purchased], graded.loc[purchased, "grade"].to_numpy())
+    write_json(ctx.model_state_file("grade_rules"), jsonable(rules.to_dict()))
+    value = now[policy.value_feature].fillna(0.0).to_numpy(dtype=float)
+    summary = grade_summary(graded, value, potential, policy=fitted)
+    rules_text = rules.rules_text()
+    write_json(
+        ctx.reports / "grades_summary.json",
+        jsonable(
+            {
+                "as_of": ctx.timeline.data_end,
+                "customers": len(graded),
+                "summary": summary,
+                "matrix": graded.groupby(["value_level", "potential_level"]).size().reset_index(name="n"),
+                "grade_rules_text": rules_text,
+                "grade_rules": rules.rules_json(),
+                "grade_rules_fidelity": rules.fidelity_,
+                "global_importance": global_importance_safe(contrib),
+            }
+        ),
+    )
+    return GradeOutputs(graded, summary, rules_text, rules.fidelity_)
+
+
+def global_importance_safe(contrib: pd.DataFrame) -> Any:
+    from segml.explain import global_importance
+
+    return global_importance(contrib)
+
+
+def load_grade_outputs(cfg: Any) -> GradeOutputs:
+    """The grade stage's outputs read back (for reports): grades, summary, rules text and their fidelity."""
+    grades_file = cfg.paths.processed / "grades.parquet"
+    summary_file = cfg.paths.reports / "grades_summary.json"
+    if not grades_file.is_file() or not summary_file.is_file():
+        raise SegmlError(f"{grades_file}: no grades yet — run the grade stage (`segml train {cfg.label}`)")
+    document = json.loads(summary_file.read_text(encoding="utf-8"))
+    return GradeOutputs(
+        pd.read_parquet(grades_file),
+        pd.DataFrame(document["summary"]),
+        document["grade_rules_text"],
+        document["grade_rules_fidelity"],
+    )
+
+
+__all__ = ["GradeOutputs", "grade_customers", "load_grade_outputs"]

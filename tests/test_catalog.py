@@ -1,0 +1,142 @@
+"""The feature catalog covers every column the feature engine builds, and the modules read it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from segml import catalog, features
+from segml.config import FeatureConfig
+from segml.datasets.synthetic import SynthSpec, generate
+
+AS_OF = dt.date(2025, 6, 30)
+#: unusual windows on purpose: the catalog must cover any window list, not only the defaults
+SPEC = FeatureConfig(windows=[7, 45, 365], trend_window=60, active_months=6)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """Synthetic transactions (clean column names) and customers with attribute columns."""
+    data = generate(SynthSpec(n_customers=300, seed=5))
+    transactions = data.transactions.rename(columns={"order_ts": "timestamp"})
+    return transactions, data.customers
+
+
+@pytest.fixture(scope="module")
+def built(synthetic):
+    """Column names as the engine returns them (before they are normalised) and as the caller gets them,
+    for build_features and for a training frame with labels."""
+    transactions, customers = synthetic
+    raw_columns: list[list[str]] = []
+    normalise = features._normalise_features
+
+    def recording(table, spec, attributes, with_labels=False):
+        aliases = dict(zip(features._attribute_aliases(attributes), attributes, strict=True))
+        raw_columns.append([aliases.get(name, name) for name in table.column_names])
+        return normalise(table, spec, attributes, with_labels)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(features, "_normalise_features", recording)
+        frame = features.build_features(transactions, AS_OF, SPEC, customers)
+        training = features.training_frame(
+            transactions, [AS_OF - dt.timedelta(days=90), AS_OF], 90, SPEC, customers
+        )
+    attributes = [c for c in customers.columns if c not in ("customer_id", "signup_date")]
+    return raw_columns, frame, training, attributes
+
+
+def test_every_built_column_has_a_catalog_entry(built):
+    raw_columns, frame, training, attributes = built
+    assert attributes == ["industry", "size", "region", "org_type"]
+    for columns in [*raw_columns, list(frame.columns), list(training.columns)]:
+        assert catalog.uncatalogued(columns, attributes) == [], (
+            "a column the feature engine builds has no entry in segml.catalog: add one"
+        )
+    # and the catalog describes exactly what is built: no stale entries for these windows
+    built_features = [c for c in frame.columns if c not in attributes]
+    assert built_features == ["customer_id", "as_of", "has_purchases", *catalog.numeric_features(SPEC)]
+    stale = {e.name for e in catalog.entries(SPEC)} - set(training.columns)
+    assert stale == set()
+
+
+def test_attributes_are_handled_generically_by_dtype(built):
+    _, frame, _, attributes = built
+    for name in attributes:
+        entry = catalog.entry(name, frame[name].dtype)
+        assert entry.role == "attribute" and entry.kind == "categorical"
+        assert entry.description == f"customer attribute '{name}'"
+        assert entry.wording is not None and entry.wording.style == "category"
+    numeric = catalog.entry("visits", pd.Series([1.0, 2.0]))
+    assert numeric.kind == "numeric" and numeric.fill_rule == "median" and numeric.transform_rule == "none"
+    assert not catalog.is_catalogued("industry") and catalog.is_catalogued("spend_45d")
+
+
+def test_entries_carry_kind_fill_transform_and_seasonality():
+    assert catalog.kind("spend_45d") == "money" and catalog.transform("spend_45d") == "signed_log1p"
+    assert catalog.kind("orders_7d") == "count" and catalog.window_days("orders_7d") == 7
+    assert catalog.fill_rule("recency_days") == "max" and catalog.fill_rule("tenure_days") == "zero"
+    assert catalog.kind("returns_rate") == "share" and catalog.kind("repurchase") == "flag"
+    assert catalog.transform("recency_days") == "none"
+    assert catalog.entry("spend_45d").seasonality == "window"
+    assert catalog.history_totals() == (
+        "frequency",
+        "n_purchase_days",
+        "n_orders",
+        "monetary_total",
+        "gross_spend",
+        "return_amount",
+        "quantity_total",
+    )
+    assert catalog.describe("orders_45d") == "number of purchase days in the last 45 days"
+    assert catalog.entry("spend_45d").wording == catalog.Wording("money", "spent ", " in the last 45 days")
+    assert catalog.non_feature_columns() == {
+        "customer_id",
+        "as_of",
+        "cutoff",
+        "label_days",
+        "future_spend",
+        "future_orders",
+        "future_active",
+    }
+    assert catalog.label_columns() == features.LABEL_COLUMNS
+    assert catalog.redundant_columns() == {"has_purchases"}
+    assert catalog.window_pattern().match("spend_45d").groups() == ("spend", "45")
+
+
+def test_modules_read_the_catalog():
+    from segml.models import clustering, tree
+
+    assert features.NUMERIC_FEATURES(SPEC) == catalog.numeric_features(SPEC)
+    assert features.describe_feature("spend_45d") == catalog.describe("spend_45d")
+    assert catalog.non_feature_columns() | {"has_purchases"} == tree.NON_FEATURE_COLUMNS
+    assert tree.describe_feature("orders_45d") == catalog.describe("orders_45d")
+    for e in catalog.entries(SPEC):
+        assert clustering.feature_kind(e.name) == e.kind
+        assert clustering.is_log_feature(e.name) == (e.transform_rule == "signed_log1p")
+
+
+def test_key_and_drift_features_follow_the_configured_windows():
+    default = ["customer_id", *catalog.numeric_features(FeatureConfig())]
+    assert catalog.key_features(default) == [
+        "recency_days",
+        "frequency",
+        "n_orders",
+        "tenure_days",
+        "monetary_total",
+        "monetary_mean",
+        "interpurchase_mean_days",
+        "spend_90d",
+        "spend_365d",
+        "trend_ratio",
+        "active_months_share",
+        "churn_risk_ratio",
+    ]
+    drift = catalog.drift_features(default)
+    assert "orders_365d" in drift and "interpurchase_mean_days" not in drift and len(drift) == 12
+    # Ta Feng-like windows: no 90- or 365-day column, the longest window present stands in
+    short = catalog.numeric_features(FeatureConfig(windows=[7, 30, 60]))
+    assert [c for c in catalog.key_features(short) if c.startswith("spend_")] == ["spend_60d"]
+    assert [c for c in catalog.drift_features(short) if c.startswith("orders_")] == ["orders_60d"]
+    assert catalog.key_features(["industry", "recency_days"]) == ["recency_days"]
