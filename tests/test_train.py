@@ -43,15 +43,15 @@ def test_comparison_json(trained) -> None:
     table = json.loads((cfg.paths.reports / "comparison.json").read_text())
     assert table == outputs.comparison
     names = [row["model"] for row in table]
-    assert names == ["rfm", "past_spend", "btyd", "clustering", "spend_tree", "potential"]
+    assert names == ["rfm", "rfm_sum", "past_spend", "btyd", "clustering", "spend_tree", "potential"]
     for row in table:
         assert set(row) >= COMPARISON_KEYS
         assert 0 < row["normalized_gini"] <= 1
         lo, hi = row["gini_diff_ci"]
         assert lo <= row["gini_diff"] <= hi
-    rfm = table[0]
-    assert rfm["decile_mape"] is None and rfm["total_error"] is None  # RFM predicts no money
-    assert all(row["decile_mape"] is not None for row in table[1:])
+    for rfm in table[:2]:
+        assert rfm["decile_mape"] is None and rfm["total_error"] is None  # RFM scores are not money
+    assert all(row["decile_mape"] is not None for row in table[2:])
 
 
 def test_every_family_persisted_its_predictions(trained) -> None:
@@ -122,3 +122,39 @@ def test_unknown_models_key_is_an_error_at_load(smoke_project: Path) -> None:
             ["models.potential.objectiv=tweedie"],
             root=smoke_project,
         )
+
+
+def test_selection_record_and_grading_evaluation(trained) -> None:
+    cfg, outputs = trained
+    selection = json.loads((cfg.paths.reports / "selection.json").read_text())
+    assert selection == outputs.selection
+    assert selection["selected"] == selection["selected_scorer"]
+    assert selection["sentence"] and isinstance(selection["fallback"], bool)
+    assert selection["weights_chosen"] and abs(sum(selection["weights"].values()) - 1) < 1e-9
+    evaluation = json.loads((cfg.paths.reports / "grading_evaluation.json").read_text())
+    assert [g["grading"] for g in evaluation["gradings"]] == [
+        "policy",
+        "rfm",
+        "rfm_sum",
+        "past_spend",
+        "potential",
+    ]
+    assert len(evaluation["matrix"]) == 9 and evaluation["selected_scorer"] == selection["selected_scorer"]
+
+
+def test_a_potential_model_that_loses_inside_calibration_is_not_crowned(trained) -> None:
+    """One tree cannot rank as well as the baselines: the fallback is taken and said, and the grades use it."""
+    from segml import pipeline
+
+    cfg, _ = trained
+    weak = load_experiment(
+        cfg.source_path,
+        ["models.potential.n_estimators=1", "models.potential.objective=tweedie"],
+        root=cfg.root,
+    )
+    result = pipeline.run_stage("select", weak, track=False)
+    selection = result.selection
+    assert selection["fallback"] is True
+    assert selection["selected_scorer"] != "potential"
+    assert "did not beat" in selection["sentence"]
+    pipeline.run_stage("select", cfg, track=False)  # leave the module's outputs as they were

@@ -137,7 +137,21 @@ def train(
             )
         out.print(table)
         mono = "yes" if result.holdout_check["monotone"] else "NO"
+        selection = result.selection
+        out.print(selection["sentence"], highlight=False)
         out.print(f"grades monotone on the holdout (A→E realised value decreasing): {mono}")
+        evaluation = result.results["select"].grading_evaluation
+        rows = {row["grading"]: row for row in evaluation["gradings"]}
+        top = "+".join(evaluation["top_grades"])
+        policy, rfm = rows["policy"], rows["rfm"]
+        lo, hi = policy["top_capture_diff_vs_rfm_ci"]
+        out.print(
+            f"{top} capture {policy['top_capture']:.1%} of holdout value (RFM grading {rfm['top_capture']:.1%}; "
+            f"difference {policy['top_capture_diff_vs_rfm']:+.4f}, 95 % CI [{lo:+.4f}, {hi:+.4f}])",
+            highlight=False,
+        )
+        if selection.get("thin_holdout"):
+            out.print(f"[bold yellow]warning:[/] {selection['thin_holdout']}", highlight=False)
         out.print(f"  comparison: {cfg.paths.reports / 'comparison.json'}")
         out.print(f"  selection:  {cfg.paths.reports / 'selection.json'}")
     if "grade" in result.results:

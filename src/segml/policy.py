@@ -727,10 +727,10 @@ class FittedPolicy:
             potential_rank, loyalty_rank, value_level, potential_level, matrix_cell, strategy``. New customers
             (``has_purchases`` False) get the new-customer grade, score NaN, levels None.
         """
-        columns = self._grade_columns(features, potential, axis_potential=axis_potential)
+        columns = self.grade_columns(features, potential, axis_potential=axis_potential)
         return pd.DataFrame(columns, columns=list(GRADE_COLUMNS), copy=False)
 
-    def _grade_columns(
+    def grade_columns(
         self,
         features: pd.DataFrame,
         potential: np.ndarray | pd.Series,

@@ -84,6 +84,7 @@ def grade_features(
     feature_config: FeatureConfig | None = None,
     potential: np.ndarray | None = None,
     contributions: pd.DataFrame | None = None,
+    scorer: Any | None = None,
 ) -> pd.DataFrame:
     """Grade customers from their features at one cutoff.
 
@@ -107,6 +108,10 @@ def grade_features(
     potential, contributions:
         Precomputed ``model.predict(features)`` / ``model.predict_contrib(features)`` (to avoid computing
         them twice); computed here when None.
+    scorer:
+        The fallback scorer chosen inside calibration when the potential model did not win there (a fitted
+        baseline with ``predict_value``): it drives the grade score, the potential forecast stays the matrix's
+        growth axis and the reasons. None: the potential model drives everything.
 
     Returns
     -------
@@ -118,12 +123,18 @@ def grade_features(
 
     cutoff = feature_as_of(features) if as_of is None else pd.Timestamp(as_of).date()
     predicted = model.predict(features) if potential is None else np.asarray(potential, dtype=float)
-    graded = policy._grade_columns(features, predicted)
+    if scorer is None:
+        graded = policy.grade_columns(features, predicted)
+    else:
+        graded = policy.grade_columns(features, scorer.predict_value(features), axis_potential=predicted)
+    money = predicted
+    if scorer is not None and getattr(scorer, "predicts_money", False):
+        money = np.asarray(scorer.predict_value(features), dtype=float)
     columns: dict[str, Any] = {}
     for name, values in graded.items():
         columns[name] = values
         if name == "score":
-            columns["predicted_value"] = predicted.copy() if potential is not None else predicted
+            columns["predicted_value"] = money.copy() if potential is not None else money
     if reasons:
         if reference is None:
             raise InputFileError("reference statistics are needed to word reason codes (reasons=True)")

@@ -45,9 +45,10 @@ def frame() -> pd.DataFrame:
 
 def test_families_and_models_in_order():
     assert family_names() == ("baselines", "clustering", "tree", "potential")
-    assert model_names() == ("rfm", "past_spend", "btyd", "clustering", "spend_tree", "potential")
+    assert model_names() == ("rfm", "rfm_sum", "past_spend", "btyd", "clustering", "spend_tree", "potential")
     assert money_models() == {
         "rfm": False,
+        "rfm_sum": False,
         "past_spend": True,
         "btyd": True,
         "clustering": True,

@@ -151,15 +151,21 @@ class RFMScore(BaseEstimator):
         Number of bins per dimension (5 = quintiles).
     frequency_column:
         Feature column used for F.
+    score:
+        What :meth:`predict_value` returns: ``"rank_key"`` (R+F+M with ties broken by M, the ``rfm``
+        baseline) or ``"sum"`` (plain R+F+M, the ``rfm_sum`` baseline).
     """
 
     #: model-family interface: the rank key is a score, not money
     predicts_money: ClassVar[bool] = False
     family: ClassVar[str] = FAMILY
 
-    def __init__(self, n_bins: int = 5, frequency_column: str = "n_purchase_days") -> None:
+    def __init__(
+        self, n_bins: int = 5, frequency_column: str = "n_purchase_days", score: str = "rank_key"
+    ) -> None:
         self.n_bins = n_bins
         self.frequency_column = frequency_column
+        self.score = score
 
     def _columns(self) -> tuple[str, str, str]:
         return ("recency_days", self.frequency_column, "monetary_total")
@@ -246,8 +252,11 @@ class RFMScore(BaseEstimator):
         return score + 0.9 * m_rank
 
     def predict_value(self, features: pd.DataFrame) -> np.ndarray:
-        """Model-family score: :meth:`predict_rank_key` (a ranking score, not money)."""
-        return self.predict_rank_key(features)
+        """Model-family score (a ranking score, not money): :meth:`predict_rank_key`, or :meth:`predict` (the
+        plain sum) when ``score="sum"``."""
+        if self.score not in ("rank_key", "sum"):
+            raise ValueError(f"RFMScore: score must be 'rank_key' or 'sum', got {self.score!r}")
+        return self.predict(features) if self.score == "sum" else self.predict_rank_key(features)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to predict, as JSON-able values (quantile edges, monetary scale)."""

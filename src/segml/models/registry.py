@@ -159,6 +159,7 @@ def _build_baselines(settings: Any, seed: int, horizon_days: int, feature_config
 
     return {
         "rfm": RFMScore(n_bins=_setting(settings, "rfm_bins", 5)),
+        "rfm_sum": RFMScore(n_bins=_setting(settings, "rfm_bins", 5), score="sum"),
         "past_spend": PastSpend(horizon_days=horizon_days),
         "btyd": BTYDModel(
             penalizer=_setting(settings, "btyd_penalizer", 0.0),
@@ -228,6 +229,7 @@ FAMILIES: dict[str, FamilySpec] = {
             "baselines",
             (
                 ModelSpec("rfm", "segml.models.baselines.RFMScore", predicts_money=False),
+                ModelSpec("rfm_sum", "segml.models.baselines.RFMScore", predicts_money=False),
                 ModelSpec("past_spend", "segml.models.baselines.PastSpend", predicts_money=True),
                 ModelSpec("btyd", "segml.models.baselines.BTYDModel", predicts_money=True),
             ),

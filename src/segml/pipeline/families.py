@@ -25,7 +25,8 @@ from segml.models import registry
 from segml.pipeline.context import TrainContext
 from segml.storage import write_json, write_parquet
 
-BASELINES = ("rfm", "past_spend", "btyd")
+#: the baselines a model must beat (the best of them is the reference of every comparison)
+BASELINES = ("rfm", "rfm_sum", "past_spend", "btyd")
 #: the model families, in fit order (from the model registry)
 MODEL_FAMILIES = registry.family_names()
 
@@ -87,33 +88,21 @@ def yaml_errors(family: str) -> Iterator[None]:
 
 
 def fit_baselines(ctx: TrainContext) -> FamilyResult:
-    """RFM quintile score, past spend and BG/NBD + Gamma-Gamma, fit on calibration features."""
-    from segml.models.baselines import BTYDModel, PastSpend, RFMScore
-
-    settings = ctx.models.baselines
+    """The baselines users know — R+F+M (ties broken by M), plain R+F+M, past spend and BG/NBD + Gamma-Gamma —
+    fit on the calibration features, each through the model-family interface."""
     X = ctx.calibration_features
-    horizon = ctx.timeline.holdout_days
     t0 = time.perf_counter()
-    rfm = RFMScore(n_bins=settings.rfm_bins).fit(X)
-    past = PastSpend().fit(X)
-    btyd = BTYDModel(penalizer=settings.btyd_penalizer, gg_penalizer=settings.gg_penalizer).fit(X)
-    predictions = {
-        "rfm": rfm.predict_rank_key(X),
-        "past_spend": past.predict(X, horizon),
-        "btyd": btyd.predict(X, horizon),
-    }
+    models = registry.build_family("baselines", ctx.models.baselines, ctx.cfg.seed, ctx.timeline.holdout_days)
+    with yaml_errors("baselines"):
+        fitted = {name: model.fit(X) for name, model in models.items()}
+    predictions = {name: model.predict_value(X) for name, model in fitted.items()}
     details = {
-        "btyd_diagnostics": btyd.diagnostics_,
-        "rfm_score_counts": pd.Series(rfm.predict(X)).value_counts().sort_index().to_dict(),
+        "btyd_diagnostics": fitted["btyd"].diagnostics_,
+        "rfm_score_counts": pd.Series(fitted["rfm_sum"].predict(X)).value_counts().sort_index().to_dict(),
         "fit_seconds": _timed(t0),
     }
-    result = FamilyResult(
-        "baselines",
-        predictions,
-        {"rfm": False, "past_spend": True, "btyd": True},
-        details,
-        {"rfm": rfm, "past_spend": past, "btyd": btyd},
-    )
+    money = registry.family("baselines").predicts_money
+    result = FamilyResult("baselines", predictions, money, details, fitted)
     return persist(ctx, result)
 
 

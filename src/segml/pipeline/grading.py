@@ -17,6 +17,7 @@ from segml import features
 from segml.errors import SegmlError
 from segml.jsonable import jsonable
 from segml.pipeline.context import TrainContext
+from segml.pipeline.selection import chosen_policy
 from segml.storage import write_json, write_parquet, write_text
 
 
@@ -28,13 +29,34 @@ class GradeOutputs:
     fidelity: dict[str, Any]
 
 
+def read_selection(ctx: TrainContext) -> dict[str, Any]:
+    """The select stage's record (which scorer drives the grades, which weights)."""
+    path = ctx.reports / "selection.json"
+    if not path.is_file():
+        raise SegmlError(f"{path}: no selection record — run the select stage first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def production_scorer(ctx: TrainContext, scorer: str, now: pd.DataFrame) -> Any | None:
+    """The fallback scorer refit on every customer at the data end (None when the potential model drives the
+    grades). It forecasts the same horizon as the production potential model."""
+    if scorer == "potential":
+        return None
+    from segml.models import registry
+
+    models = registry.build_family("baselines", ctx.models.baselines, ctx.cfg.seed, ctx.timeline.holdout_days)
+    if scorer not in models:
+        raise SegmlError(f"selection.json: unknown scorer {scorer!r} (known: potential, {', '.join(models)})")
+    return models[scorer].fit(now)
+
+
 def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> GradeOutputs:
     """Current grades at data_end from the production potential model, with reason codes and the rules
     distilled from the grades. Writes ``data/processed/<exp>/grades.parquet``."""
     from segml.explain import reference_stats
     from segml.models.registry import load_model
     from segml.models.tree import GradeRulesTree
-    from segml.policy import GradePolicy, grade_summary
+    from segml.policy import grade_summary
     from segml.scoring import grade_features
 
     if production_model is None:
@@ -45,9 +67,13 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
     now = features.build_features(
         ctx.transactions_path, ctx.timeline.data_end, ctx.cfg.features, ctx.customers_path
     )
+    selection = read_selection(ctx)
+    policy = chosen_policy(ctx.cfg, selection.get("weights") if selection.get("weights_chosen") else None)
     potential = production_model.predict(now)
-    policy = GradePolicy.from_config(ctx.cfg.policy)
-    fitted = policy.fit(now, potential)
+    scorer = production_scorer(ctx, selection.get("selected_scorer", "potential"), now)
+    score = potential if scorer is None else scorer.predict_value(now)
+    axis = None if scorer is None else potential
+    fitted = policy.fit(now, score, axis_potential=axis)
     contrib = production_model.predict_contrib(now)
     reference = reference_stats(now[now["has_purchases"].astype(bool)])
     # the same function `segml grade` and the pyfunc call: the artifact reproduces these grades exactly
@@ -60,8 +86,14 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
         feature_config=ctx.cfg.features,
         potential=potential,
         contributions=contrib,
+        scorer=scorer,
     )
     write_parquet(graded, ctx.processed / "grades.parquet")
+    scorer_file = ctx.model_state_file("scorer_production")
+    if scorer is not None:
+        write_json(scorer_file, jsonable(scorer.to_dict()))
+    else:
+        scorer_file.unlink(missing_ok=True)
     write_text(ctx.model_state_file("policy").with_suffix(".yaml"), fitted.to_yaml())
     write_json(ctx.model_state_file("reference_stats"), jsonable(reference))
 

@@ -30,14 +30,18 @@ class MonitorResult:
 
 def run_monitor(ctx: TrainContext) -> MonitorResult:
     """Re-grade the calibration population with the policy fitted there and compare with the current grades."""
-    from segml.policy import GradePolicy
+    from segml.pipeline.grading import read_selection
+    from segml.pipeline.selection import chosen_policy
 
     tl = ctx.timeline
-    policy = GradePolicy.from_config(ctx.cfg.policy)
-    potential_then = load_predictions(ctx, ("potential",))["potential"]
-    then = policy.fit(ctx.calibration_features, potential_then).grade(
-        ctx.calibration_features, potential_then
-    )
+    selection = read_selection(ctx)
+    policy = chosen_policy(ctx.cfg, selection.get("weights") if selection.get("weights_chosen") else None)
+    predictions = load_predictions(ctx)
+    scorer = selection.get("selected_scorer", "potential")
+    score = predictions[scorer]
+    axis = predictions["potential"] if scorer != "potential" else None
+    fitted = policy.fit(ctx.calibration_features, score, axis_potential=axis)
+    then = fitted.grade(ctx.calibration_features, score, axis_potential=axis)
     current = pd.read_parquet(ctx.processed / "grades.parquet", columns=["customer_id", "grade"])
     order = [g.code for g in policy.grades] + [policy.new_customer.code]
     migration = monitor.migration_matrix(then, current, order)
