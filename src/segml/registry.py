@@ -32,18 +32,21 @@ class Registration:
 def register_grading_model(cfg: ExperimentConfig, parent_id: str, artifact_dir=None) -> Registration:
     """Export (unless ``artifact_dir`` is given) and register this run's production grading model.
 
-    The version is ``challenger``; it is also ``champion`` when there is none or it beats the champion on the
-    same :func:`~segml.pipeline.context.evaluation_key`.
+    The version's metric is the holdout Gini of the scorer the grades are built on (``selection.json``). The
+    version is ``challenger``; it is also ``champion`` when there is none or it beats the champion on the same
+    :func:`~segml.pipeline.context.evaluation_key` (``segml promote`` overrides).
     """
     from segml import artifact, tracking
 
-    report_file = cfg.paths.reports / "models" / "potential.json"
-    if not report_file.is_file():
-        raise SegmlError(f"{report_file}: no potential-model report — the potential stage did not finish")
-    metrics = json.loads(report_file.read_text(encoding="utf-8"))["holdout_metrics"]["potential"]
-    metric = metrics.get(SELECTION_METRIC)
-    if metric is None:
-        raise SegmlError(f"{report_file}: holdout_metrics.potential.{SELECTION_METRIC} is missing")
+    # the metric of what the grades are built on: the potential model, or the fallback scorer chosen inside
+    # calibration — a version is never champion on the strength of a model it does not use
+    selection_file = cfg.paths.reports / "selection.json"
+    if not selection_file.is_file():
+        raise SegmlError(f"{selection_file}: no selection record — the select stage did not finish")
+    selection = json.loads(selection_file.read_text(encoding="utf-8"))
+    if selection.get("metric") != SELECTION_METRIC or selection.get("value") is None:
+        raise SegmlError(f"{selection_file}: no holdout {SELECTION_METRIC} of the selected scorer")
+    metric = selection["value"]
     if artifact_dir is None:
         artifact_dir = artifact.export_artifact(cfg, mlflow_run_id=parent_id)
     uri = artifact.log_to_mlflow(artifact_dir, parent_id)
