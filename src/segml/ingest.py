@@ -368,7 +368,7 @@ def _read_file(
     try:
         if fmt == "parquet":
             con.execute(f"CREATE TABLE {stage} AS SELECT * FROM read_parquet({_literal(str(path))})")
-            _check_header(path, [d[0] for d in con.execute(f"DESCRIBE {stage}").fetchall()])
+            _check_header(path, _parquet_names(path))
             con.execute(
                 f"CREATE TABLE {raw.table} AS SELECT *, rowid + 1 AS {_ROW}, "
                 f"CAST(NULL AS VARCHAR) AS {_RAW} FROM {stage}"
@@ -460,6 +460,16 @@ def _check_header(path: Path, names: Sequence[str]) -> None:
                 f"{position}) — the same name {how}; rename one so every column name is unique ignoring case"
             )
         seen[key] = (position, str(name))
+
+
+def _parquet_names(path: Path) -> list[str]:
+    """Column names as stored in a Parquet file (DuckDB renames names that differ only in case)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception:  # noqa: BLE001 - DuckDB reads the file next and names the problem
+        return []
 
 
 _PYTHON_ENCODING = {"utf-8": "utf-8-sig", "latin-1": "latin-1", "utf-16": "utf-16"}
