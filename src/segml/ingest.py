@@ -596,8 +596,10 @@ def _scan_csv(con: duckdb.DuckDBPyConnection, path: Path, options: str, skip: in
         con.execute(f"UPDATE {tag} SET line = rowid + {skip + 1}")
         return tag
     con.execute(
-        f"CREATE TABLE {tag}_steps AS SELECT line - {skip + 1} - (row_number() OVER (ORDER BY line) - 1) "
-        f"AS kept_before, row_number() OVER (ORDER BY line) AS rejected FROM {tag}_rej"
+        # consecutive rejected lines share one kept_before: keep the step with all of them
+        f"CREATE TABLE {tag}_steps AS SELECT kept_before, max(rejected) AS rejected FROM ("
+        f"SELECT line - {skip + 1} - (row_number() OVER (ORDER BY line) - 1) AS kept_before, "
+        f"row_number() OVER (ORDER BY line) AS rejected FROM {tag}_rej) GROUP BY kept_before"
     )
     con.execute(
         f"CREATE TABLE {tag} AS SELECT r.* EXCLUDE (position), CAST({skip + 1} + r.position + "
