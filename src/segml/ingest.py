@@ -270,6 +270,7 @@ class _RawTable:
     rows_with_extra_fields: int | None = None  # whitespace format only
     format: str = ""  # format actually read (after ``auto`` is resolved)
     nulls: tuple[str, ...] = ("",)  # field values that mean missing (``cleaning.null_values``)
+    trimmed: dict[str, str] = field(default_factory=dict)  # column -> its trimmed text in :func:`_trimmed_from`
     malformed: int = 0  # malformed CSV lines (kept as rows with reason malformed_row)
 
 
@@ -591,9 +592,8 @@ def _scan_csv(con: duckdb.DuckDBPyConnection, path: Path, options: str, skip: in
         f"FROM {tag}_rej_all WHERE error IN ({malformed}) GROUP BY line"
     )
     if not con.execute(f"SELECT count(*) FROM {tag}_rej_all").fetchall()[0][0]:  # the usual case
-        con.execute(f"ALTER TABLE {tag}_raw RENAME TO {tag}")
-        con.execute(f"ALTER TABLE {tag} ADD COLUMN line BIGINT")
-        con.execute(f"UPDATE {tag} SET line = rowid + {skip + 1}")
+        con.execute(f"CREATE TABLE {tag} AS SELECT *, rowid + {skip + 1} AS line FROM {tag}_raw")
+        con.execute(f"DROP TABLE {tag}_raw")
         return tag
     con.execute(
         # consecutive rejected lines share one kept_before: keep the step with all of them
@@ -641,9 +641,24 @@ def _base_type(col_type: str) -> str:
 def _text_expr(raw: _RawTable, column: str) -> str:
     """Trimmed text, NULL when empty or a null token (``cleaning.null_values``). Never goes through a number:
     ids keep leading zeros."""
-    trimmed = f"trim(CAST({_ident(column)} AS VARCHAR), {_BLANKS})"
+    trimmed = (
+        _ident(raw.trimmed[column])
+        if column in raw.trimmed
+        else f"trim(CAST({_ident(column)} AS VARCHAR), {_BLANKS})"
+    )
     tokens = ", ".join(_literal(token) for token in sorted({"", *raw.nulls}))
     return f"CASE WHEN {trimmed} IN ({tokens}) THEN NULL ELSE {trimmed} END"
+
+
+def _trimmed_from(raw: _RawTable, mapping: dict[str, str]) -> str:
+    """``FROM`` source of the raw table with each mapped column's trimmed text computed once per row
+    (:func:`_text_expr` then reads it twice: the null-token test and the value)."""
+    raw.trimmed = {column: f"__trimmed_{i}" for i, column in enumerate(dict.fromkeys(mapping.values()))}
+    extra = ", ".join(
+        f"trim(CAST({_ident(column)} AS VARCHAR), {_BLANKS}) AS {_ident(alias)}"
+        for column, alias in raw.trimmed.items()
+    )
+    return f"(SELECT *, {extra} FROM {raw.table})"
 
 
 def _number_expr(raw: _RawTable, column: str) -> str:
@@ -707,6 +722,7 @@ def _typed_transactions(
     source: TransactionSource = raw.source  # type: ignore[assignment]
     _check_format_and_pattern(con, raw)
     mapping = _map_columns(raw, TRANSACTION_ROLES)
+    source_table = _trimmed_from(raw, mapping)
 
     def text(role: str) -> str:
         return _text_expr(raw, mapping[role]) if role in mapping else "CAST(NULL AS VARCHAR)"
@@ -754,7 +770,7 @@ def _typed_transactions(
                 {text("product_id")} AS product_id,
                 {text("channel")} AS channel,
                 {_RAW} IS NOT NULL AS is_malformed
-            FROM {raw.table}
+            FROM {source_table}
         )
         SELECT
             source_index, source, source_row, customer_id, order_id, timestamp,
@@ -1113,6 +1129,7 @@ def _ingest_customers(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Cle
     roles = list(source.columns)
     _check_format_and_pattern(con, raw)
     mapping = _map_columns(raw, roles)
+    source_table = _trimmed_from(raw, mapping)
     default_attributes = [r for r in roles if r not in CUSTOMER_ROLES]
     attributes = list(source.attributes) if source.attributes is not None else default_attributes
     for attribute in attributes:
@@ -1135,7 +1152,7 @@ def _ingest_customers(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Cle
                 SELECT {_ROW} AS source_row, {_text_expr(raw, mapping["customer_id"])} AS customer_id,
                        {signup} AS signup_date, {signup_present} AS signup_present {attribute_selects},
                        {_RAW} IS NOT NULL AS is_malformed
-                FROM {raw.table}
+                FROM {source_table}
             )
             SELECT *,
                 CASE WHEN is_malformed THEN '{QuarantineReason.MALFORMED_ROW.value}'
