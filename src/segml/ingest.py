@@ -270,7 +270,8 @@ class _RawTable:
     rows_with_extra_fields: int | None = None  # whitespace format only
     format: str = ""  # format actually read (after ``auto`` is resolved)
     nulls: tuple[str, ...] = ("",)  # field values that mean missing (``cleaning.null_values``)
-    trimmed: dict[str, str] = field(default_factory=dict)  # column -> its trimmed text in :func:`_trimmed_from`
+    #: column -> the name of its trimmed text in :func:`_trimmed_from`
+    trimmed: dict[str, str] = field(default_factory=dict)
     malformed: int = 0  # malformed CSV lines (kept as rows with reason malformed_row)
 
 
