@@ -104,3 +104,13 @@ def test_plot_font_covers_grade_names() -> None:
         warnings.simplefilter("always")
         plots.fig_to_base64_png(figure)
     assert not [w for w in caught if "missing from font" in str(w.message)]
+
+
+def test_missing_chromium_fails_the_test_never_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    import browser
+
+    monkeypatch.setattr(browser, "DEFAULT_CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("SEGML_CHROMIUM", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="chromium not installed"):
+        browser.chromium_path()
