@@ -381,6 +381,11 @@ def _read_file(
         else:
             _read_whitespace(con, path, raw)
     except duckdb.Error as exc:
+        if "unicode" in str(exc).lower() or "encoding" in str(exc).lower():
+            raise InputFileError(
+                f"{path}: not valid {raw.source.encoding} text ({_first_line(exc)}); set `encoding:` on this "
+                "source (utf-8, latin-1 or utf-16)"
+            ) from None
         raise InputFileError(f"{path}: cannot read as {fmt} ({_first_line(exc)})") from None
     _describe(con, raw)
     if raw.rows_in == 0:
