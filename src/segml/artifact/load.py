@@ -168,7 +168,7 @@ def load_artifact(
         present = [rel for rel in manifest["files"] if (root / rel).is_file()]
         check_contents(root, present)
         copy = f"{PYFUNC_DIR}/artifacts/{GRADING_ARTIFACT}"
-        if f"{copy}/manifest.json" in manifest["files"]:
+        if f"{copy}/manifest.json" in present:  # absent in copies made without pyfunc/
             check_pyfunc_copy(root, manifest, copy)
     else:
         from segml.artifact.manifest import read_manifest
