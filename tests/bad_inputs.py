@@ -12,6 +12,7 @@ no traceback; ``quarantine`` — exit 0 and the rows quarantined with the ``expe
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass, field
 
 HEADER = "id,ts,value,order\n"
@@ -76,6 +77,14 @@ INGEST_CASES = [
         "quarantine",
         ("malformed_row",),
         data=_csv("c1,2024-01-05").replace(b"\n", b"\r\n"),
+    ),
+    Case(
+        "short-row-gzip",
+        "a short row in a gzip-compressed CSV",
+        "quarantine",
+        ("malformed_row",),
+        data=gzip.compress(_csv("c1,2024-01-05"), mtime=0),
+        file="tx.csv.gz",
     ),
     Case(
         "mostly-malformed",

@@ -3,6 +3,7 @@ from it (``docs/bad_inputs.md``)."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import pickle
@@ -118,7 +119,8 @@ def test_ingest_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert sorted(report["by_reason"]) == sorted(case.expect)
     malformed = quarantine[quarantine["reason"] == "malformed_row"]
     assert malformed["raw_line"].notna().all()
-    lines = data.decode("utf-8").replace("\r\n", "\n").split("\n") if len(malformed) else []
+    text = gzip.decompress(data) if name.endswith(".gz") else data
+    lines = text.decode("utf-8").replace("\r\n", "\n").split("\n") if len(malformed) else []
     for _, row in malformed.iterrows():  # the raw text of the line and its number (header = line 1)
         assert lines[int(row["source_row"])] == row["raw_line"], (row["source_row"], row["raw_line"])
 

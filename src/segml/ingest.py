@@ -479,11 +479,7 @@ def _parquet_names(path: Path) -> list[str]:
         return []
 
 
-_PYTHON_ENCODING = {"utf-8": "utf-8-sig", "latin-1": "latin-1", "utf-16": "utf-16"}
-
-
-def _csv_header(path: Path, delimiter: str | None, encoding: str) -> tuple[list[str], str]:
-    """The header line's column names and the delimiter (given, else the most frequent candidate)."""
+def _first_line_of(path: Path, encoding: str) -> str:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
@@ -493,12 +489,30 @@ def _csv_header(path: Path, delimiter: str | None, encoding: str) -> tuple[list[
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read the header line ({exc})") from None
     try:
-        text = first.decode(_PYTHON_ENCODING[encoding]).rstrip("\r\n")
+        return first.decode(_PYTHON_ENCODING[encoding]).rstrip("\r\n")
     except UnicodeDecodeError as exc:
         raise InputFileError(
             f"{path}: line 1 is not valid {encoding} text (byte 0x{first[exc.start]:02x} at offset "
             f"{exc.start}); set `encoding:` on this source (utf-8, latin-1 or utf-16)"
         ) from None
+
+
+_PYTHON_ENCODING = {"utf-8": "utf-8-sig", "latin-1": "latin-1", "utf-16": "utf-16"}
+
+
+def _csv_header(
+    con: duckdb.DuckDBPyConnection, path: Path, delimiter: str | None, encoding: str
+) -> tuple[list[str], str]:
+    """The header line's column names and the delimiter (given, else the most frequent candidate)."""
+    if path.name.lower().endswith(".zst"):  # no zstd module in Python: DuckDB decompresses the first line
+        first_line = con.execute(
+            f"SELECT line FROM read_csv({_literal(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, "
+            f"delim = chr(1), quote = '', escape = '', auto_detect = false, encoding = {_literal(encoding)}) "
+            "LIMIT 1"
+        ).fetchall()
+        text = (first_line[0][0] or "") if first_line else ""
+    else:
+        text = _first_line_of(path, encoding)
     if not text.strip():
         raise InputFileError(f"{path}: the first line is empty; a CSV file starts with a header line")
     if delimiter is None:
@@ -520,7 +534,7 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, delimiter: str | None,
     swallows the rest of the file into one field, so the lines after it are read again without quoting.
     """
     encoding = raw.source.encoding
-    header, delimiter = _csv_header(path, delimiter, encoding)
+    header, delimiter = _csv_header(con, path, delimiter, encoding)
     columns = "{" + ", ".join(f"{_literal(name)}: 'VARCHAR'" for name in header) + "}"
     options = (
         f"columns = {columns}, header = false, auto_detect = false, delim = {_literal(delimiter)}, "
