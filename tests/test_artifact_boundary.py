@@ -17,15 +17,13 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, make_project
+from test_artifact import _train  # ingest + train the smoke experiment, as test_artifact does
 from typer.testing import CliRunner
 
 from segml.artifact import ArtifactError, export_artifact
 from segml.artifact.manifest import MANIFEST, SIGNATURE, manifest_text
 from segml.cli import app
-from segml.config import load_experiment
-from segml.ingest import run_ingest
 from segml.storage import sha256_file
-from segml.train import run_train
 
 runner = CliRunner()
 BOOSTER = "model/booster_tweedie.txt"
@@ -36,10 +34,7 @@ POLICY = "policy/policy.yaml"
 def trained(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("boundary_project")
     make_project(root)
-    cfg = load_experiment(root / "experiments" / "smoke.yaml", root=root)
-    run_ingest(cfg)
-    run_train(cfg, backtest_cutoffs=False, progress=False)
-    return cfg
+    return _train(root)
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,13 @@ import pandas as pd
 import pytest
 from bad_inputs import ARTIFACT_CASES, GOOD, HEADER, INGEST_CASES, Case, render_markdown
 from conftest import REPO, make_project
+from test_artifact import _train  # ingest + train the smoke experiment, as test_artifact does
 from typer.testing import CliRunner
 
 from segml.artifact import export_artifact
 from segml.artifact.manifest import MANIFEST, manifest_text
 from segml.cli import app
-from segml.config import load_experiment
-from segml.ingest import run_ingest
 from segml.storage import sha256_file
-from segml.train import run_train
 
 runner = CliRunner()
 
@@ -133,9 +131,7 @@ def test_ingest_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def artifact(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("matrix_project")
     make_project(root)
-    cfg = load_experiment(root / "experiments" / "smoke.yaml", root=root)
-    run_ingest(cfg)
-    run_train(cfg, backtest_cutoffs=False, progress=False)
+    cfg = _train(root)
     key = root / "trainer.key"
     key.write_text("a trusted trainer's secret of 32 bytes\n")
     return export_artifact(cfg, sign_key=key.read_bytes().strip()), key
