@@ -1,19 +1,21 @@
 """The reports open in a real headless browser (Debian's chromium): no console error, charts drawn, Chinese
 grade names drawn as glyphs (not missing-glyph boxes) in the page and in the plots.
 
-These tests are slow (they run the smoke experiment) and need Chromium: `.ci/run` installs it; on a developer
-machine `apt-get install -y chromium` before `make test-slow`. A missing browser fails the test (never a skip).
+These tests are slow (they run the smoke experiment) and need Chromium and Playwright: `.ci/run` installs
+chromium; on a developer machine `apt-get install -y chromium` before `make test-slow`. Screenshots go through
+:mod:`browser` (Playwright driving the system chromium), which waits for ``document.fonts.ready`` and for every
+image, so a busy machine cannot screenshot before the embedded font applies. A missing browser fails the test
+(never a skip).
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import screenshot
 from PIL import Image
 from test_run import smoke_run
 
@@ -21,39 +23,6 @@ from segml import report
 from segml.policy import default_policy_mapping
 
 GRADE_NAMES = [g["name"] for g in default_policy_mapping()["grades"]]
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    pytest.fail("chromium not installed (Debian: apt-get install -y chromium; .ci/run installs it in CI)")
-
-
-def screenshot(page: Path, png: Path, size: tuple[int, int] = (1200, 1800)) -> list[str]:
-    """Screenshot ``page``; return the browser's console lines (``CONSOLE`` log entries)."""
-    browser = chromium()
-    completed = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-            f"--window-size={size[0]},{size[1]}",
-            f"--screenshot={png}",
-            page.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert png.is_file(), f"no screenshot of {page.name}: {completed.stderr[-2000:]}"
-    return [line for line in completed.stderr.splitlines() if ":CONSOLE" in line]
 
 
 def ink(png: Path) -> np.ndarray:
@@ -135,3 +104,13 @@ def test_plot_font_covers_grade_names() -> None:
         warnings.simplefilter("always")
         plots.fig_to_base64_png(figure)
     assert not [w for w in caught if "missing from font" in str(w.message)]
+
+
+def test_missing_chromium_fails_the_test_never_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    import browser
+
+    monkeypatch.setattr(browser, "DEFAULT_CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("SEGML_CHROMIUM", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="chromium not installed"):
+        browser.chromium_path()

@@ -152,6 +152,7 @@ c6,2024-03-01,20,o10,B
 c6,2024-03-02,21,o11,B
 c6,2024-03-03,22,o12,B
 c6,2024-03-04,23,o13,B
+c7,2024-03-05
 """
 
 EXPECTED_REASONS = {
@@ -166,6 +167,7 @@ EXPECTED_REASONS = {
     10: "return",
     11: "outlier_amount",
     12: "missing_customer_id",  # also a bad date and a bad amount: identity comes first
+    17: "malformed_row",  # too few fields: quarantined, not a reason to refuse the file
 }
 
 
@@ -196,8 +198,8 @@ def test_every_reason_and_precedence(reasons_cfg) -> None:
     assert _reasons(quarantine) == EXPECTED_REASONS
     assert set(quarantine["reason"]) == {r.value for r in QuarantineReason}
     report = result.report
-    assert report["rows_in"] == 16
-    assert report["rows_quarantined"] == 11
+    assert report["rows_in"] == 17
+    assert report["rows_quarantined"] == 12
     assert report["rows_kept"] == 5
     assert report["by_reason"] == {
         r.value: (2 if r is QuarantineReason.MISSING_CUSTOMER_ID else 1) for r in QuarantineReason
@@ -221,6 +223,7 @@ def test_quarantine_keeps_original_text(reasons_cfg) -> None:
         "source",
         "source_row",
         "reason",
+        "raw_line",
     ]
     assert set(_parquet_schema(result.quarantine_path).values()) <= {"VARCHAR", "BIGINT"}
     row = quarantine.set_index("source_row").loc[6]
@@ -350,7 +353,7 @@ def test_multi_source_union_with_different_columns(tmp_path: Path) -> None:
     quarantine = pd.read_parquet(result.quarantine_path)
     assert list(quarantine.columns) == [
         "customer", "ts", "total", "order_no", "client_id", "billed_at", "amount_eur", "via",
-        "source", "source_row", "reason",
+        "source", "source_row", "reason", "raw_line",
     ]  # fmt: skip
     assert quarantine[["source", "source_row", "reason"]].values.tolist() == [
         ["orders", 2, "non_numeric_amount"],

@@ -12,6 +12,20 @@ import typer
 ArtifactArg = Annotated[
     Path, typer.Argument(help="Artifact folder (artifacts/<name>/<version>).", show_default=False)
 ]
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key",
+        help="Key file holding the signing secret: the artifact's manifest.sig must match it.",
+        show_default=False,
+    ),
+]
+
+
+def _secret(key_file: Path | None) -> bytes | None:
+    from segml.artifact.manifest import read_key
+
+    return None if key_file is None else read_key(key_file)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,6 +46,14 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--run-id", help="MLflow run to record in the manifest and log the artifact to."),
         ] = None,
+        sign_key: Annotated[
+            Path | None,
+            typer.Option(
+                "--sign-key",
+                help="Key file holding a secret (>= 16 bytes): write manifest.sig (HMAC-SHA256).",
+                show_default=False,
+            ),
+        ] = None,
         set_: SetOpt = None,
     ) -> None:
         """Package the trained model as a versioned, checksummed grading artifact (no pickle)."""
@@ -40,15 +62,17 @@ def register(app: typer.Typer) -> None:
         from segml.artifact.export import export_artifact, log_to_mlflow
         from segml.artifact.manifest import verify
 
+        secret = _secret(sign_key)
         cfg = _load(experiment, set_)
         t0 = time.perf_counter()
         with console.status(f"export {cfg.name}"):
-            path = export_artifact(cfg, version, mlflow_run_id=run_id)
-        info = verify(path)
+            path = export_artifact(cfg, version, mlflow_run_id=run_id, sign_key=secret)
+        info = verify(path, key=secret)
         onnx = info["manifest"].get("onnx", {})
         out.print(
             f"export {cfg.name}: {info['name']} {info['version']} — {info['files']} files, "
             f"{info['bytes'] / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s -> {path}"
+            + ("; signed (manifest.sig)" if secret is not None else "")
         )
         if onnx.get("passed") is not None:
             out.print(
@@ -98,6 +122,7 @@ def register(app: typer.Typer) -> None:
                 help="Re-derive share-based grade boundaries on this population (default: frozen at training).",
             ),
         ] = False,
+        key: KeyOpt = None,
     ) -> None:
         """Grade customers from raw transactions with a verified artifact."""
         import time
@@ -111,7 +136,7 @@ def register(app: typer.Typer) -> None:
         if suffix not in (".parquet", ".csv"):
             raise InputFileError(f"{out_file}: --out must end in .parquet or .csv")
         t0 = time.perf_counter()
-        loaded = load_artifact(artifact)  # verifies every file first
+        loaded = load_artifact(artifact, key=_secret(key))  # verifies every file first
         if customers is None and loaded.data.customers is not None:
             console.print(
                 "warning: the model was trained with customer attributes but no --customers file was given: "
@@ -153,18 +178,19 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @user_errors
-    def verify(artifact: ArtifactArg) -> None:
-        """Check every file of an artifact against its manifest and print the model card summary."""
+    def verify(artifact: ArtifactArg, key: KeyOpt = None) -> None:
+        """Check an artifact: manifest, boundary, every file's content, probe grades; print the card summary."""
+        from segml.artifact.load import load_artifact
         from segml.artifact.manifest import MODEL_CARD
-        from segml.artifact.manifest import verify as verify_artifact
 
-        info = verify_artifact(artifact)
+        info = load_artifact(artifact, key=_secret(key)).verified
         manifest = info["manifest"]
         data = manifest.get("training_data", {})
         onnx = manifest.get("onnx", {})
         out.print(
             f"verify {info['name']} {info['version']}: OK — {info['files']} files match manifest.json "
-            f"(SHA-256), {info['bytes'] / 1e6:.2f} MB",
+            f"(SHA-256) and parse, probe customers re-graded identically, {info['bytes'] / 1e6:.2f} MB; "
+            + {True: "signature matches the key", None: "signature not checked (no --key)"}[info["signed"]],
             highlight=False,
             soft_wrap=True,
         )

@@ -91,6 +91,10 @@ class ExperimentPaths:
 # Configuration sections.  Field defaults are the documented defaults; see experiments/*.yaml.
 
 FileFormat = Literal["auto", "csv", "parquet", "whitespace"]
+#: text encodings DuckDB reads natively (CSV and whitespace files)
+TextEncoding = Literal["utf-8", "latin-1", "utf-16"]
+#: text that exports write for an empty field: missing in every role (``cleaning.null_values``)
+DEFAULT_NULL_VALUES = ("", "NULL", "null", "NaN", "nan", "None", "NA", "N/A", "#N/A", "NaT")
 
 
 @dataclass
@@ -113,6 +117,8 @@ class TransactionSource:
     non_product_codes: list[str] = field(default_factory=list)
     #: regular expression on product_id for non-product lines
     non_product_pattern: str | None = None
+    #: text encoding of a CSV or whitespace file
+    encoding: TextEncoding = "utf-8"
 
 
 @dataclass
@@ -130,6 +136,8 @@ class CustomerSource:
     #: customers without a signup date: "exclude" = in the population at a cutoff only once they have bought
     #: (a CRM snapshot lists customers who first bought later); "include" = at every cutoff (warns)
     undated: Literal["exclude", "include"] = "exclude"
+    #: text encoding of a CSV or whitespace file
+    encoding: TextEncoding = "utf-8"
 
 
 @dataclass
@@ -165,6 +173,9 @@ class CleaningRules:
     #: whole (wrong column mapped or wrong type) instead of quarantining nearly everything
     max_bad_share: float = 0.5
     outliers: OutlierRule = field(default_factory=OutlierRule)
+    #: field values (after trimming blanks) that mean "missing" in every role and every file; an empty
+    #: field is always missing
+    null_values: list[str] = field(default_factory=lambda: list(DEFAULT_NULL_VALUES))
 
 
 @dataclass

@@ -5,7 +5,10 @@ Everything runs in a fresh in-memory DuckDB connection; no row is ever looped ov
 Flow per transaction source (a file, or a DataFrame for tests):
 
 1. **read** the file into a table of its original columns plus a 1-based ``source_row``
-   (CSV as text, Parquet natively, ``whitespace`` by splitting lines on runs of blanks);
+   (CSV as text, Parquet natively, ``whitespace`` by splitting lines on runs of blanks). A CSV header is
+   read first (duplicate or case-ambiguous names are an error naming both); lines with too few or too many
+   fields or an unterminated quote are kept as ``malformed_row`` rows with their raw text, so one bad line
+   never refuses the file; a file that is not in its ``encoding:`` is refused naming the line;
 2. **map and parse** the contract roles (customer id as trimmed text, timestamp, numbers) and refuse the
    file when one role fails on more than ``cleaning.max_bad_share`` of its rows (wrong column or type);
 3. **classify** every row of every source: each quarantine reason is a boolean condition and a row gets
@@ -20,7 +23,9 @@ Flow per transaction source (a file, or a DataFrame for tests):
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as dt
+import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +57,10 @@ __all__ = [
 QUARANTINE_CUSTOMERS_FILE = "quarantine_customers.parquet"
 
 _ROW = "__source_row"  # internal 1-based row number column of raw tables
-_QUARANTINE_TAIL = ("source", "source_row", "reason")
+_RAW = "__raw_line"  # internal: the raw text of a malformed CSV line (NULL for parsed rows)
+_QUARANTINE_TAIL = ("source", "source_row", "reason", "raw_line")
+#: delimiters tried on a CSV header line when ``delimiter:`` is not set
+_DELIMITERS = (",", ";", "\t", "|")
 _BLANKS = "chr(32) || chr(9) || chr(10) || chr(13)"
 _NUMERIC_TYPES = set(
     [
@@ -74,6 +82,9 @@ _NUMERIC_TYPES = set(
 #: output order: deterministic whatever the thread count
 _CLEAN_QUERY = "SELECT * FROM clean_out ORDER BY customer_id, timestamp, source, source_row"
 _QUARANTINE_QUERY = "SELECT * EXCLUDE (source_index) FROM quarantine_out ORDER BY source_index, source_row"
+#: a rejected line's text without the line breaks DuckDB keeps around it
+_TRIMMED_LINE = "trim({}, chr(13) || chr(10))"
+_MALFORMED_ERRORS = ("MISSING COLUMNS", "TOO MANY COLUMNS", "UNQUOTED VALUE", "LINE SIZE OVER MAXIMUM")
 #: parsed role columns; rows equal on all of them (within a source) are "identical"
 _ROLE_COLUMNS = (
     "customer_id",
@@ -258,6 +269,10 @@ class _RawTable:
     rows_in: int = 0
     rows_with_extra_fields: int | None = None  # whitespace format only
     format: str = ""  # format actually read (after ``auto`` is resolved)
+    nulls: tuple[str, ...] = ("",)  # field values that mean missing (``cleaning.null_values``)
+    #: column -> the name of its trimmed text in :func:`_trimmed_from`
+    trimmed: dict[str, str] = field(default_factory=dict)
+    malformed: int = 0  # malformed CSV lines (kept as rows with reason malformed_row)
 
 
 def _connect(threads: int | None, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
@@ -355,17 +370,22 @@ def _read_file(
     try:
         if fmt == "parquet":
             con.execute(f"CREATE TABLE {stage} AS SELECT * FROM read_parquet({_literal(str(path))})")
+            _check_header(path, _parquet_names(path))
+            con.execute(
+                f"CREATE TABLE {raw.table} AS SELECT *, rowid + 1 AS {_ROW}, "
+                f"CAST(NULL AS VARCHAR) AS {_RAW} FROM {stage}"
+            )
+            con.execute(f"DROP TABLE {stage}")
         elif fmt == "csv":
-            options = ", all_varchar = true, header = true"
-            if delimiter:
-                options += f", delim = {_literal(delimiter)}"
-            con.execute(f"CREATE TABLE {stage} AS SELECT * FROM read_csv({_literal(str(path))}{options})")
+            _read_csv(con, path, delimiter, raw)
         else:
             _read_whitespace(con, path, raw)
-        if fmt != "whitespace":
-            con.execute(f"CREATE TABLE {raw.table} AS SELECT *, rowid + 1 AS {_ROW} FROM {stage}")
-            con.execute(f"DROP TABLE {stage}")
     except duckdb.Error as exc:
+        if "unicode" in str(exc).lower() or "encoding" in str(exc).lower():
+            raise InputFileError(
+                f"{path}: not valid {raw.source.encoding} text ({_first_line(exc)}); set `encoding:` on this "
+                "source (utf-8, latin-1 or utf-16)"
+            ) from None
         raise InputFileError(f"{path}: cannot read as {fmt} ({_first_line(exc)})") from None
     _describe(con, raw)
     if raw.rows_in == 0:
@@ -381,7 +401,8 @@ def _read_whitespace(con: duckdb.DuckDBPyConnection, path: Path, raw: _RawTable)
     lines, tokens = f"{raw.table}_lines", f"{raw.table}_tokens"
     con.execute(
         f"CREATE TABLE {lines} AS SELECT line FROM read_csv({_literal(str(path))}, columns = {{'line': 'VARCHAR'}}, "
-        "header = false, delim = chr(1), quote = '', escape = '', auto_detect = false)"
+        "header = false, delim = chr(1), quote = '', escape = '', auto_detect = false, "
+        f"encoding = {_literal(raw.source.encoding)})"
     )
     con.execute(
         f"CREATE TABLE {tokens} AS SELECT row_number() OVER (ORDER BY rowid) AS line_no, "
@@ -391,10 +412,12 @@ def _read_whitespace(con: duckdb.DuckDBPyConnection, path: Path, raw: _RawTable)
     header_row = con.execute(f"SELECT fields FROM {tokens} WHERE line_no = 1").fetchall()
     if not header_row:
         raise InputFileError(f"{path}: file is empty (no header line)")
-    header = _unique_names(header_row[0][0])
+    header = list(header_row[0][0])
+    _check_header(path, header)
     selects = ", ".join(f"fields[{i + 1}] AS {_ident(name)}" for i, name in enumerate(header))
     con.execute(
         f"CREATE TABLE {raw.table} AS SELECT {selects}, line_no - 1 AS {_ROW}, "
+        f"CAST(NULL AS VARCHAR) AS {_RAW}, "
         f"len(fields) > {len(header)} AS __extra_fields FROM {tokens} WHERE line_no > 1 ORDER BY line_no"
     )
     raw.rows_with_extra_fields = con.execute(
@@ -412,7 +435,11 @@ def _load_frame(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, raw: _RawTa
         con.execute(f"CREATE TABLE {raw.table}_stage AS SELECT * FROM {view}")
     finally:
         con.unregister(view)
-    con.execute(f"CREATE TABLE {raw.table} AS SELECT *, rowid + 1 AS {_ROW} FROM {raw.table}_stage")
+    _check_header(Path(raw.label), [str(c) for c in frame.columns])
+    con.execute(
+        f"CREATE TABLE {raw.table} AS SELECT *, rowid + 1 AS {_ROW}, CAST(NULL AS VARCHAR) AS {_RAW} "
+        f"FROM {raw.table}_stage"
+    )
     con.execute(f"DROP TABLE {raw.table}_stage")
     raw.format = "dataframe"
     _describe(con, raw)
@@ -422,22 +449,185 @@ def _load_frame(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, raw: _RawTa
 
 def _describe(con: duckdb.DuckDBPyConnection, raw: _RawTable) -> None:
     described = con.execute(f"DESCRIBE {raw.table}").fetchall()
-    raw.types = {name: str(col_type) for name, col_type, *_ in described if name != _ROW}
+    raw.types = {name: str(col_type) for name, col_type, *_ in described if name not in (_ROW, _RAW)}
     raw.columns = list(raw.types)
     raw.rows_in = con.execute(f"SELECT count(*) FROM {raw.table}").fetchall()[0][0]
 
 
-def _unique_names(names: Sequence[str]) -> list[str]:
-    seen: set[str] = set()
-    out = []
-    for name in names:
-        candidate, n = name, 1
-        while candidate.lower() in seen:
-            n += 1
-            candidate = f"{name}_{n}"
-        seen.add(candidate.lower())
-        out.append(candidate)
-    return out
+def _check_header(path: Path, names: Sequence[str]) -> None:
+    """Column names must be unique ignoring case: otherwise a mapping could silently read the wrong one."""
+    seen: dict[str, tuple[int, str]] = {}
+    for position, name in enumerate(names, start=1):
+        key = str(name).lower()
+        if key in seen:
+            first_position, first = seen[key]
+            how = "twice" if first == name else "in two spellings that differ only in case"
+            raise InputFileError(
+                f"{path}: the header names column '{first}' (column {first_position}) and '{name}' (column "
+                f"{position}) — the same name {how}; rename one so every column name is unique ignoring case"
+            )
+        seen[key] = (position, str(name))
+
+
+def _parquet_names(path: Path) -> list[str]:
+    """Column names as stored in a Parquet file (DuckDB renames names that differ only in case)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception:  # noqa: BLE001 - DuckDB reads the file next and names the problem
+        return []
+
+
+def _first_line_of(path: Path, encoding: str) -> str:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            first = handle.readline(1 << 20)
+            if encoding == "utf-16" and first.endswith(b"\n"):
+                first += handle.read(1)  # the second byte of the UTF-16 newline
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read the header line ({exc})") from None
+    try:
+        return first.decode(_PYTHON_ENCODING[encoding]).rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(
+            f"{path}: line 1 is not valid {encoding} text (byte 0x{first[exc.start]:02x} at offset "
+            f"{exc.start}); set `encoding:` on this source (utf-8, latin-1 or utf-16)"
+        ) from None
+
+
+_PYTHON_ENCODING = {"utf-8": "utf-8-sig", "latin-1": "latin-1", "utf-16": "utf-16"}
+
+
+def _csv_header(
+    con: duckdb.DuckDBPyConnection, path: Path, delimiter: str | None, encoding: str
+) -> tuple[list[str], str]:
+    """The header line's column names and the delimiter (given, else the most frequent candidate)."""
+    if path.name.lower().endswith(".zst"):  # no zstd module in Python: DuckDB decompresses the first line
+        first_line = con.execute(
+            f"SELECT line FROM read_csv({_literal(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, "
+            f"delim = chr(1), quote = '', escape = '', auto_detect = false, encoding = {_literal(encoding)}) "
+            "LIMIT 1"
+        ).fetchall()
+        text = (first_line[0][0] or "") if first_line else ""
+    else:
+        text = _first_line_of(path, encoding)
+    if not text.strip():
+        raise InputFileError(f"{path}: the first line is empty; a CSV file starts with a header line")
+    if delimiter is None:
+        counts = {d: sum(len(row) - 1 for row in csv.reader([text], delimiter=d)) for d in _DELIMITERS}
+        delimiter = max(_DELIMITERS, key=lambda d: counts[d]) if max(counts.values()) else ","
+    names = next(csv.reader([text], delimiter=delimiter))
+    names = [name.strip() or f"column{i}" for i, name in enumerate(names)]
+    _check_header(path, names)
+    return names, delimiter
+
+
+def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, delimiter: str | None, raw: _RawTable) -> None:
+    """Read a CSV file into ``raw.table``: header, parsed rows and malformed lines, in file order.
+
+    DuckDB parses the file with the header's columns and the dialect fixed (no sniffing, so a bad line cannot
+    make the whole file unreadable) and stores lines it cannot parse in a rejects table; those become rows of
+    their own with NULL columns and their raw text in ``__raw_line`` (reason ``malformed_row``). ``source_row``
+    is the file line number minus the header line, for parsed and malformed rows alike. An unterminated quote
+    swallows the rest of the file into one field, so the lines after it are read again without quoting.
+    """
+    encoding = raw.source.encoding
+    header, delimiter = _csv_header(con, path, delimiter, encoding)
+    columns = "{" + ", ".join(f"{_literal(name)}: 'VARCHAR'" for name in header) + "}"
+    options = (
+        f"columns = {columns}, header = false, auto_detect = false, delim = {_literal(delimiter)}, "
+        f"encoding = {_literal(encoding)}, store_rejects = true, strict_mode = true, null_padding = false"
+    )
+    quoted = _scan_csv(con, path, f"{options}, quote = '\"', escape = '\"'", 1, f"{raw.table}_q")
+    parts = [quoted]
+    swallowed = con.execute(
+        f"SELECT min(line) FROM {quoted}_rej_all WHERE error = 'UNQUOTED VALUE' "
+        f"AND contains({_TRIMMED_LINE.format('csv_line')}, chr(10))"
+    ).fetchall()[0][0]
+    if swallowed is not None:
+        con.execute(f"DELETE FROM {quoted} WHERE line > {int(swallowed)}")
+        con.execute(f"DELETE FROM {quoted}_rej WHERE line > {int(swallowed)}")
+        con.execute(
+            f"UPDATE {quoted}_rej SET raw_line = rtrim(split_part(raw_line, chr(10), 1), chr(13)) "
+            f"WHERE line = {int(swallowed)}"
+        )
+        parts.append(
+            _scan_csv(con, path, f"{options}, quote = '', escape = ''", int(swallowed), f"{raw.table}_u")
+        )
+    names = ", ".join(_ident(name) for name in header)
+    nulls = ", ".join(f"CAST(NULL AS VARCHAR) AS {_ident(name)}" for name in header)
+    selects = []
+    for part in parts:
+        selects.append(f"SELECT {names}, line - 1 AS {_ROW}, CAST(NULL AS VARCHAR) AS {_RAW} FROM {part}")
+        selects.append(
+            f"SELECT {nulls}, CAST(line - 1 AS BIGINT) AS {_ROW}, raw_line AS {_RAW} FROM {part}_rej"
+        )
+    rejected = sum(con.execute(f"SELECT count(*) FROM {part}_rej").fetchall()[0][0] for part in parts)
+    if rejected or len(parts) > 1:
+        con.execute(f"CREATE TABLE {raw.table} AS {' UNION ALL '.join(selects)} ORDER BY {_ROW}")
+    else:  # no malformed line: the parsed rows are in file order already
+        con.execute(f"CREATE TABLE {raw.table} AS {selects[0]}")
+    invalid = con.execute(
+        " UNION ALL ".join(
+            f"SELECT line, error FROM {part}_rej_all WHERE error = 'INVALID ENCODING'" for part in parts
+        )
+        + " ORDER BY line LIMIT 1"
+    ).fetchall()
+    if invalid:
+        count = sum(
+            con.execute(f"SELECT count(*) FROM {part}_rej_all WHERE error = 'INVALID ENCODING'").fetchall()[
+                0
+            ][0]
+            for part in parts
+        )
+        raise InputFileError(
+            f"{path}: line {invalid[0][0]} (and {count - 1:,} more) is not valid {encoding} text; set "
+            "`encoding:` on this source (utf-8, latin-1 or utf-16)"
+        )
+    for part in parts:
+        for suffix in ("", "_rej", "_rej_all", "_steps"):
+            con.execute(f"DROP TABLE IF EXISTS {part}{suffix}")
+    raw.malformed = con.execute(f"SELECT count(*) FROM {raw.table} WHERE {_RAW} IS NOT NULL").fetchall()[0][0]
+
+
+def _scan_csv(con: duckdb.DuckDBPyConnection, path: Path, options: str, skip: int, tag: str) -> str:
+    """Parse ``path`` from line ``skip + 1`` into ``tag`` (columns + file ``line``) and ``tag_rej``.
+
+    DuckDB drops the lines it rejects, so a parsed row's line number is its position plus the number of
+    rejected lines before it (an as-of join on the rejects, as few as they usually are).
+    """
+    con.execute(
+        f"CREATE TABLE {tag}_raw AS SELECT * FROM read_csv({_literal(str(path))}, {options}, skip = {skip}, "
+        f"rejects_table = '{tag}_errors', rejects_scan = '{tag}_scans')"
+    )
+    con.execute(f"CREATE TABLE {tag}_rej_all AS SELECT line, error_type AS error, csv_line FROM {tag}_errors")
+    con.execute(f"DROP TABLE {tag}_errors")
+    con.execute(f"DROP TABLE {tag}_scans")
+    malformed = ", ".join(_literal(e) for e in _MALFORMED_ERRORS)
+    con.execute(
+        f"CREATE TABLE {tag}_rej AS SELECT line, min(error) AS error, "
+        f"{_TRIMMED_LINE.format('first(csv_line)')} AS raw_line "
+        f"FROM {tag}_rej_all WHERE error IN ({malformed}) GROUP BY line"
+    )
+    if not con.execute(f"SELECT count(*) FROM {tag}_rej_all").fetchall()[0][0]:  # the usual case
+        con.execute(f"CREATE TABLE {tag} AS SELECT *, rowid + {skip + 1} AS line FROM {tag}_raw")
+        con.execute(f"DROP TABLE {tag}_raw")
+        return tag
+    con.execute(
+        # consecutive rejected lines share one kept_before: keep the step with all of them
+        f"CREATE TABLE {tag}_steps AS SELECT kept_before, max(rejected) AS rejected FROM ("
+        f"SELECT line - {skip + 1} - (row_number() OVER (ORDER BY line) - 1) AS kept_before, "
+        f"row_number() OVER (ORDER BY line) AS rejected FROM {tag}_rej) GROUP BY kept_before"
+    )
+    con.execute(
+        f"CREATE TABLE {tag} AS SELECT r.* EXCLUDE (position), CAST({skip + 1} + r.position + "
+        f"coalesce(s.rejected, 0) AS BIGINT) AS line FROM (SELECT *, rowid AS position FROM {tag}_raw) r "
+        f"ASOF LEFT JOIN {tag}_steps s ON r.position >= s.kept_before ORDER BY r.position"
+    )
+    con.execute(f"DROP TABLE {tag}_raw")
+    return tag
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -468,22 +658,40 @@ def _base_type(col_type: str) -> str:
     return col_type.split("(")[0].strip().upper()
 
 
-def _text_expr(column: str) -> str:
-    """Trimmed text, NULL when empty. Never goes through a number: ids keep leading zeros."""
-    return f"NULLIF(trim(CAST({_ident(column)} AS VARCHAR), {_BLANKS}), '')"
+def _text_expr(raw: _RawTable, column: str) -> str:
+    """Trimmed text, NULL when empty or a null token (``cleaning.null_values``). Never goes through a number:
+    ids keep leading zeros."""
+    trimmed = (
+        _ident(raw.trimmed[column])
+        if column in raw.trimmed
+        else f"trim(CAST({_ident(column)} AS VARCHAR), {_BLANKS})"
+    )
+    tokens = ", ".join(_literal(token) for token in sorted({"", *raw.nulls}))
+    return f"CASE WHEN {trimmed} IN ({tokens}) THEN NULL ELSE {trimmed} END"
+
+
+def _trimmed_from(raw: _RawTable, mapping: dict[str, str]) -> str:
+    """``FROM`` source of the raw table with each mapped column's trimmed text computed once per row
+    (:func:`_text_expr` then reads it twice: the null-token test and the value)."""
+    raw.trimmed = {column: f"__trimmed_{i}" for i, column in enumerate(dict.fromkeys(mapping.values()))}
+    extra = ", ".join(
+        f"trim(CAST({_ident(column)} AS VARCHAR), {_BLANKS}) AS {_ident(alias)}"
+        for column, alias in raw.trimmed.items()
+    )
+    return f"(SELECT *, {extra} FROM {raw.table})"
 
 
 def _number_expr(raw: _RawTable, column: str) -> str:
     if _base_type(raw.types[column]) in _NUMERIC_TYPES:
         return f"CAST({_ident(column)} AS DOUBLE)"
-    return f"try_cast({_text_expr(column)} AS DOUBLE)"
+    return f"try_cast({_text_expr(raw, column)} AS DOUBLE)"
 
 
 def _timestamp_expr(raw: _RawTable, column: str, timestamp_format: str | None) -> str:
     base = _base_type(raw.types[column])
     if base == "DATE" or base.startswith("TIMESTAMP"):
         return f"CAST({_ident(column)} AS TIMESTAMP)"
-    text = _text_expr(column)
+    text = _text_expr(raw, column)
     if timestamp_format:
         return f"CAST(try_strptime({text}, {_literal(timestamp_format)}) AS TIMESTAMP)"
     # via TIMESTAMPTZ so an explicit offset is honoured (converted to UTC); plain values are read as UTC
@@ -534,22 +742,25 @@ def _typed_transactions(
     source: TransactionSource = raw.source  # type: ignore[assignment]
     _check_format_and_pattern(con, raw)
     mapping = _map_columns(raw, TRANSACTION_ROLES)
+    source_table = _trimmed_from(raw, mapping)
 
     def text(role: str) -> str:
-        return _text_expr(mapping[role]) if role in mapping else "CAST(NULL AS VARCHAR)"
+        return _text_expr(raw, mapping[role]) if role in mapping else "CAST(NULL AS VARCHAR)"
 
     def number(role: str) -> str:
         return _number_expr(raw, mapping[role]) if role in mapping else "CAST(NULL AS DOUBLE)"
 
     amount = number("amount") if "amount" in mapping else f"({number('quantity')} * {number('unit_price')})"
+    # a malformed line has no fields: it fails no role (its reason is malformed_row)
     fails = [
-        "(customer_id IS NULL) AS fail_customer_id",
-        "(timestamp IS NULL) AS fail_timestamp",
+        "(NOT is_malformed AND customer_id IS NULL) AS fail_customer_id",
+        "(NOT is_malformed AND timestamp IS NULL) AS fail_timestamp",
     ]
     for role in ("amount", "quantity", "unit_price"):
         parsed = "amount_parsed" if role == "amount" else role
         fails.append(
-            f"({_literal(role in mapping)} AND NOT coalesce(isfinite({parsed}), false)) AS fail_{role}"
+            f"(NOT is_malformed AND {_literal(role in mapping)} AND NOT coalesce(isfinite({parsed}), false)) "
+            f"AS fail_{role}"
         )
     non_product = []
     if source.non_product_codes:
@@ -577,12 +788,13 @@ def _typed_transactions(
                 {number("quantity")} AS quantity,
                 {number("unit_price")} AS unit_price,
                 {text("product_id")} AS product_id,
-                {text("channel")} AS channel
-            FROM {raw.table}
+                {text("channel")} AS channel,
+                {_RAW} IS NOT NULL AS is_malformed
+            FROM {source_table}
         )
         SELECT
             source_index, source, source_row, customer_id, order_id, timestamp,
-            amount_parsed AS amount, quantity, unit_price, product_id, channel,
+            amount_parsed AS amount, quantity, unit_price, product_id, channel, is_malformed,
             {", ".join(fails)},
             {non_product_expr} AS is_non_product,
             {cancellation} AS is_cancellation
@@ -606,7 +818,17 @@ def _refuse_mostly_bad(
     timestamp_format: str | None,
     max_bad_share: float,
 ) -> None:
-    """Refuse the whole file when one role fails on more than max_bad_share of rows (wrong column/type)."""
+    """Refuse the whole file when one role fails on more than max_bad_share of rows (wrong column/type), or
+    more than that share of its lines are malformed (wrong delimiter or not a CSV file)."""
+    if raw.malformed > max_bad_share * raw.rows_in:
+        first_row, first_text = con.execute(
+            f"SELECT {_ROW}, {_RAW} FROM {raw.table} WHERE {_RAW} IS NOT NULL ORDER BY {_ROW} LIMIT 1"
+        ).fetchall()[0]
+        raise InputFileError(
+            f"{raw.label}: {raw.malformed:,} of {raw.rows_in:,} lines are malformed (wrong number of fields "
+            f"or an unterminated quote; first: line {first_row + 1}, {first_text[:80]!r}) — wrong delimiter? "
+            f"(columns read from the header: {', '.join(raw.columns)})"
+        )
     roles = [r for r in ("customer_id", "timestamp", "amount", "quantity", "unit_price") if r in mapping]
     counts = con.execute(
         f"SELECT {', '.join(f'count(*) FILTER (WHERE fail_{r})' for r in roles)} FROM {table}"
@@ -636,6 +858,7 @@ def _reason_conditions(rules: CleaningRules, max_date: dt.date) -> dict[Quaranti
     R = QuarantineReason
     outliers = rules.outliers
     conditions = {
+        R.MALFORMED_ROW: "is_malformed",
         R.MISSING_CUSTOMER_ID: "fail_customer_id",
         R.UNPARSEABLE_TIMESTAMP: "fail_timestamp",
         R.TIMESTAMP_OUT_OF_RANGE: f"coalesce(timestamp < TIMESTAMP '{rules.min_date.isoformat()}', false)",
@@ -745,6 +968,8 @@ def _ingest_tables(
 ) -> dict[str, Any]:
     """Clean loaded raw tables into ``clean_out`` / ``quarantine_out`` (+ customers); return the DQ report."""
     max_date = rules.max_date or today or dt.date.today()
+    for raw in [*raws, *([customers] if customers is not None else [])]:
+        raw.nulls = tuple(rules.null_values)
     typed = []
     for index, raw in enumerate(raws):
         typed.append(_typed_transactions(con, raw, index, rules.max_bad_share))
@@ -790,7 +1015,7 @@ def _build_quarantine(
             )
             selects.append(f"{value} AS {_ident(alias)}")
         tail = f"{index} AS source_index, c.source, " if with_source else ""
-        selects.append(f"{tail}r.{_ROW} AS source_row, c.reason")
+        selects.append(f"{tail}r.{_ROW} AS source_row, c.reason, r.{_RAW} AS raw_line")
         source_filter = f"AND c.source_index = {index}" if with_source else ""
         parts.append(
             f"SELECT {', '.join(selects)} FROM {raw.table} r JOIN {classified} c "
@@ -924,6 +1149,7 @@ def _ingest_customers(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Cle
     roles = list(source.columns)
     _check_format_and_pattern(con, raw)
     mapping = _map_columns(raw, roles)
+    source_table = _trimmed_from(raw, mapping)
     default_attributes = [r for r in roles if r not in CUSTOMER_ROLES]
     attributes = list(source.attributes) if source.attributes is not None else default_attributes
     for attribute in attributes:
@@ -934,21 +1160,23 @@ def _ingest_customers(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Cle
             )
     if "signup_date" in mapping:
         signup = f"CAST({_timestamp_expr(raw, mapping['signup_date'], source.timestamp_format)} AS DATE)"
-        signup_present = f"{_text_expr(mapping['signup_date'])} IS NOT NULL"
+        signup_present = f"{_text_expr(raw, mapping['signup_date'])} IS NOT NULL"
     else:
         signup, signup_present = "CAST(NULL AS DATE)", "false"
-    attribute_selects = "".join(f", {_text_expr(mapping[a])} AS {_ident(a)}" for a in attributes)
+    attribute_selects = "".join(f", {_text_expr(raw, mapping[a])} AS {_ident(a)}" for a in attributes)
     try:
         con.execute(
             f"""
             CREATE TABLE customers_checked AS
             WITH parsed AS (
-                SELECT {_ROW} AS source_row, {_text_expr(mapping["customer_id"])} AS customer_id,
-                       {signup} AS signup_date, {signup_present} AS signup_present {attribute_selects}
-                FROM {raw.table}
+                SELECT {_ROW} AS source_row, {_text_expr(raw, mapping["customer_id"])} AS customer_id,
+                       {signup} AS signup_date, {signup_present} AS signup_present {attribute_selects},
+                       {_RAW} IS NOT NULL AS is_malformed
+                FROM {source_table}
             )
             SELECT *,
-                CASE WHEN customer_id IS NULL THEN '{QuarantineReason.MISSING_CUSTOMER_ID.value}'
+                CASE WHEN is_malformed THEN '{QuarantineReason.MALFORMED_ROW.value}'
+                     WHEN customer_id IS NULL THEN '{QuarantineReason.MISSING_CUSTOMER_ID.value}'
                      WHEN row_number() OVER (PARTITION BY customer_id ORDER BY source_row) > 1
                      THEN '{QuarantineReason.DUPLICATE_ROW.value}' END AS reason
             FROM parsed
@@ -959,10 +1187,11 @@ def _ingest_customers(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Cle
             f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
         ) from None
     missing_ids, bad_signup = con.execute(
-        "SELECT count(*) FILTER (WHERE customer_id IS NULL), "
+        "SELECT count(*) FILTER (WHERE customer_id IS NULL AND NOT is_malformed), "
         "count(*) FILTER (WHERE signup_present AND signup_date IS NULL) FROM customers_checked"
     ).fetchall()[0]
     for role, bad, what in (
+        ("customer_id", raw.malformed, "malformed lines (wrong number of fields) — wrong delimiter?"),
         ("customer_id", missing_ids, "empty — wrong column?"),
         ("signup_date", bad_signup, "not dates — wrong column, or set timestamp_format?"),
     ):

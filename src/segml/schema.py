@@ -2,7 +2,8 @@
 
 A user's file may use any column names; the experiment YAML maps them to these roles. Ingest produces
 clean transactions with exactly :data:`CLEAN_TRANSACTION_COLUMNS` and a quarantine file holding the
-original columns plus ``reason`` (one of :class:`QuarantineReason`).
+original columns plus ``reason`` (one of :class:`QuarantineReason`) and, for a malformed CSV line, its raw
+text (``raw_line``).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ CUSTOMER_ROLES = ("customer_id", "signup_date")
 
 class QuarantineReason(StrEnum):
     """Why a row was quarantined. A row with several faults gets the first reason in this order
-    (the order is the precedence: identity, then time, then money, then business rules)."""
+    (the order is the precedence: structure, identity, then time, then money, then business rules)."""
 
+    MALFORMED_ROW = "malformed_row"  # a CSV line with too few/many fields or an unterminated quote
     MISSING_CUSTOMER_ID = "missing_customer_id"
     UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"  # before cleaning.min_date

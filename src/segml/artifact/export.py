@@ -52,6 +52,7 @@ from segml.artifact.manifest import (
     file_entries,
     manifest_text,
     parse_version,
+    sign,
     verify,
 )
 from segml.config import ExperimentConfig
@@ -167,7 +168,11 @@ def next_version(name_dir: Path) -> str:
 
 
 def export_artifact(
-    cfg: ExperimentConfig, version: str | None = None, *, mlflow_run_id: str | None = None
+    cfg: ExperimentConfig,
+    version: str | None = None,
+    *,
+    mlflow_run_id: str | None = None,
+    sign_key: bytes | None = None,
 ) -> Path:
     """Write ``artifacts/<name>/<version>/`` from the outputs of ``segml train``.
 
@@ -179,6 +184,9 @@ def export_artifact(
         Semantic version; default ``export.version``, else the next patch after the highest existing one.
     mlflow_run_id:
         Recorded in the manifest (log the artifact to that run with :func:`log_to_mlflow`).
+    sign_key:
+        Signing secret (:func:`segml.artifact.manifest.read_key`): writes ``manifest.sig`` (HMAC-SHA256 of
+        the manifest) beside the manifest and beside the copy's manifest inside ``pyfunc/``.
 
     Returns
     -------
@@ -212,12 +220,16 @@ def export_artifact(
             cfg, outputs, staging, settings["name"], version, mlflow_run_id, details, created
         )
         write_text(staging / MANIFEST, manifest_text(manifest))
+        if sign_key is not None:
+            sign(staging, sign_key)
         _write_pyfunc(staging / PYFUNC_DIR, staging)
         manifest = _manifest(
             cfg, outputs, staging, settings["name"], version, mlflow_run_id, details, created
         )
         write_text(staging / MANIFEST, manifest_text(manifest))
-        verify(staging)
+        if sign_key is not None:
+            sign(staging, sign_key)
+        verify(staging, key=sign_key)
         os.chmod(staging, 0o755)
         try:
             os.rename(staging, target)  # fails when another export created the version meanwhile
@@ -599,6 +611,22 @@ def _write_pyfunc(target: Path, artifact_root: Path) -> None:
                 os.environ.pop(_PROGRESS_ENV, None)
             else:
                 os.environ[_PROGRESS_ENV] = progress
+    _relative_mlmodel(target / "MLmodel")
+
+
+def _relative_mlmodel(path: Path) -> None:
+    """Record the shim and the stored copy by their places inside ``pyfunc/``, not by build-machine paths.
+
+    MLflow records the absolute path of the shim it was given and the temporary folder the copy came from; it
+    loads both from inside the model folder (``model_code_path``'s file name, the artifact's ``path``), so the
+    relative forms load the same and leak nothing about the machine that exported the artifact.
+    """
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    flavor = document["flavors"]["python_function"]
+    flavor["model_code_path"] = Path(flavor["model_code_path"]).name
+    for entry in (flavor.get("artifacts") or {}).values():
+        entry["uri"] = entry["path"]
+    write_text(path, yaml.safe_dump(document, default_flow_style=False, sort_keys=True))
 
 
 def log_to_mlflow(artifact_dir: Path, run_id: str) -> str:

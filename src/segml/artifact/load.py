@@ -1,7 +1,10 @@
 """Load a verified grading artifact and grade customers with it (the ``segml grade`` path).
 
 Only data files are read — JSON, YAML and LightGBM booster text — and nothing from the artifact folder is
-executed. Nothing here imports MLflow, ONNX, Spark, shap or Jupyter, so grading works from the slim
+executed. Loading with ``check=True`` (the default, and what ``segml verify``, ``segml grade`` and the pyfunc
+do) verifies the manifest and the artifact boundary, parses every file as what it should be
+(:mod:`segml.artifact.checks`, boosters first loaded in a child process), rebuilds the model and policy and
+grades the stored probe customers; any failure is one :class:`ArtifactError` naming the file. Nothing here imports MLflow, ONNX, Spark, shap or Jupyter, so grading works from the slim
 install.
 """
 
@@ -21,10 +24,12 @@ import yaml
 
 from segml.artifact.manifest import (
     FEATURE_SPEC,
+    GRADING_ARTIFACT,
     INGEST_SPEC,
     MODEL_STATE,
     POLICY,
     PROBE,
+    PYFUNC_DIR,
     REFERENCE_STATS,
     ArtifactError,
     booster_file,
@@ -38,7 +43,7 @@ from segml.config import (
     from_mapping,
     read_yaml,
 )
-from segml.errors import ConfigError, InputFileError, SegmlError
+from segml.errors import ConfigError, InputFileError
 
 TableInput = str | Path | pd.DataFrame
 
@@ -58,6 +63,8 @@ class GradingArtifact:
     feature_config: FeatureConfig
     feature_spec: dict[str, Any]
     data: DataConfig
+    #: what :func:`segml.artifact.verify` returned (None when loaded with ``check=False``)
+    verified: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -127,73 +134,164 @@ class GradingArtifact:
 
 
 def load_artifact(
-    artifact_dir: Path | str, *, check: bool = True, allow_missing: tuple[str, ...] = ()
+    artifact_dir: Path | str,
+    *,
+    check: bool = True,
+    allow_missing: tuple[str, ...] = (),
+    key: bytes | None = None,
 ) -> GradingArtifact:
     """Verify (unless ``check`` is False) and load an artifact folder.
+
+    Parameters
+    ----------
+    artifact_dir:
+        The artifact folder.
+    check:
+        Verify the manifest, the boundary and every file's content, and re-grade the probe customers.
+    allow_missing:
+        Path prefixes that may be absent (the pyfunc's copy has no ``pyfunc/``).
+    key:
+        Signing secret (:func:`segml.artifact.manifest.read_key`): ``manifest.sig`` must match.
 
     Raises
     ------
     ArtifactError
-        A file changed, is missing or extra (see :func:`segml.artifact.verify`), or a data file is malformed.
+        A file changed, is missing, extra or not what it should be, the signature does not match, or the
+        installed segml grades the probe customers differently.
     """
-    from segml.models.potential import PotentialValueModel
-    from segml.policy import FittedPolicy
+    from segml.artifact.checks import check_contents, check_pyfunc_copy, load_boosters_in_child
 
     root = Path(artifact_dir)
     if check:
-        manifest = verify(root, allow_missing=allow_missing)["manifest"]
+        info = verify(root, allow_missing=allow_missing, key=key)
+        manifest = info["manifest"]
+        present = [rel for rel in manifest["files"] if (root / rel).is_file()]
+        check_contents(root, present)
+        copy = f"{PYFUNC_DIR}/artifacts/{GRADING_ARTIFACT}"
+        if f"{copy}/manifest.json" in present:  # absent in copies made without pyfunc/
+            check_pyfunc_copy(root, manifest, copy)
     else:
         from segml.artifact.manifest import read_manifest
 
+        info = None
         manifest = read_manifest(root)
-    state = _read_json(root, MODEL_STATE)
+    reader = _Reader(root, manifest if check else None)
+    state = reader.json(MODEL_STATE)
     try:
-        state["boosters"] = {
-            name: _read_text(root, booster_file(name)) for name in sorted(state["booster_files"])
-        }
-        state.pop("booster_files")
-        model = PotentialValueModel.from_dict(state)
-    except (KeyError, TypeError, ValueError, SegmlError) as exc:
-        raise ArtifactError(f"{root / MODEL_STATE}: cannot rebuild the model ({exc})") from None
-    try:
-        policy = FittedPolicy.from_yaml(_read_text(root, POLICY))
-    except ConfigError as exc:
-        raise ArtifactError(f"{root / POLICY}: {exc}") from None
-    spec = _read_json(root, FEATURE_SPEC)
-    try:
-        feature_config = from_mapping(FeatureConfig, spec["feature_config"], "feature_config")
-    except (KeyError, ConfigError) as exc:
-        raise ArtifactError(f"{root / FEATURE_SPEC}: {exc}") from None
-    try:
-        ingest = yaml.safe_load(_read_text(root, INGEST_SPEC))
-        data = from_mapping(DataConfig, ingest["data"], "data")
-    except (KeyError, TypeError, yaml.YAMLError, ConfigError) as exc:
-        raise ArtifactError(f"{root / INGEST_SPEC}: {exc}") from None
+        files = state.pop("booster_files")
+        if not isinstance(files, dict) or not files:
+            raise ValueError("no booster_files")
+        state["boosters"] = {name: reader.text(booster_file(name)) for name in sorted(files)}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{root / MODEL_STATE}: not a potential-value model state ({exc})") from None
+    if check:
+        load_boosters_in_child(
+            {str(root / booster_file(name)): text for name, text in state["boosters"].items()}
+        )
+    model = _build(root / MODEL_STATE, "a potential-value model state", _model_from_dict, state)
+    policy = _build(root / POLICY, "a fitted grade policy", _policy_from_yaml, reader.text(POLICY))
+    spec = reader.json(FEATURE_SPEC)
+    feature_config = _build(root / FEATURE_SPEC, "a feature spec", _feature_config, spec)
+    data = _build(root / INGEST_SPEC, "an ingest spec", _data_config, reader.text(INGEST_SPEC))
+    reference = reader.json(REFERENCE_STATS)
+    if not isinstance(reference, dict):
+        raise ArtifactError(f"{root / REFERENCE_STATS}: not reference statistics (expected an object)")
     artifact = GradingArtifact(
         path=root,
         manifest=manifest,
         model=model,
         policy=policy,
-        reference=_read_json(root, REFERENCE_STATS),
+        reference=reference,
         feature_config=feature_config,
         feature_spec=spec,
         data=data,
+        verified=info,
     )
     if check:
-        _check_probe(artifact)
+        _check_probe(artifact, reader)
     return artifact
 
 
-def _check_probe(artifact: GradingArtifact) -> None:
+def _model_from_dict(state: dict[str, Any]) -> Any:
+    from segml.models.potential import PotentialValueModel
+
+    return PotentialValueModel.from_dict(state)
+
+
+def _policy_from_yaml(text: str) -> Any:
+    from segml.policy import FittedPolicy
+
+    return FittedPolicy.from_yaml(text)
+
+
+def _feature_config(spec: Any) -> FeatureConfig:
+    if not isinstance(spec, dict) or not isinstance(spec.get("required_columns"), list):
+        raise ValueError("no required_columns")
+    return from_mapping(FeatureConfig, spec["feature_config"], "feature_config")
+
+
+def _data_config(text: str) -> DataConfig:
+    ingest = yaml.safe_load(text)
+    return from_mapping(DataConfig, ingest["data"], "data")
+
+
+def _build(path: Path, what: str, build: Any, *args: Any) -> Any:
+    """``build(*args)``; any failure on the artifact's content is one ArtifactError naming the file.
+
+    The content passed the checksums, so a failure here means a consistent but foreign or malformed file:
+    the user must see which file and why, never a traceback.
+    """
+    try:
+        return build(*args)
+    except Exception as exc:  # noqa: BLE001 - the trust boundary: every failure names the file
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ArtifactError(f"{path}: not {what} ({detail}); refusing the artifact") from None
+
+
+class _Reader:
+    """Reads artifact files; with a manifest, the bytes read must be the bytes that were verified."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any] | None) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    def text(self, relative: str) -> str:
+        import hashlib
+
+        path = self.root / relative
+        if path.is_symlink() or not path.is_file():
+            raise ArtifactError(f"{path}: missing from the artifact")
+        data = path.read_bytes()
+        if self.manifest is not None:
+            entry = self.manifest["files"].get(relative)
+            if entry is None:
+                raise ArtifactError(f"{path}: not listed in manifest.json; refusing the artifact")
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise ArtifactError(f"{path}: changed while it was being read; refusing the artifact")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ArtifactError(f"{path}: not UTF-8 text; refusing the artifact") from None
+
+    def json(self, relative: str) -> Any:
+        try:
+            return json.loads(self.text(relative))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            detail = getattr(exc, "msg", "nested too deeply")
+            raise ArtifactError(f"{self.root / relative}: not valid JSON ({detail})") from None
+
+
+def _check_probe(artifact: GradingArtifact, reader: _Reader) -> None:
     """Grade the stored probe customers with the installed segml; refuse on any difference."""
     from segml.artifact.probe import differences, read_probe
 
     path = artifact.path / PROBE
-    try:
-        probe, expected = read_probe(_read_json(artifact.path, PROBE))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{path}: malformed probe document ({exc})") from None
-    changed = differences(artifact.score(probe), expected)
+    probe, expected = _build(path, "a scoring probe document", read_probe, reader.json(PROBE))
+    changed = _build(
+        path,
+        "a probe this artifact can grade",
+        lambda: differences(artifact.score(probe), expected),
+    )
     if changed:
         from segml import __version__
 
@@ -202,20 +300,6 @@ def _check_probe(artifact: GradingArtifact) -> None:
             f"{artifact.manifest.get('segml_version')} that exported this artifact (columns: "
             f"{', '.join(changed)}); grade with the exporting version or re-export the model"
         )
-
-
-def _read_text(root: Path, relative: str) -> str:
-    path = root / relative
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing from the artifact")
-    return path.read_text(encoding="utf-8")
-
-
-def _read_json(root: Path, relative: str) -> Any:
-    try:
-        return json.loads(_read_text(root, relative))
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{root / relative}: not valid JSON ({exc.msg})") from None
 
 
 # --------------------------------------------------------------------------------------------------------------

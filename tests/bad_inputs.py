@@ -1,0 +1,538 @@
+"""The bad-input matrix: every case a user or an attacker may feed the CLI, and what segml must do with it.
+
+One list drives ``tests/test_bad_inputs.py`` (each case through the real CLI) and ``docs/bad_inputs.md`` (the
+table is generated from it; a test checks the doc matches). Regenerate the doc after changing a case::
+
+    PYTHONPATH=src python tests/bad_inputs.py > docs/bad_inputs.md
+
+Outcomes: ``error`` — exit code ≠ 0, one ``error:`` line naming the file/column/problem (the ``expect`` words),
+no traceback; ``quarantine`` — exit 0 and the rows quarantined with the ``expect`` reasons, always
+``rows_in == rows_kept + rows_quarantined``; ``ok`` — exit 0, nothing quarantined.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+
+HEADER = "id,ts,value,order\n"
+GOOD = "".join(f"c{i % 7},2024-01-{1 + i % 28:02d},{10 + i}.5,o{i}\n" for i in range(40))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input and its required outcome."""
+
+    id: str
+    what: str
+    outcome: str  # "error" | "quarantine" | "ok"
+    expect: tuple[str, ...] = ()  # words of the error line, or the quarantine reasons
+    kind: str = "ingest"  # "ingest" (a CSV/Parquet file through `segml ingest`) | "artifact" (`segml verify`)
+    data: bytes = b""  # ingest: the file's bytes
+    file: str = "tx.csv"
+    source: str = ""  # ingest: extra YAML lines of the transaction source
+    cleaning: str = ""  # ingest: extra YAML lines of data.cleaning
+    columns: str = "{customer_id: id, timestamp: ts, amount: value, order_id: order}"
+    tamper: str = ""  # artifact: name of a tampering in test_bad_inputs.TAMPERINGS
+    slow: bool = False
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _csv(*rows: str, header: str = HEADER) -> bytes:
+    return (header + GOOD + "".join(f"{row}\n" for row in rows)).encode("utf-8")
+
+
+INGEST_CASES = [
+    Case(
+        "short-row",
+        "one row with too few fields among good rows",
+        "quarantine",
+        ("malformed_row",),
+        data=_csv("c1,2024-01-05"),
+    ),
+    Case(
+        "long-row",
+        "one row with too many fields",
+        "quarantine",
+        ("malformed_row",),
+        data=_csv("c1,2024-01-05,3,o99,extra"),
+    ),
+    Case(
+        "unterminated-quote",
+        "a field opening a quote it never closes",
+        "quarantine",
+        ("malformed_row",),
+        data=_csv('c1,"2024-01-05,3,o98', "c2,2024-01-06,4,o97"),
+    ),
+    Case(
+        "short-row-small-file",
+        "a short row in a two-row file",
+        "quarantine",
+        ("malformed_row",),
+        data=(HEADER + "c1,2024-01-01\nc2,2024-01-02,3,o1\n").encode(),
+    ),
+    Case(
+        "short-row-crlf",
+        "a short row in a CRLF file",
+        "quarantine",
+        ("malformed_row",),
+        data=_csv("c1,2024-01-05").replace(b"\n", b"\r\n"),
+    ),
+    Case(
+        "short-row-gzip",
+        "a short row in a gzip-compressed CSV",
+        "quarantine",
+        ("malformed_row",),
+        data=gzip.compress(_csv("c1,2024-01-05"), mtime=0),
+        file="tx.csv.gz",
+    ),
+    Case(
+        "mostly-malformed",
+        "header with commas, rows with semicolons",
+        "error",
+        ("tx.csv", "malformed", "delimiter"),
+        data=(HEADER + "".join(f"c{i};2024-01-01;3;o{i}\n" for i in range(10))).encode(),
+    ),
+    Case(
+        "duplicate-header",
+        "the same column name twice",
+        "error",
+        ("tx.csv", "'value'", "twice"),
+        data=("id,ts,value,value,order\n" + "c1,2024-01-01,1,2,o1\n").encode(),
+    ),
+    Case(
+        "case-ambiguous-header",
+        "'Value' and 'value' in one header",
+        "error",
+        ("tx.csv", "'Value'", "'value'", "case"),
+        data=("id,ts,Value,value,order\n" + "c1,2024-01-01,1,2,o1\n").encode(),
+    ),
+    Case(
+        "latin-1-bytes",
+        "Latin-1 bytes in a file read as UTF-8",
+        "error",
+        ("tx.csv", "utf-8", "encoding"),
+        data=_csv("Jos\xe9,2024-01-05,3,o99").replace("Jos\xe9".encode(), "Jos\xe9".encode("latin-1")),
+    ),
+    Case(
+        "latin-1-declared",
+        "the same file with `encoding: latin-1`",
+        "ok",
+        data=(HEADER + "Jos\xe9,2024-01-05,3,o99\n").encode("latin-1"),
+        source="encoding: latin-1",
+    ),
+    Case(
+        "utf-16-undeclared",
+        "a UTF-16 file read as UTF-8",
+        "error",
+        ("tx.csv", "utf-8", "encoding"),
+        data=(HEADER + "c1,2024-01-01,1,o1\n").encode("utf-16"),
+    ),
+    Case("binary-garbage", "random bytes named .csv", "error", ("tx.csv",), data=bytes(range(256)) * 8),
+    Case(
+        "header-line-empty",
+        "the first line is empty",
+        "error",
+        ("tx.csv", "header"),
+        data=("\n" + HEADER + "c1,2024-01-01,1,o1\n").encode(),
+    ),
+    Case(
+        "null-customer",
+        "customer id written as NULL",
+        "quarantine",
+        ("missing_customer_id",),
+        data=_csv("NULL,2024-01-05,3,o99"),
+    ),
+    Case(
+        "na-customer",
+        "customer id written as N/A",
+        "quarantine",
+        ("missing_customer_id",),
+        data=_csv("N/A,2024-01-05,3,o99"),
+    ),
+    Case(
+        "none-customer",
+        "customer id written as None",
+        "quarantine",
+        ("missing_customer_id",),
+        data=_csv("None,2024-01-05,3,o99"),
+    ),
+    Case(
+        "hash-na-customer",
+        "customer id written as #N/A",
+        "quarantine",
+        ("missing_customer_id",),
+        data=_csv("#N/A,2024-01-05,3,o99"),
+    ),
+    Case(
+        "custom-null-token",
+        "`null_values: ['-']` and a customer id '-'",
+        "quarantine",
+        ("missing_customer_id",),
+        data=_csv("-,2024-01-05,3,o99"),
+        cleaning="null_values: ['-']",
+    ),
+    Case(
+        "empty-customer",
+        "an empty customer id",
+        "quarantine",
+        ("missing_customer_id",),
+        data=_csv(",2024-01-05,3,o99"),
+    ),
+    Case(
+        "blank-customer",
+        "a customer id of spaces",
+        "quarantine",
+        ("missing_customer_id",),
+        data=_csv("   ,2024-01-05,3,o99"),
+    ),
+    Case(
+        "nan-amount",
+        "amount written as NaN",
+        "quarantine",
+        ("non_numeric_amount",),
+        data=_csv("c1,2024-01-05,NaN,o99"),
+    ),
+    Case(
+        "text-amount",
+        "amount 'abc'",
+        "quarantine",
+        ("non_numeric_amount",),
+        data=_csv("c1,2024-01-05,abc,o99"),
+    ),
+    Case(
+        "infinite-amount",
+        "amount 'inf'",
+        "quarantine",
+        ("non_numeric_amount",),
+        data=_csv("c1,2024-01-05,inf,o99"),
+    ),
+    Case(
+        "nat-timestamp",
+        "timestamp written as NaT",
+        "quarantine",
+        ("unparseable_timestamp",),
+        data=_csv("c1,NaT,3,o99"),
+    ),
+    Case(
+        "impossible-date",
+        "timestamp 2024-02-30",
+        "quarantine",
+        ("unparseable_timestamp",),
+        data=_csv("c1,2024-02-30,3,o99"),
+    ),
+    Case(
+        "text-date",
+        "timestamp 'yesterday'",
+        "quarantine",
+        ("unparseable_timestamp",),
+        data=_csv("c1,yesterday,3,o99"),
+    ),
+    Case(
+        "future-date",
+        "a timestamp after cleaning.max_date",
+        "quarantine",
+        ("future_timestamp",),
+        data=_csv("c1,2031-01-05,3,o99"),
+    ),
+    Case(
+        "ancient-date",
+        "a timestamp before cleaning.min_date",
+        "quarantine",
+        ("timestamp_out_of_range",),
+        data=_csv("c1,1960-01-05,3,o99"),
+    ),
+    Case(
+        "duplicate-order-line",
+        "an order line repeated under its order id",
+        "quarantine",
+        ("duplicate_row",),
+        data=_csv("c1,2024-01-05,3,o99", "c1,2024-01-05,3,o99"),
+    ),
+    Case(
+        "several-faults",
+        "a short row, a NULL id and a bad amount together",
+        "quarantine",
+        ("malformed_row", "missing_customer_id", "non_numeric_amount"),
+        data=_csv("c1,2024-01-05", "NULL,2024-01-05,3,o98", "c2,2024-01-05,x,o97"),
+    ),
+    Case(
+        "mapped-column-absent",
+        "the mapping names a column the file lacks",
+        "error",
+        ("tx.csv", "'total'", "not found"),
+        data=_csv(),
+        columns="{customer_id: id, timestamp: ts, amount: total}",
+    ),
+    Case(
+        "unknown-role",
+        "the mapping uses an unknown role",
+        "error",
+        ("columns", "'colour'"),
+        data=_csv(),
+        columns="{customer_id: id, timestamp: ts, amount: value, colour: order}",
+    ),
+    Case(
+        "no-amount-role",
+        "neither amount nor quantity × unit price mapped",
+        "error",
+        ("amount",),
+        data=_csv(),
+        columns="{customer_id: id, timestamp: ts}",
+    ),
+    Case(
+        "file-missing",
+        "the transactions file does not exist",
+        "error",
+        ("tx.csv", "not found"),
+        data=b"",
+        file="absent",
+    ),
+    Case("file-empty", "a zero-byte file", "error", ("tx.csv", "empty"), data=b""),
+    Case("header-only", "a header and no rows", "error", ("tx.csv", "no data rows"), data=HEADER.encode()),
+    Case(
+        "all-amounts-bad",
+        "every amount is text (wrong column)",
+        "error",
+        ("tx.csv", "'value'", "not numbers"),
+        data=(HEADER + "".join(f"c{i},2024-01-01,x{i},o{i}\n" for i in range(10))).encode(),
+    ),
+    Case(
+        "all-dates-bad",
+        "every timestamp is text (wrong column)",
+        "error",
+        ("tx.csv", "'ts'", "timestamps"),
+        data=(HEADER + "".join(f"c{i},day{i},3,o{i}\n" for i in range(10))).encode(),
+    ),
+    Case(
+        "all-ids-null",
+        "every customer id is NULL",
+        "error",
+        ("tx.csv", "'id'", "empty"),
+        data=(HEADER + "".join(f"NULL,2024-01-01,3,o{i}\n" for i in range(10))).encode(),
+    ),
+    Case(
+        "bad-timestamp-format",
+        "an invalid timestamp_format",
+        "error",
+        ("timestamp_format",),
+        data=_csv(),
+        source="timestamp_format: '%Q'",
+    ),
+    Case(
+        "unknown-encoding",
+        "`encoding: ebcdic`",
+        "error",
+        ("encoding", "ebcdic"),
+        data=_csv(),
+        source="encoding: ebcdic",
+    ),
+    Case(
+        "quoted-delimiter", "a quoted field holding the delimiter", "ok", data=_csv('"c,1",2024-01-05,3,o99')
+    ),
+    Case("utf8-bom", "a UTF-8 byte-order mark before the header", "ok", data=b"\xef\xbb\xbf" + _csv()),
+    Case(
+        "tab-delimited",
+        "a tab-separated file (delimiter from the header)",
+        "ok",
+        data=_csv().replace(b",", b"\t"),
+    ),
+    Case(
+        "parquet-case-ambiguous",
+        "a Parquet file with 'Value' and 'value'",
+        "error",
+        ("tx.parquet", "'Value'", "'value'"),
+        file="tx.parquet",
+    ),
+    Case(
+        "parquet-null-token",
+        "a Parquet file with customer id 'NULL'",
+        "quarantine",
+        ("missing_customer_id",),
+        file="tx.parquet",
+    ),
+]
+
+ARTIFACT_CASES = [
+    Case(
+        "absolute-path-entry",
+        "a manifest entry /etc/passwd, re-hashed",
+        "error",
+        ("passwd", "absolute path"),
+        kind="artifact",
+        tamper="absolute_path",
+    ),
+    Case(
+        "dotdot-path-entry",
+        "a manifest entry ../outside.txt, re-hashed",
+        "error",
+        ("../outside.txt",),
+        kind="artifact",
+        tamper="dotdot_path",
+    ),
+    Case(
+        "symlinked-file",
+        "a file replaced by a symlink to a copy outside",
+        "error",
+        ("symlink", "policy.yaml"),
+        kind="artifact",
+        tamper="symlink",
+    ),
+    Case(
+        "pycache-added",
+        "an added model/__pycache__/evil.pyc",
+        "error",
+        ("not in manifest", "__pycache__/evil.pyc"),
+        kind="artifact",
+        tamper="pycache",
+    ),
+    Case(
+        "empty-folder-added",
+        "an added empty folder",
+        "error",
+        ("not in manifest", "extra/"),
+        kind="artifact",
+        tamper="empty_folder",
+    ),
+    Case(
+        "entry-is-string",
+        "a manifest entry that is a string",
+        "error",
+        ("policy.yaml", "'sha256'"),
+        kind="artifact",
+        tamper="string_entry",
+    ),
+    Case(
+        "manifest-not-json",
+        "manifest.json is not JSON",
+        "error",
+        ("manifest.json", "not valid"),
+        kind="artifact",
+        tamper="manifest_garbage",
+    ),
+    Case(
+        "manifest-missing",
+        "manifest.json deleted",
+        "error",
+        ("manifest", "missing"),
+        kind="artifact",
+        tamper="manifest_missing",
+    ),
+    Case(
+        "byte-flipped",
+        "one byte of the policy flipped",
+        "error",
+        ("changed", "policy.yaml"),
+        kind="artifact",
+        tamper="flip",
+    ),
+    Case(
+        "non-utf8-policy",
+        "non-UTF-8 bytes in the policy, re-hashed",
+        "error",
+        ("policy.yaml", "UTF-8"),
+        kind="artifact",
+        tamper="non_utf8_policy",
+    ),
+    Case(
+        "empty-booster",
+        "an empty booster file, re-hashed",
+        "error",
+        ("booster_tweedie.txt",),
+        kind="artifact",
+        tamper="empty_booster",
+    ),
+    Case(
+        "pickled-booster",
+        "a pickle in place of the booster, re-hashed",
+        "error",
+        ("booster_tweedie.txt",),
+        kind="artifact",
+        tamper="pickled_booster",
+    ),
+    Case(
+        "truncated-booster",
+        "the booster cut in half, re-hashed",
+        "error",
+        ("booster_tweedie.txt", "truncated"),
+        kind="artifact",
+        tamper="truncated_booster",
+    ),
+    Case(
+        "foreign-shim",
+        "code appended to the pyfunc shim, re-hashed",
+        "error",
+        ("pyfunc_shim.py",),
+        kind="artifact",
+        tamper="foreign_shim",
+    ),
+    Case(
+        "unknown-file-kind",
+        "a listed model/helper.so, re-hashed",
+        "error",
+        ("helper.so",),
+        kind="artifact",
+        tamper="unknown_kind",
+    ),
+    Case(
+        "foreign-json",
+        "reference statistics replaced by a list, re-hashed",
+        "error",
+        ("reference_stats.json",),
+        kind="artifact",
+        tamper="foreign_json",
+    ),
+    Case(
+        "wrong-key",
+        "a signed artifact checked with another key",
+        "error",
+        ("signature does not match",),
+        kind="artifact",
+        tamper="wrong_key",
+    ),
+    Case(
+        "unsigned-with-key",
+        "an unsigned artifact checked with a key",
+        "error",
+        ("not signed",),
+        kind="artifact",
+        tamper="unsigned_with_key",
+    ),
+]
+
+CASES = INGEST_CASES + ARTIFACT_CASES
+
+
+def _outcome(case: Case) -> str:
+    if case.outcome == "error":
+        return "one-line error naming " + ", ".join(f"`{w}`" for w in case.expect)
+    if case.outcome == "quarantine":
+        return "quarantined: " + ", ".join(f"`{w}`" for w in case.expect)
+    return "accepted, nothing quarantined"
+
+
+def render_markdown() -> str:
+    """``docs/bad_inputs.md``: one table row per case."""
+    lines = [
+        "# Bad inputs: what segml does with them",
+        "",
+        "Generated from `tests/bad_inputs.py` (`PYTHONPATH=src python tests/bad_inputs.py > docs/bad_inputs.md`);",
+        "`tests/test_bad_inputs.py` runs every case through the real CLI (`segml ingest` for files, `segml verify`",
+        "for artifacts) and checks this page matches. An error is exit code 2 with one `error:` line and no",
+        "traceback; a quarantine is exit 0 with the rows in `quarantine.parquet` under the reason, and",
+        "`rows_in == rows_kept + rows_quarantined` in `dq_report.json` for every ingest case that succeeds.",
+        "Artifact cases keep the manifest consistent (hashes and self-hash recomputed) unless they say otherwise.",
+        "",
+        f"{len(CASES)} cases ({len(INGEST_CASES)} ingest, {len(ARTIFACT_CASES)} artifact).",
+        "",
+        "| # | case | command | input | outcome |",
+        "|---:|---|---|---|---|",
+    ]
+    for number, case in enumerate(CASES, start=1):
+        command = "`segml ingest`" if case.kind == "ingest" else "`segml verify`"
+        lines.append(f"| {number} | `{case.id}` | {command} | {case.what} | {_outcome(case)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")
