@@ -59,16 +59,13 @@ def load_config(experiment: Path, overrides: list[str] | None):
     return load_experiment(experiment, overrides or [])
 
 
-_load = load_config
-
-
 @app.command()
 @user_errors
 def ingest(experiment: ExperimentArg, set_: SetOpt = None) -> None:
     """Read, map, validate and clean transactions; write clean data, quarantine and the DQ report."""
     from segml.ingest import run_ingest
 
-    cfg = _load(experiment, set_)
+    cfg = load_config(experiment, set_)
     result = run_ingest(cfg)
     rep = result.report
     out.print(
@@ -94,7 +91,7 @@ def features(
     from segml.config import parse_date
     from segml.features import run_features
 
-    cfg = _load(experiment, set_)
+    cfg = load_config(experiment, set_)
     cutoff = parse_date(as_of, "--as-of") if as_of else cfg.cutoffs.calibration_end
     path, n_customers = run_features(cfg, cutoff)
     out.print(f"features {cfg.name} as of {cutoff}: {n_customers:,} customers -> {path}")
@@ -123,14 +120,15 @@ def train(
 
     from segml.pipeline import run_pipeline, stages_between
 
-    cfg = _load(experiment, set_)
+    cfg = load_config(experiment, set_)
     stages = stages_between(from_stage, until)
     result = run_pipeline(cfg, stages=stages, backtest=backtest, tags={"segml.command": "train"})
     if "select" in result.results:
         table = Table(title=f"{cfg.name}: holdout comparison", show_lines=False)
         columns = ("model", "normalized_gini", "spearman", "top20_capture", "decile_mape", "total_error")
-        for column in columns:
-            table.add_column(column, justify="right" if column != "model" else "left")
+        headers = ("model", "Gini", "Spearman", "top 20 %", "decile MAPE", "total error")
+        for header in headers:
+            table.add_column(header, justify="right" if header != "model" else "left", no_wrap=True)
         for row in result.comparison:
             table.add_row(
                 row["model"], *("—" if row.get(c) is None else f"{row[c]:.3f}" for c in columns[1:])

@@ -30,7 +30,7 @@ def _secret(key_file: Path | None) -> bytes | None:
 
 def register(app: typer.Typer) -> None:
     """Add ``export``, ``grade`` and ``verify`` to ``app``."""
-    from segml.cli import ExperimentArg, SetOpt, _load, console, out, user_errors
+    from segml.cli import ExperimentArg, SetOpt, console, load_config, out, user_errors
 
     @app.command()
     @user_errors
@@ -63,7 +63,10 @@ def register(app: typer.Typer) -> None:
         from segml.artifact.manifest import verify
 
         secret = _secret(sign_key)
-        cfg = _load(experiment, set_)
+        from segml.pipeline import EXPORTED_STAGES, check_consistent
+
+        cfg = load_config(experiment, set_)
+        check_consistent(cfg, EXPORTED_STAGES)
         t0 = time.perf_counter()
         with console.status(f"export {cfg.name}"):
             path = export_artifact(cfg, version, mlflow_run_id=run_id, sign_key=secret)

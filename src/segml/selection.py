@@ -188,7 +188,8 @@ def select_scorer(
         explanation = (
             f"The potential model did not beat {SCORER_LABELS.get(best_other, best_other)} inside the "
             f"calibration period (normalized Gini {_fmt(gini['potential'])} against {_fmt(gini[best_other])}), "
-            f"so {SCORER_LABELS.get(best_other, best_other)} is used for the potential axis instead."
+            f"so {SCORER_LABELS.get(best_other, best_other)} drives the grades instead (the forecast still sets "
+            "the matrix's growth axis)."
         )
     return {
         "scorer_table": table,

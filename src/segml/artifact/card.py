@@ -24,6 +24,41 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _selection_lines(selection: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> list[str]:
+    """What drives the grades (chosen inside calibration), the thin-holdout warning and the grade-level
+    comparison with RFM, past spend and the forecast alone, in plain words."""
+    lines: list[str] = []
+    if selection:
+        lines += ["", "## What the grades are built on", "", str(selection.get("sentence", ""))]
+        weights = selection.get("weights") or {}
+        if weights:
+            chosen = "chosen inside the calibration period" if selection.get("weights_chosen") else "fixed"
+            lines.append(
+                f"Weights ({chosen}): value {weights.get('value', 0):g}, potential {weights.get('potential', 0):g}, "
+                f"loyalty {weights.get('loyalty', 0):g}."
+            )
+        if selection.get("thin_holdout"):
+            lines += ["", f"**Warning:** {selection['thin_holdout']}"]
+    if evaluation:
+        top = "+".join(evaluation.get("top_grades", []))
+        lines += [
+            "",
+            f"## Do the grades beat a rule of thumb? ({top}, same grade sizes)",
+            "",
+            f"| grading | share of holdout value in {top} | difference vs RFM grading (95 % CI) | "
+            "value falls from A to E |",
+            "|---|---:|---:|---|",
+        ]
+        for row in evaluation.get("gradings", []):
+            ci = row.get("top_capture_diff_vs_rfm_ci") or [None, None]
+            lines.append(
+                f"| {row['grading']} | {_fmt(row.get('top_capture'))} | "
+                f"{_fmt(row.get('top_capture_diff_vs_rfm'))} [{_fmt(ci[0])}, {_fmt(ci[1])}] | "
+                f"{'yes' if row.get('monotone') else 'no'} |"
+            )
+    return lines
+
+
 def model_card(
     *,
     name: str,
@@ -36,6 +71,8 @@ def model_card(
     data_period: dict[str, Any],
     parity: dict[str, Any],
     n_graded: int,
+    selection: dict[str, Any] | None = None,
+    grading_evaluation: dict[str, Any] | None = None,
 ) -> str:
     """Markdown model card of an artifact (see the module docstring)."""
     grading = policy.policy
@@ -83,6 +120,7 @@ def model_card(
             + " | ".join(_fmt(row.get(m)) for m in _METRICS)
             + f" | {_fmt(diff)} [{_fmt(ci[0])}, {_fmt(ci[1])}] |"
         )
+    lines += _selection_lines(selection, grading_evaluation)
     monotone = "yes" if holdout.get("monotone") else "NO"
     lines += [
         "",

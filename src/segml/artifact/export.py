@@ -33,6 +33,7 @@ from segml.artifact.manifest import (
     GRADE_RULES,
     GRADES_SUMMARY,
     GRADING_ARTIFACT,
+    GRADING_EVALUATION,
     HOLDOUT_GRADES,
     INGEST_SPEC,
     IO_SCHEMA,
@@ -45,6 +46,8 @@ from segml.artifact.manifest import (
     PROBE,
     PYFUNC_DIR,
     REFERENCE_STATS,
+    SCORER_STATE,
+    SELECTION,
     SPEND_TREE,
     ArtifactError,
     booster_file,
@@ -92,10 +95,14 @@ class TrainingOutputs:
     comparison: Path
     holdout_grades: Path
     grades_summary: Path
+    selection: Path
+    grading_evaluation: Path
     grades: Path
     dq_report: Path
     transactions: Path
     customers: Path | None
+    #: the fallback scorer (present only when the potential model lost inside calibration)
+    scorer: Path | None = None
 
 
 def training_outputs(cfg: ExperimentConfig) -> TrainingOutputs:
@@ -112,6 +119,8 @@ def training_outputs(cfg: ExperimentConfig) -> TrainingOutputs:
         comparison=reports / "comparison.json",
         holdout_grades=reports / "holdout_grades.json",
         grades_summary=reports / "grades_summary.json",
+        selection=reports / "selection.json",
+        grading_evaluation=reports / "grading_evaluation.json",
         grades=cfg.paths.processed / "grades.parquet",
         dq_report=cfg.paths.dq_report,
         transactions=cfg.paths.clean_transactions,
@@ -120,6 +129,7 @@ def training_outputs(cfg: ExperimentConfig) -> TrainingOutputs:
             if cfg.data.customers is not None and cfg.paths.clean_customers.is_file()
             else None
         ),
+        scorer=(models / "scorer_production.json") if (models / "scorer_production.json").is_file() else None,
     )
     experiment = cfg.source_path or f"experiments/{cfg.name}.yaml"
     for field in dataclasses.fields(outputs):
@@ -276,14 +286,25 @@ def _write_core_files(
         (outputs.comparison, COMPARISON),
         (outputs.holdout_grades, HOLDOUT_GRADES),
         (outputs.grades_summary, GRADES_SUMMARY),
+        (outputs.selection, SELECTION),
+        (outputs.grading_evaluation, GRADING_EVALUATION),
     ):
         write_json(root / relative, json.loads(source.read_text(encoding="utf-8")))
+    scorer = None
+    if outputs.scorer is not None:
+        from segml.models.registry import load_model
+
+        scorer_state = json.loads(outputs.scorer.read_text(encoding="utf-8"))
+        scorer = load_model(scorer_state)
+        write_json(root / SCORER_STATE, scorer_state)
 
     # the experiment's current grades, rebuilt from the packaged pieces, must match grades.parquet exactly
     dq = json.loads(outputs.dq_report.read_text(encoding="utf-8"))
     data_end = dt.date.fromisoformat(dq["date_max"])
     now = feature_module.build_features(outputs.transactions, data_end, cfg.features, outputs.customers)
-    rebuilt = grade_features(now, model, policy, reference, as_of=data_end, feature_config=cfg.features)
+    rebuilt = grade_features(
+        now, model, policy, reference, as_of=data_end, feature_config=cfg.features, scorer=scorer
+    )
     expected = pd.read_parquet(outputs.grades)
     _check_reproduces(rebuilt, expected, outputs.grades)
 
@@ -293,14 +314,14 @@ def _write_core_files(
 
     probe = probe_features(now, data_end)
     probe_graded = grade_features(
-        probe, model, policy, reference, as_of=data_end, feature_config=cfg.features
+        probe, model, policy, reference, as_of=data_end, feature_config=cfg.features, scorer=scorer
     )
     write_json(root / PROBE, probe_document(probe, probe_graded))
     write_text(root / INGEST_SPEC, ingest_spec(cfg))
 
     from segml.artifact.onnx_export import export_onnx
 
-    parity = export_onnx(model, policy, now, rebuilt, root)
+    parity = export_onnx(model, policy, now, rebuilt, root, scorer=scorer)
     write_json(root / ONNX_PARITY, parity)
 
     comparison = json.loads(outputs.comparison.read_text(encoding="utf-8"))
@@ -331,6 +352,8 @@ def _write_core_files(
             data_period=data_period,
             parity=parity,
             n_graded=len(rebuilt),
+            selection=json.loads(outputs.selection.read_text(encoding="utf-8")),
+            grading_evaluation=json.loads(outputs.grading_evaluation.read_text(encoding="utf-8")),
         ),
     )
     return {"data_period": data_period, "onnx": parity, "reproduced_customers": len(rebuilt)}

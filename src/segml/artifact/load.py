@@ -31,6 +31,7 @@ from segml.artifact.manifest import (
     PROBE,
     PYFUNC_DIR,
     REFERENCE_STATS,
+    SCORER_STATE,
     ArtifactError,
     booster_file,
     verify,
@@ -65,6 +66,8 @@ class GradingArtifact:
     data: DataConfig
     #: what :func:`segml.artifact.verify` returned (None when loaded with ``check=False``)
     verified: dict[str, Any] | None = None
+    #: the fallback scorer that drives the grade score when the potential model lost inside calibration
+    scorer: Any | None = None
 
     @property
     def name(self) -> str:
@@ -117,7 +120,8 @@ class GradingArtifact:
         potential = model._predict_matrix(features, matrix)
         contributions = model._contrib_matrix(features, matrix) if reasons else None
         del matrix
-        policy = self.policy.refit_boundaries(features, potential) if refit_boundaries else self.policy
+        score = potential if self.scorer is None else self.scorer.predict_value(features)
+        policy = self.policy.refit_boundaries(features, score) if refit_boundaries else self.policy
         graded = grade_features(
             features,
             self.model,
@@ -128,6 +132,7 @@ class GradingArtifact:
             feature_config=self.feature_config,
             potential=potential,
             contributions=contributions,
+            scorer=self.scorer,
         )
         graded["artifact_version"] = self.version
         return graded
@@ -193,6 +198,14 @@ def load_artifact(
     spec = reader.json(FEATURE_SPEC)
     feature_config = _build(root / FEATURE_SPEC, "a feature spec", _feature_config, spec)
     data = _build(root / INGEST_SPEC, "an ingest spec", _data_config, reader.text(INGEST_SPEC))
+    scorer = None
+    if SCORER_STATE in manifest.get("files", {}):
+        scorer = _build(
+            root / SCORER_STATE,
+            "a fitted baseline scorer state",
+            _scorer_from_dict,
+            reader.json(SCORER_STATE),
+        )
     reference = reader.json(REFERENCE_STATS)
     if not isinstance(reference, dict):
         raise ArtifactError(f"{root / REFERENCE_STATS}: not reference statistics (expected an object)")
@@ -206,6 +219,7 @@ def load_artifact(
         feature_spec=spec,
         data=data,
         verified=info,
+        scorer=scorer,
     )
     if check:
         _check_probe(artifact, reader)
@@ -213,9 +227,18 @@ def load_artifact(
 
 
 def _model_from_dict(state: dict[str, Any]) -> Any:
-    from segml.models.potential import PotentialValueModel
+    from segml.models.registry import load_model
 
-    return PotentialValueModel.from_dict(state)
+    return load_model(state)
+
+
+def _scorer_from_dict(state: Any) -> Any:
+    from segml.models.registry import load_model
+
+    model = load_model(state)
+    if getattr(model, "family", None) != "baselines":
+        raise ValueError(f"family {getattr(model, 'family', None)!r} is not a baseline scorer")
+    return model
 
 
 def _policy_from_yaml(text: str) -> Any:

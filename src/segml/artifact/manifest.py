@@ -40,6 +40,8 @@ SIGNATURE = "manifest.sig"
 UNLISTED = (MANIFEST, SIGNATURE)
 MODEL_CARD = "model_card.md"
 MODEL_STATE = "model/potential.json"
+#: the fallback scorer's state, present only when the potential model lost inside calibration
+SCORER_STATE = "model/scorer.json"
 ONNX_DIR = "model/onnx"
 ONNX_PARITY = "model/onnx/parity.json"
 POLICY = "policy/policy.yaml"
@@ -54,6 +56,8 @@ PROBE = "spec/probe.json"
 COMPARISON = "evaluation/comparison.json"
 HOLDOUT_GRADES = "evaluation/holdout_grades.json"
 GRADES_SUMMARY = "evaluation/grades_summary.json"
+SELECTION = "evaluation/selection.json"
+GRADING_EVALUATION = "evaluation/grading_evaluation.json"
 PYFUNC_DIR = "pyfunc"
 #: name of the MLflow artifact holding the copy of the core files inside the pyfunc wrapper
 GRADING_ARTIFACT = "grading_artifact"

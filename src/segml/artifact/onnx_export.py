@@ -98,6 +98,7 @@ def parity_report(
     features: pd.DataFrame,
     graded: pd.DataFrame,
     onnx_models: dict[str, bytes],
+    scorer: Any | None = None,
 ) -> dict[str, Any]:
     """Compare ONNX with LightGBM on ``features`` (booster outputs, predicted value, score and grade).
 
@@ -105,6 +106,8 @@ def parity_report(
     ----------
     graded:
         The LightGBM grades of ``features`` (``segml.scoring.grade_features`` output, same rows).
+    scorer:
+        The fallback scorer when it drives the grade score (the forecast is then only the matrix's axis).
     """
     matrix = model._columns().matrix(features, model.horizon_days)
     boosters: dict[str, Any] = {}
@@ -125,22 +128,39 @@ def parity_report(
             "max_rel_error": float(rel_err.max(initial=0.0)),
             "within_tolerance": ok,
         }
-    predicted_lgb = graded["predicted_value"].to_numpy(dtype=float)
+    # the booster's forecast (with a fallback scorer the predicted_value column holds the scorer's money)
+    predicted_lgb = (
+        graded["predicted_value"].to_numpy(dtype=float) if scorer is None else model.predict(features)
+    )
     predicted_onnx = combine(model, onnx_out, features)
     value_abs = np.abs(predicted_onnx - predicted_lgb)
     value_rel = value_abs / np.maximum(np.abs(predicted_lgb), np.finfo(float).tiny)
-    onnx_grades = policy.grade(features, predicted_onnx)
+    if scorer is not None:
+        # the grade score comes from the fallback scorer; the forecast only moves the matrix's growth axis
+        scores = np.asarray(scorer.predict_value(features), dtype=float)
+
+        def grade_with(predicted: np.ndarray) -> pd.DataFrame:
+            return policy.grade(features, scores, axis_potential=predicted)
+
+    else:
+
+        def grade_with(predicted: np.ndarray) -> pd.DataFrame:
+            return policy.grade(features, predicted)
+
+    onnx_grades = grade_with(predicted_onnx)
     purchased = features["has_purchases"].fillna(False).to_numpy(dtype=bool)
     key = "predicted_value" if policy.threshold_on == "predicted_value" else "score"
     lgb_key = graded[key].to_numpy(dtype=float)
     onnx_key = predicted_onnx if key == "predicted_value" else onnx_grades["score"].to_numpy(dtype=float)
+    if scorer is not None and key == "predicted_value":
+        onnx_key = lgb_key
     key_error = np.abs(onnx_key - lgb_key)[purchased]
     max_key_error = float(np.nanmax(key_error)) if key_error.size else 0.0
     # near a boundary: moving the predicted value by the measured relative float32 error can change the
     # grade (score is monotone in predicted value, so the band's ends bound every score in between)
     epsilon = float(value_rel[purchased].max(initial=0.0))
-    lower = policy.grade(features, predicted_lgb * (1.0 - epsilon))["grade"].to_numpy()
-    upper = policy.grade(features, predicted_lgb * (1.0 + epsilon))["grade"].to_numpy()
+    lower = grade_with(predicted_lgb * (1.0 - epsilon))["grade"].to_numpy()
+    upper = grade_with(predicted_lgb * (1.0 + epsilon))["grade"].to_numpy()
     near = purchased & (lower != upper)
     differs = onnx_grades["grade"].to_numpy() != graded["grade"].to_numpy()
     return {
@@ -165,7 +185,12 @@ def parity_report(
 
 
 def export_onnx(
-    model: Any, policy: Any, features: pd.DataFrame, graded: pd.DataFrame, root: Path
+    model: Any,
+    policy: Any,
+    features: pd.DataFrame,
+    graded: pd.DataFrame,
+    root: Path,
+    scorer: Any | None = None,
 ) -> dict[str, Any]:
     """Write ``model/onnx/<booster>.onnx`` for every booster and return the parity report.
 
@@ -185,4 +210,4 @@ def export_onnx(
     onnx_models = {name: convert_booster(model, name) for name in sorted(model.boosters_)}
     for name, data in onnx_models.items():
         write_bytes(root / onnx_file(name), data)
-    return parity_report(model, policy, features, graded, onnx_models)
+    return parity_report(model, policy, features, graded, onnx_models, scorer=scorer)
