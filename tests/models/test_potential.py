@@ -295,21 +295,22 @@ def test_season_adjustment_removes_the_bias_with_two_years_of_history():
 
 def test_season_adjustment_reduces_the_over_forecast_after_a_peak():
     """13 months of history ending just after the peak: every label window contains the peak, and a flat
-    per-day rate over-forecasts the next year by more than 2×. The season-aware forecast cuts the error by
-    at least half (it does not remove it: recency-type features are still peak-inflated at this cutoff and
-    the training cutoffs never saw that; see docs/potential.md)."""
+    per-day rate over-forecasts the next year (measured +48 %). The season-aware forecast removes most of it
+    (measured +1.5 %; +57 % while a tweedie booster with the window length as an input was a candidate, see
+    docs/potential.md)."""
     errors = season_errors("2023-01-01", dt.date(2024, 1, 31), seed=5)
-    assert errors["flat"] > 1.0
-    assert 0 <= errors["auto"] < errors["flat"] / 2
+    assert errors["flat"] > 0.3
+    assert abs(errors["auto"]) < 0.1
+    assert abs(errors["auto"]) < errors["flat"] / 2
 
 
 def test_blend_chosen_on_validation_cuts_the_over_forecast_after_a_peak():
-    """Same data: the blend with the past-spend run-rate and BG/NBD, weighted on the validation fold, brings
-    the post-peak over-forecast (GBM alone, season-aware: +57 %) to a fraction of it (measured +12 %)."""
+    """Same data: the blend with the past-spend run-rate and BG/NBD, weighted on the validation fold, keeps
+    the season-aware total right (measured +0.9 %) and cuts the flat profile's over-forecast from +48 % to
+    +10 % (the run-rate over 13 months holds one whole season)."""
     alone = season_errors("2023-01-01", dt.date(2024, 1, 31), seed=5)
     blended = season_errors("2023-01-01", dt.date(2024, 1, 31), seed=5, blend="auto")
-    assert abs(blended["auto"]) < 0.2
-    assert abs(blended["auto"]) < abs(alone["auto"]) / 2
+    assert abs(blended["auto"]) < 0.05
     assert abs(blended["flat"]) < abs(alone["flat"]) / 2
 
 
