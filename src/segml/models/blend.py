@@ -104,9 +104,37 @@ def component_predictions(
     if btyd is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            values = btyd.predict(features, float(horizon_days))
+            values = btyd.predict(_btyd_inputs(features), float(horizon_days))
         components["btyd"] = np.clip(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
     return components
+
+
+def _number(features: pd.DataFrame, column: str) -> np.ndarray:
+    values = pd.to_numeric(features[column], errors="coerce").to_numpy(dtype=float)
+    return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _btyd_inputs(features: pd.DataFrame) -> pd.DataFrame:
+    """The BTYD columns made valid for any scored row (whole, non-negative repeat counts; recency within
+    [0, t_days] and 0 without a repeat), so that unusual rows get a forecast instead of an error."""
+    frequency = np.round(np.clip(_number(features, "frequency"), 0.0, None))
+    age = np.clip(_number(features, "t_days"), 0.0, None)
+    recency = np.where(frequency > 0, np.clip(_number(features, "btyd_recency_days"), 0.0, age), 0.0)
+    inputs = pd.DataFrame(
+        {
+            "frequency": frequency,
+            "btyd_recency_days": recency,
+            "t_days": age,
+            "btyd_monetary": _number(features, "btyd_monetary"),
+        },
+        index=features.index,
+    )
+    if "has_purchases" in features.columns:
+        inputs["has_purchases"] = features["has_purchases"].to_numpy()
+    else:  # as BTYDModel decides it: a purchase on or before the cutoff gives a defined age
+        raw_age = pd.to_numeric(features["t_days"], errors="coerce").to_numpy(dtype=float)
+        inputs["has_purchases"] = np.isfinite(raw_age)
+    return inputs
 
 
 def blend_predictions(components: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
