@@ -40,8 +40,12 @@ BLEND_COMPONENTS = ("gbm", "run_rate", "btyd")
 WEIGHT_STEP = 0.1
 
 #: the blend is chosen among weights whose validation Gini is at most this much below the best Gini of the
-#: grid, by the lowest decile MAPE (then the lowest |total error|, then the largest GBM weight)
+#: grid (see :func:`choose_blend`)
 GINI_TOLERANCE = 0.005
+
+#: decile MAPEs within this relative slack of the best eligible one count as tied; the tie goes to the largest
+#: GBM weight
+MAPE_SLACK = 0.10
 
 
 def run_rate(features: pd.DataFrame, history_days: float, horizon_days: float) -> np.ndarray:
@@ -161,9 +165,10 @@ def choose_blend(
     """Blend weights chosen on a validation fold.
 
     Every weight vector of the grid (multiples of :data:`WEIGHT_STEP` summing to one) is scored: normalized
-    Gini, top-20 % capture, decile MAPE, total error. Among the vectors whose Gini is within
-    :data:`GINI_TOLERANCE` of the grid's best, the lowest decile MAPE wins (ties: lowest |total error|, then
-    the largest GBM weight): ranking is not given away, money is chosen.
+    Gini, Spearman, top-20 % capture, decile MAPE, total error. Eligible are the vectors whose Gini is within
+    :data:`GINI_TOLERANCE` of the grid's best (ranking is not given away); among those whose decile MAPE is
+    within :data:`MAPE_SLACK` (relative) of the lowest eligible one, the largest GBM weight wins, then the
+    lowest decile MAPE, then the lowest |total error|.
 
     Returns
     -------
@@ -171,7 +176,14 @@ def choose_blend(
         The weights (every component of :data:`BLEND_COMPONENTS`, 0 for one that is absent) and the scored
         grid (one row per weight vector, ``selected`` marks the winner).
     """
-    from segml.evaluate import decile_mape, decile_table, normalized_gini, top_k_capture, total_error
+    from segml.evaluate import (
+        decile_mape,
+        decile_table,
+        normalized_gini,
+        spearman,
+        top_k_capture,
+        total_error,
+    )
 
     names = [n for n in BLEND_COMPONENTS if n in components]
     rows = []
@@ -182,6 +194,7 @@ def choose_blend(
             {
                 **{f"w_{n}": weights.get(n, 0.0) for n in BLEND_COMPONENTS},
                 "gini": normalized_gini(actual, predicted),
+                "spearman": spearman(actual, predicted),
                 "top20_capture": top_k_capture(actual, predicted, 0.2),
                 "decile_mape": float("nan") if mape is None else mape,
                 "total_error": total_error(actual, predicted),
@@ -189,12 +202,17 @@ def choose_blend(
         )
     table = pd.DataFrame(rows)
     eligible = table["gini"] >= table["gini"].max() - GINI_TOLERANCE
+    mape = table["decile_mape"].fillna(np.inf)
+    best_mape = mape[eligible].min()
+    # near-ties in decile MAPE are noise of one fold: among weights within the slack of the best, keep as
+    # much of the GBM as possible (the component that was selected for ranking)
+    close = eligible & (mape <= best_mape * (1.0 + MAPE_SLACK))
     order = np.lexsort(
         (
-            -table["w_gbm"].to_numpy(),
             table["total_error"].abs().fillna(np.inf).to_numpy(),
-            table["decile_mape"].fillna(np.inf).to_numpy(),
-            ~eligible.to_numpy(),
+            mape.to_numpy(),
+            -table["w_gbm"].to_numpy(),
+            ~close.to_numpy(),
         )
     )
     winner = int(order[0])
