@@ -24,8 +24,8 @@ from segml.models.baselines import BTYDModel, PastSpend, RFMScore
 from segml.models.potential import PotentialValueModel
 
 REPO = Path(__file__).resolve().parents[2]
-#: lapsed customers' mean forecast ÷ mean realised spend may not exceed this (start commit: see the test)
-LAPSED_RATIO_FLOOR = 10.0
+#: lapsed customers' mean forecast ÷ mean realised spend may not exceed this (the start commit's 1.44)
+LAPSED_RATIO_FLOOR = 1.44
 TAFENG = Path(os.environ.get("SEGML_TAFENG", REPO.parent / "shared" / "data" / "tafeng"))
 
 
@@ -119,8 +119,8 @@ def test_tafeng_ranking_and_money_floors(tafeng):
 
 @pytest.mark.slow
 def test_tafeng_lapsed_customers_are_not_over_forecast(tafeng):
-    """Customers whose last purchase is more than 30 days before the cutoff: mean forecast against their
-    mean realised holdout spend."""
+    """Customers whose last purchase is more than 30 days before the cutoff (8,142): mean forecast against
+    their mean realised holdout spend (1,151). Start commit 1,654 (1.44×), measured now 1,546 (1.34×)."""
     lapsed = tafeng["lapsed"]
     print(f"Ta Feng lapsed > 30 days: {lapsed}")
     assert lapsed["predicted_mean"] <= LAPSED_RATIO_FLOOR * lapsed["realised_mean"]
@@ -182,8 +182,10 @@ def _synthetic(seasonality: bool):
 @pytest.mark.slow
 @pytest.mark.parametrize("seasonality", [False, True], ids=["flat", "seasonal"])
 def test_synthetic_planted_truth_behaviours(seasonality):
-    """Planted tiers: the forecast recovers the true expected spend better than RFM, over-forecasts the
-    churning tier and under-forecasts the rising one (both measured and reported, see docs/potential.md)."""
+    """Planted tiers (5,000 customers, seed 3). Start commit: Spearman with the true expected spend 0.6725 flat
+    / 0.6729 seasonal; predicted ÷ true churning 2.87 / 3.10, rising 0.44 / 0.49. Measured now: 0.6866 /
+    0.6729; churning 2.90 / 3.10, rising 0.43 / 0.49 (the issue's [0.7, 1.4] per tier is missed, see
+    docs/potential.md). Floors: no worse than the start commit beyond a small tolerance."""
     result = _synthetic(seasonality)
     print(
         f"synthetic seasonality={seasonality}: Spearman vs truth {result['spearman']:.4f} "
@@ -191,5 +193,8 @@ def test_synthetic_planted_truth_behaviours(seasonality):
         f"blend {result['params'].get('blend')}"
     )
     assert result["spearman"] > result["spearman_rfm"]
+    assert result["spearman"] >= 0.667
     ratios = result["tier_ratio"]
+    assert ratios["churning"] <= 3.2
+    assert ratios["rising"] >= 0.42
     assert ratios["churning"] > ratios["regular"] > ratios["rising"]
