@@ -408,6 +408,8 @@ def main() -> None:
         "datasets": datasets,
         "targets": _targets(datasets, {n: d.get("seconds", {}) for n, d in datasets.items()}),
     }
+    if "variants_in_calibration" in previous:  # the in-calibration record of the variants tried, kept as is
+        report["variants_in_calibration"] = previous["variants_in_calibration"]
     write_json(args.out, json.loads(json.dumps(report, default=float)))
     table = _markdown(report)
     if not args.no_readme:
