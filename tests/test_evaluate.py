@@ -248,7 +248,7 @@ def test_paired_bootstrap_chunking_does_not_change_result(monkeypatch: pytest.Mo
     actual = rng.gamma(0.5, 10.0, 300)
     pred_a, pred_b = actual + rng.normal(0, 5, 300), np.round(actual)
     whole = paired_bootstrap_gini_diff(actual, pred_a, pred_b, n_boot=100, seed=4)
-    monkeypatch.setattr(evaluate, "_BOOTSTRAP_CELLS_PER_CHUNK", 300 * 7)  # 7 replicates per chunk
+    monkeypatch.setattr(evaluate, "BOOTSTRAP_CELLS_PER_CHUNK", 300 * 7)  # 7 replicates per chunk
     assert paired_bootstrap_gini_diff(actual, pred_a, pred_b, n_boot=100, seed=4) == pytest.approx(whole)
 
 

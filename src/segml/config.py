@@ -230,6 +230,10 @@ class PotentialSettings:
     max_levels: int = field(default=50, metadata={"ge": 2})
     seasonality: Literal["auto", "flat"] = "auto"
     num_threads: int = field(default=1, metadata={"ge": 1})
+    #: candidates with monotone (+1) constraints on money and count features: chosen on validation (auto)
+    monotone: Literal["auto", "increasing", "none"] = "auto"
+    #: blend the forecast with the past-spend run-rate and BG/NBD + Gamma-Gamma, weights chosen on validation
+    blend: Literal["auto", "none"] = "auto"
 
 
 @dataclass

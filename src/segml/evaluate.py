@@ -47,7 +47,7 @@ __all__ = [
 BEST_BASELINE_CANDIDATES = ("rfm", "rfm_sum", "past_spend", "btyd")
 
 #: how many float64 cells one bootstrap chunk may hold (reps × customers); bounds memory at ~100 MB
-_BOOTSTRAP_CELLS_PER_CHUNK = 2_000_000
+BOOTSTRAP_CELLS_PER_CHUNK = 2_000_000
 
 #: holdout metrics of each row of :func:`comparison_table` (and of ``comparison.json``), in order
 COMPARISON_METRICS = (
@@ -87,7 +87,7 @@ def _paired_arrays(actual: Any, predicted: Any) -> tuple[np.ndarray, np.ndarray]
     return actual_array, predicted_array
 
 
-def _strict_order(predicted: np.ndarray, ids: Any) -> np.ndarray:
+def strict_order(predicted: np.ndarray, ids: Any) -> np.ndarray:
     """Positions sorted by predicted descending, ties by ids ascending (input position when ids is None)."""
     if ids is None:
         return np.argsort(-predicted, kind="stable")
@@ -196,7 +196,7 @@ def top_k_capture(actual: Any, predicted: Any, k: float, ids: Any = None) -> flo
         Captured share (NaN when the total of ``actual`` is not positive).
     """
     actual_array, predicted_array = _paired_arrays(actual, predicted)
-    return _capture_in_order(actual_array[_strict_order(predicted_array, ids)], k)
+    return _capture_in_order(actual_array[strict_order(predicted_array, ids)], k)
 
 
 def _lift_in_order(actual_in_order: np.ndarray) -> float:
@@ -211,7 +211,7 @@ def top_decile_lift(actual: Any, predicted: Any, ids: Any = None) -> float:
     NaN when the total of ``actual`` is not positive.
     """
     actual_array, predicted_array = _paired_arrays(actual, predicted)
-    return float(_lift_in_order(actual_array[_strict_order(predicted_array, ids)]))
+    return float(_lift_in_order(actual_array[strict_order(predicted_array, ids)]))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def decile_table(actual: Any, predicted: Any, ids: Any = None) -> pd.DataFrame:
         Columns ``decile`` (int, 1..10), ``n``, ``mean_pred``, ``mean_actual``, ``sum_pred``, ``sum_actual``.
     """
     actual_array, predicted_array = _paired_arrays(actual, predicted)
-    order = _strict_order(predicted_array, ids)
+    order = strict_order(predicted_array, ids)
     return _decile_table_in_order(actual_array[order], predicted_array[order])
 
 
@@ -379,7 +379,7 @@ class _BlockGain:
             return 2.0 * area / (total_weight * total_actual) - 1.0
 
 
-def _bootstrap_counts(rng: np.random.Generator, reps: int, n: int) -> np.ndarray:
+def bootstrap_counts(rng: np.random.Generator, reps: int, n: int) -> np.ndarray:
     """(reps, n) matrix: how often each customer is drawn in each of ``reps`` samples of size n."""
     draws = rng.integers(0, n, size=(reps, n))
     draws += (np.arange(reps) * n)[:, None]
@@ -422,11 +422,11 @@ def paired_bootstrap_gini_diff(
     model_a = _BlockGain(actual_array, pred_a_array)
     model_b = _BlockGain(actual_array, pred_b_array)
     rng = np.random.default_rng(seed)
-    reps_per_chunk = max(1, _BOOTSTRAP_CELLS_PER_CHUNK // n)
+    reps_per_chunk = max(1, BOOTSTRAP_CELLS_PER_CHUNK // n)
     differences = np.empty(n_boot)
     for start in range(0, n_boot, reps_per_chunk):
         reps = min(reps_per_chunk, n_boot - start)
-        counts = _bootstrap_counts(rng, reps, n)
+        counts = bootstrap_counts(rng, reps, n)
         with np.errstate(invalid="ignore", divide="ignore"):
             differences[start : start + reps] = (model_a.gini(counts) - model_b.gini(counts)) / perfect.gini(
                 counts
@@ -471,7 +471,7 @@ def evaluate_predictions(actual: Any, predicted: Any, ids: Any, predicts_money: 
         dicts; None unless ``predicts_money``).
     """
     actual_array, predicted_array = _paired_arrays(actual, predicted)
-    order = _strict_order(predicted_array, ids)  # one sort shared by capture, lift and deciles
+    order = strict_order(predicted_array, ids)  # one sort shared by capture, lift and deciles
     actual_in_order = actual_array[order]
     result: dict[str, Any] = {
         "normalized_gini": _none_if_nan(normalized_gini(actual_array, predicted_array)),

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from segml.evaluate import _BOOTSTRAP_CELLS_PER_CHUNK, _bootstrap_counts, _strict_order
+from segml.evaluate import BOOTSTRAP_CELLS_PER_CHUNK, bootstrap_counts, strict_order
 from segml.policy import MATRIX_CELL_KEYS, MATRIX_LEVELS, FittedPolicy, GradePolicy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,7 +143,7 @@ def comparison_grades(
         raise ValueError(
             f"grade counts add up to {sum(counts)} but there are {score_array.size} customers to grade"
         )
-    ranked = _strict_order(score_array, customer_ids)
+    ranked = strict_order(score_array, customer_ids)
     letters = np.empty(score_array.size, dtype=object)
     letters[ranked] = np.repeat(np.array(list(order), dtype=object), counts)
     return letters
@@ -185,11 +185,11 @@ def paired_bootstrap_capture_diff(
     n = values.size
     weight_diff = values * (mask_a.astype(np.float64) - mask_b.astype(np.float64))
     rng = np.random.default_rng(seed)
-    reps_per_chunk = max(1, _BOOTSTRAP_CELLS_PER_CHUNK // n)
+    reps_per_chunk = max(1, BOOTSTRAP_CELLS_PER_CHUNK // n)
     differences = np.empty(n_boot)
     for start in range(0, n_boot, reps_per_chunk):
         reps = min(reps_per_chunk, n_boot - start)
-        counts = _bootstrap_counts(rng, reps, n).astype(np.float64)
+        counts = bootstrap_counts(rng, reps, n).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             differences[start : start + reps] = (counts @ weight_diff) / (counts @ values)
     finite = differences[np.isfinite(differences)]

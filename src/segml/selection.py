@@ -443,11 +443,11 @@ def gini_interval(
     perfect = evaluate._BlockGain(actual_array, actual_array)
     model = evaluate._BlockGain(actual_array, predicted_array)
     rng = np.random.default_rng(seed)
-    reps_per_chunk = max(1, evaluate._BOOTSTRAP_CELLS_PER_CHUNK // n)
+    reps_per_chunk = max(1, evaluate.BOOTSTRAP_CELLS_PER_CHUNK // n)
     values = np.empty(n_boot)
     for begin in range(0, n_boot, reps_per_chunk):
         reps = min(reps_per_chunk, n_boot - begin)
-        counts = evaluate._bootstrap_counts(rng, reps, n)
+        counts = evaluate.bootstrap_counts(rng, reps, n)
         with np.errstate(invalid="ignore", divide="ignore"):
             values[begin : begin + reps] = model.gini(counts) / perfect.gini(counts)
     finite = values[np.isfinite(values)]

@@ -114,11 +114,11 @@ class GradingArtifact:
                 f"'{missing[0]}' ({len(features):,} rows); build them with spec/feature_spec.json"
             )
         model = self.model
-        model._check_fitted()
+        model.check_fitted()
         # one model matrix for the prediction and (with reasons) the contributions
-        matrix = model._columns().matrix(features, model.horizon_days)
-        potential = model._predict_matrix(features, matrix)
-        contributions = model._contrib_matrix(features, matrix) if reasons else None
+        matrix = model.design_matrix(features)
+        potential = model.predict_matrix(features, matrix)
+        contributions = model.contrib_matrix(features, matrix) if reasons else None
         del matrix
         score = potential if self.scorer is None else self.scorer.predict_value(features)
         policy = self.policy.refit_boundaries(features, score) if refit_boundaries else self.policy

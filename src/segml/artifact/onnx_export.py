@@ -86,10 +86,7 @@ def run_onnx(session: Any, matrix: np.ndarray) -> np.ndarray:
 def combine(model: Any, responses: dict[str, np.ndarray], features: pd.DataFrame) -> np.ndarray:
     """Predicted value from booster responses (see the module docstring)."""
     rate = responses["tweedie"] if model.objective_ == "tweedie" else responses["active"] * responses["spend"]
-    spread = model.params_.get("spread")
-    if spread is not None:
-        rate = spread["level"] * spread["reference"] * (rate / spread["reference"]) ** spread["exponent"]
-    return rate * model._horizon_weight(features)
+    return model.value_from_rate(rate, features)
 
 
 def parity_report(
@@ -109,7 +106,7 @@ def parity_report(
     scorer:
         The fallback scorer when it drives the grade score (the forecast is then only the matrix's axis).
     """
-    matrix = model._columns().matrix(features, model.horizon_days)
+    matrix = model.design_matrix(features)
     boosters: dict[str, Any] = {}
     lgb_out: dict[str, np.ndarray] = {}
     onnx_out: dict[str, np.ndarray] = {}

@@ -34,6 +34,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -71,7 +72,14 @@ WINDOW_COLUMN = "window_days"
 
 #: candidates compared on the validation fold: (family, window_days column). The hurdle always gets the
 #: window length: both P(active in the window) and the conditional per-day rate depend on it strongly.
-_CANDIDATES = (("tweedie", False), ("tweedie", True), ("hurdle", True))
+#: Each family is tried with and without monotone constraints on past spend and purchase counts. (A tweedie
+#: booster with the window length as an input was a third family; it was never the best on the validation
+#: folds of CDNOW, Ta Feng or synthetic data and is no longer tried: docs/potential.md.)
+_CANDIDATES = tuple(
+    (family, window, monotone)
+    for family, window in (("tweedie", False), ("hurdle", True))
+    for monotone in (True, False)
+)
 
 #: boosters of each family
 _BOOSTER_NAMES = {"tweedie": ("tweedie",), "hurdle": ("active", "spend")}
@@ -482,6 +490,18 @@ def _design_from_frame(
 # Boosters
 
 
+#: money and count features whose effect on the forecast may only be non-decreasing (``monotone="auto"``)
+_MONOTONE_INCREASING = re.compile(
+    r"^(monetary_total|gross_spend|n_purchase_days|n_orders|frequency|spend_\d+d|orders_\d+d)$"
+)
+
+
+def monotone_constraints(names: list[str]) -> list[int]:
+    """LightGBM ``monotone_constraints`` for model columns: +1 for past spend and purchase counts (more of
+    them never lowers the forecast, all else equal), 0 for everything else."""
+    return [1 if _MONOTONE_INCREASING.match(name) else 0 for name in names]
+
+
 def _base_params(random_state: int, num_threads: int, n_rows: int) -> dict[str, Any]:
     return {
         "learning_rate": 0.05,
@@ -611,10 +631,15 @@ def _fit_candidate(
     random_state: int,
     num_threads: int,
     validation: _Target | None = None,
+    monotone: bool = False,
 ) -> _Fitted:
     """Fit one family. Tweedie: the rate. Hurdle: ``P(rate > 0)`` (binary, all rows) and ``E[rate | rate > 0]``
     (gamma, positive rows). With ``validation`` each booster stops early on its own validation metric."""
     params = _base_params(random_state, num_threads, len(train.rate))
+    if monotone:
+        constraints = monotone_constraints(columns.names)
+        if any(constraints):
+            params["monotone_constraints"] = constraints
     if objective == "tweedie":
         booster = _train(
             {**params, "objective": "tweedie", "tweedie_variance_power": 1.5},
@@ -829,6 +854,8 @@ class PotentialValueModel(BaseEstimator):
         recalibrate: bool = True,
         random_state: int = 42,
         num_threads: int = 1,
+        blend: str = "auto",
+        monotone: str = "auto",
     ) -> None:
         self.horizon_days = horizon_days
         self.objective = objective
@@ -842,6 +869,8 @@ class PotentialValueModel(BaseEstimator):
         self.recalibrate = recalibrate
         self.random_state = random_state
         self.num_threads = num_threads
+        self.blend = blend
+        self.monotone = monotone
 
     #: model-family interface: :meth:`predict_value` is net spend over ``horizon_days``
     predicts_money: ClassVar[bool] = True
@@ -863,6 +892,10 @@ class PotentialValueModel(BaseEstimator):
             )
         if self.categorical not in ("auto", "drop"):
             raise InvalidParameter(who, "categorical", f"{self.categorical!r} is not one of auto, drop")
+        if self.monotone not in ("auto", "increasing", "none"):
+            raise InvalidParameter(who, "monotone", f"{self.monotone!r} is not one of auto, increasing, none")
+        if self.blend not in ("auto", "none"):
+            raise InvalidParameter(who, "blend", f"{self.blend!r} is not one of auto, none")
         if self.seasonality not in ("auto", "flat"):
             raise InvalidParameter(who, "seasonality", f"{self.seasonality!r} is not one of auto, flat")
         if self.n_estimators is not None and self.n_estimators < 1:
@@ -971,7 +1004,7 @@ class PotentialValueModel(BaseEstimator):
         )
         validation_weight = season_weight(inner_profile, [validation_cutoff], inner_horizon)[0]
         design = _design_from_frame(inner.features, numeric, self.categorical, self.max_levels)
-        selection = self._select(
+        selection, validation_prediction = self._select(
             design, inner, validation, validation_spend, validation_weight, inner_horizon, inner_profile
         )
         selection.insert(0, "validation_cutoff", validation_cutoff)
@@ -983,12 +1016,43 @@ class PotentialValueModel(BaseEstimator):
         self.params_ = {
             "objective": str(best["objective"]),
             "window_feature": bool(best["window_feature"]),
+            "monotone": bool(best["monotone"]),
             "spread": None if best["spread"] is None else dict(best["spread"]),
             "rounds": dict(best["rounds"]),
             "step_days": step,
+            "blend": self._choose_blend(
+                validation, validation_spend, validation_prediction, start, validation_cutoff, inner_horizon
+            ),
         }
-        self._fit_final(outer, outer_cutoffs, start, calibration_end, numeric)
+        self._fit_final(outer, outer_cutoffs, start, calibration_end, numeric, spec, customers, history)
         return self
+
+    def _choose_blend(
+        self,
+        validation: pd.DataFrame,
+        validation_spend: np.ndarray,
+        validation_prediction: np.ndarray,
+        start: dt.date,
+        validation_cutoff: dt.date,
+        horizon_days: int,
+    ) -> dict[str, Any] | None:
+        """Blend weights of the GBM forecast, the past-spend run-rate and BG/NBD + Gamma-Gamma, chosen on the
+        validation fold (see :func:`segml.models.blend.choose_blend`); None when ``blend="none"``."""
+        self.blend_selection_ = None
+        if self.blend == "none":
+            return None
+        from segml.models import blend
+
+        components = blend.component_predictions(
+            validation,
+            validation_prediction,
+            (validation_cutoff - start).days + 1,
+            horizon_days,
+            blend.fit_btyd(validation),
+        )
+        weights, table = blend.choose_blend(validation_spend, components)
+        self.blend_selection_ = table
+        return {"weights": weights}
 
     def _select(
         self,
@@ -1006,11 +1070,13 @@ class PotentialValueModel(BaseEstimator):
         total error are within ``max_decile_mape`` / ``max_total_error``; when none is, the lowest decile
         MAPE wins. Fewer trees win exact ties.
         """
-        candidates = [c for c in _CANDIDATES if self.objective in ("auto", c[0])]
+        allowed = {"auto": (True, False), "increasing": (True,), "none": (False,)}[self.monotone]
+        candidates = [c for c in _CANDIDATES if self.objective in ("auto", c[0]) and c[2] in allowed]
         validation_rate = validation_spend / validation_weight
         max_rounds = self.n_estimators or self.max_estimators
         rows = []
-        for objective, window_feature in candidates:
+        predictions = []
+        for objective, window_feature, monotone in candidates:
             columns = _Columns(design, window_feature, tuple(profile))
             train = _Target(columns.matrix(inner.features, inner.weight), inner.rate, inner.weight)
             holdout_fold = _Target(
@@ -1026,6 +1092,7 @@ class PotentialValueModel(BaseEstimator):
                 self.random_state,
                 self.num_threads,
                 validation=None if self.n_estimators else holdout_fold,
+                monotone=monotone,
             )
             by_count = {}
             for name, booster in fitted.boosters.items():
@@ -1047,6 +1114,7 @@ class PotentialValueModel(BaseEstimator):
                     {
                         "objective": objective,
                         "window_feature": window_feature,
+                        "monotone": monotone,
                         "rounds": rounds,
                         "total_trees": sum(counts),
                         "n_train_rows": len(inner.rate),
@@ -1055,6 +1123,7 @@ class PotentialValueModel(BaseEstimator):
                         **_score(validation_spend, calibrated * validation_weight),
                     }
                 )
+                predictions.append(calibrated * validation_weight)
         table = pd.DataFrame(rows)
         table["eligible"] = (table["decile_mape"] <= self.max_decile_mape) & (
             table["total_error"].abs() <= self.max_total_error
@@ -1070,7 +1139,7 @@ class PotentialValueModel(BaseEstimator):
             )
         table["selected"] = False
         table.loc[winner, "selected"] = True
-        return table
+        return table, predictions[winner]
 
     def _fit_final(
         self,
@@ -1079,7 +1148,31 @@ class PotentialValueModel(BaseEstimator):
         start: dt.date,
         data_end: dt.date,
         numeric: list[str],
+        spec: FeatureConfig,
+        customers: str | Path | pd.DataFrame | None,
+        history: pd.DataFrame,
     ) -> None:
+        blend_params = self.params_.get("blend")
+        if blend_params is not None:
+            # the blend's other components, as of the training end: the run-rate's history length and a
+            # BG/NBD + Gamma-Gamma fit on the customers' features there
+            blend_params = {
+                "weights": dict(blend_params["weights"]),
+                "history_days": (data_end - start).days + 1,
+            }
+            blend_params["btyd"] = None
+            if blend_params["weights"].get("btyd", 0.0) > 0:
+                from segml.models import blend
+
+                latest = _features_module().build_features(history, data_end, spec, customers)
+                fitted_btyd = blend.fit_btyd(latest)
+                if fitted_btyd is None:  # cannot happen when it fitted on the validation fold; be safe
+                    weights = blend_params["weights"]
+                    weights["gbm"] += weights.pop("btyd")
+                    weights["btyd"] = 0.0
+                else:
+                    blend_params["btyd"] = blend.btyd_state(fitted_btyd)
+            self.params_["blend"] = blend_params
         design = _design_from_frame(frame.features, numeric, self.categorical, self.max_levels)
         columns = _Columns(design, self.params_["window_feature"], tuple(self.season_profile_))
         fitted = _fit_candidate(
@@ -1089,6 +1182,7 @@ class PotentialValueModel(BaseEstimator):
             self.params_["rounds"],
             self.random_state,
             self.num_threads,
+            monotone=bool(self.params_.get("monotone", False)),
         )
         if self.params_.get("spread") is not None:
             # the exponent comes from the validation fold; reference and level are re-anchored on this fit's
@@ -1151,7 +1245,8 @@ class PotentialValueModel(BaseEstimator):
             history, cutoffs, self.horizon_days, data_end, spec, customers, production.season_profile_
         )
         numeric = list(_features_module().NUMERIC_FEATURES(spec))
-        production._fit_final(frame, cutoffs, start, data_end, numeric)
+        production.blend_selection_ = getattr(self, "blend_selection_", None)
+        production._fit_final(frame, cutoffs, start, data_end, numeric, spec, customers, history)
         return production
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -1169,6 +1264,8 @@ class PotentialValueModel(BaseEstimator):
             "recalibrate": self.recalibrate,
             "random_state": self.random_state,
             "num_threads": self.num_threads,
+            "blend": self.blend,
+            "monotone": self.monotone,
         }
 
     # -------------------------------------------------------------------------------------------- predict
@@ -1208,8 +1305,45 @@ class PotentialValueModel(BaseEstimator):
     def _predict_matrix(self, features: pd.DataFrame, matrix: np.ndarray) -> np.ndarray:
         """:meth:`predict` from the ready model matrix of ``features`` (shared with the contributions)."""
         fitted = _Fitted(self.objective_, self.boosters_, self.n_estimators_)
-        rate = _apply_spread(fitted.rate(matrix), self.params_["spread"])
-        return rate * self._horizon_weight(features)
+        return self._from_rate(fitted.rate(matrix), features)
+
+    # -- scoring building blocks for production scoring (the artifact) and its ONNX parity -------------------
+
+    def check_fitted(self) -> None:
+        """Raise ``NotFittedError`` unless the model is fitted."""
+        self._check_fitted()
+
+    def design_matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """The model matrix of ``features`` (shared by :meth:`predict_matrix` and :meth:`contrib_matrix`)."""
+        return self._columns().matrix(features, self.horizon_days)
+
+    def predict_matrix(self, features: pd.DataFrame, matrix: np.ndarray) -> np.ndarray:
+        """:meth:`predict` from a prebuilt :meth:`design_matrix`."""
+        return self._predict_matrix(features, matrix)
+
+    def contrib_matrix(self, features: pd.DataFrame, matrix: np.ndarray) -> pd.DataFrame:
+        """:meth:`predict_contrib` from a prebuilt :meth:`design_matrix`."""
+        return self._contrib_matrix(features, matrix)
+
+    def value_from_rate(self, rate: np.ndarray, features: pd.DataFrame) -> np.ndarray:
+        """The prediction from the boosters' combined rate (tweedie response, or active × spend)."""
+        return self._from_rate(rate, features)
+
+    def _from_rate(self, rate: np.ndarray, features: pd.DataFrame) -> np.ndarray:
+        """The prediction from the boosters' combined rate (tweedie response, or active × spend): spread
+        recalibration, horizon weight, then the blend with the run-rate and BTYD forecasts."""
+        rate = _apply_spread(rate, self.params_["spread"])
+        gbm = rate * self._horizon_weight(features)
+        blend_params = self.params_.get("blend")
+        if blend_params is None or blend_params["weights"].get("gbm", 1.0) == 1.0:
+            return gbm
+        from segml.models import blend
+
+        btyd = None if blend_params.get("btyd") is None else blend.btyd_from_state(blend_params["btyd"])
+        components = blend.component_predictions(
+            features, gbm, blend_params["history_days"], self.horizon_days, btyd
+        )
+        return blend.blend_predictions(components, blend_params["weights"])
 
     def predict_contrib(self, features: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to ``log(predicted spend)``.
@@ -1270,6 +1404,14 @@ class PotentialValueModel(BaseEstimator):
                 spread["reference"]
             )
         contrib[:, -1] += log_horizon
+        blend_params = self.params_.get("blend")
+        if blend_params is not None and blend_params["weights"].get("gbm", 1.0) != 1.0:
+            # the blend with the run-rate and BTYD forecasts is a per-customer factor on the GBM forecast;
+            # it goes to the bias so that each row still sums to log(prediction)
+            gbm = np.exp(contrib.sum(axis=1))
+            blended = self._predict_matrix(features, matrix)
+            with np.errstate(divide="ignore"):
+                contrib[:, -1] += np.log(blended) - np.log(gbm)
         if columns.window_feature:
             # window_days is the horizon for every customer: its share belongs to the baseline
             contrib[:, -1] += contrib[:, -2]
@@ -1300,6 +1442,11 @@ class PotentialValueModel(BaseEstimator):
             "training_end": self.training_end_.isoformat(),
             "n_training_rows": int(self.n_training_rows_),
             "selection": _json_records(selection),
+            "blend_selection": (
+                None
+                if getattr(self, "blend_selection_", None) is None
+                else _json_records(self.blend_selection_)
+            ),
         }
 
     @classmethod
@@ -1325,6 +1472,8 @@ class PotentialValueModel(BaseEstimator):
         for column in ("validation_cutoff", "train_label_end", "validation_end"):
             selection[column] = selection[column].map(dt.date.fromisoformat)
         model.selection_ = selection
+        blend_selection = state.get("blend_selection")
+        model.blend_selection_ = None if blend_selection is None else pd.DataFrame(blend_selection)
         return model
 
 

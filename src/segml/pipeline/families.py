@@ -230,6 +230,8 @@ def potential_model(ctx: TrainContext):
         seasonality=s.seasonality,
         random_state=ctx.cfg.seed,
         num_threads=s.num_threads,
+        monotone=s.monotone,
+        blend=s.blend,
     )
 
 
