@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: help venv run test test-slow test-all lint format bench lock clean mlflow-ui lab
+.PHONY: help venv run test test-slow test-all lint format bench bench-quality lock clean mlflow-ui lab
 
 help:
-	@echo "make run | test | test-slow | lint | format | bench | mlflow-ui | lab | lock | clean"
+	@echo "make run | test | test-slow | lint | format | bench | bench-quality | mlflow-ui | lab | lock | clean"
 
 # The venv is (re)installed only when pyproject.toml or the lock file change: a second `make run` reuses it.
 $(STAMP): pyproject.toml requirements.lock
@@ -56,6 +56,11 @@ bench: $(STAMP)
 	$(BIN)/segml train $(EXPERIMENT) --no-backtest
 	$(BIN)/segml export $(EXPERIMENT)
 	$(BIN)/python benchmarks/scoring.py
+
+# Every model family on CDNOW, Ta Feng and synthetic data (flat, seasonal): benchmarks/results/quality.json.
+# Not part of CI (about 6 minutes on 2 cores).
+bench-quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py
 
 # MLflow UI on the project's SQLite store, loopback only.
 mlflow-ui: $(STAMP)
