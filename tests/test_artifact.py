@@ -28,8 +28,8 @@ from segml.pipeline import run_pipeline, stages_between
 runner = CliRunner()
 
 
-def _train(root: Path, experiment: str = "smoke"):
-    cfg = load_experiment(root / "experiments" / f"{experiment}.yaml", root=root)
+def _train(root: Path, experiment: str = "smoke", overrides: list[str] | None = None):
+    cfg = load_experiment(root / "experiments" / f"{experiment}.yaml", overrides or [], root=root)
     run_ingest(cfg)
     run_pipeline(cfg, stages=stages_between(until="monitor"), backtest=False, progress=False, track=False)
     return cfg

@@ -34,7 +34,7 @@ POLICY = "policy/policy.yaml"
 def trained(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("boundary_project")
     make_project(root)
-    return _train(root)
+    return _train(root, overrides=["models.potential.objective=tweedie"])  # booster_tweedie.txt
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,7 @@ def test_ingest_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def artifact(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("matrix_project")
     make_project(root)
-    cfg = _train(root)
+    cfg = _train(root, overrides=["models.potential.objective=tweedie"])  # booster_tweedie.txt
     key = root / "trainer.key"
     key.write_text("a trusted trainer's secret of 32 bytes\n")
     return export_artifact(cfg, sign_key=key.read_bytes().strip()), key

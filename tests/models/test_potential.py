@@ -273,9 +273,9 @@ def test_invalid_settings_are_value_errors_naming_the_parameter(population):
 
 
 @pytest.mark.parametrize("setting", [{"blend": "stacked"}, {"monotone": "decreasing"}])
-def test_invalid_blend_and_monotone_settings_are_config_errors(population, setting):
+def test_invalid_blend_and_monotone_settings_name_the_parameter(population, setting):
     transactions, _, _ = population
-    with pytest.raises(ConfigError, match=next(iter(setting))):
+    with pytest.raises(InvalidParameter, match=next(iter(setting))):
         PotentialValueModel(HORIZON, **setting).fit(transactions, CALIBRATION_END, SPEC)
 
 
