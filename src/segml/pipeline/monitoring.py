@@ -349,8 +349,8 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
     if cutoffs[0] < data_start:
         raise InputFileError(f"cutoff {cutoffs[0]} is before the first transaction ({data_start}) of {clean}")
     warnings = [
-        f"cutoff {day} is after the last transaction ({data_end}) of {clean}: graded on the data up to "
-        f"{data_end}"
+        f"cutoff {day} is after the last transaction ({data_end}) of {clean}: the days after {data_end} "
+        "count as days without purchases (is the data up to date?)"
         for day in cutoffs
         if day > data_end
     ]
@@ -401,7 +401,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
                 if progress:
                     progress(f"{label}: reused")
                 continue
-        table = features.build_features(clean, min(cutoff, data_end), spec, customers_path)
+        table = features.build_features(clean, cutoff, spec, customers_path)
         if table.empty:
             raise InputFileError(f"{clean}: no customer has data on or before {cutoff}")
         try:
