@@ -65,6 +65,23 @@ def alert_lines(alerts: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def render_report(cfg: Any, out_dir: Path) -> Path:
+    """Execute notebook 08 on the monitor outputs into ``out_dir`` (executed notebook and HTML)."""
+    from segml import report
+    from segml.runner import notebooks_dir
+
+    source = notebooks_dir(cfg) / "08_monitoring.ipynb"
+    parameters = {
+        "experiment": cfg.label,
+        "overrides": list(cfg.overrides),
+        "parent_run_id": None,
+        "seed": cfg.seed,
+    }
+    env = {"MLFLOW_TRACKING_URI": None, "MLFLOW_EXPERIMENT_ID": None, "MLFLOW_RUN_ID": None}
+    results = report.run_notebooks([source], out_dir, parameters, cwd=cfg.root, progress=False, env=env)
+    return results[0].html_path
+
+
 def register(app: typer.Typer) -> None:
     """Add ``monitor`` to ``app``."""
     from segml.cli import ExperimentArg, SetOpt, _load, console, out, user_errors
@@ -97,6 +114,13 @@ def register(app: typer.Typer) -> None:
         reuse: Annotated[
             bool, typer.Option("--reuse/--no-reuse", help="Reuse finished steps whose inputs did not change.")
         ] = True,
+        report: Annotated[
+            bool,
+            typer.Option(
+                "--report/--no-report",
+                help="Render notebook 08 from the outputs (reports/<exp>/monitoring/08_monitoring.html).",
+            ),
+        ] = True,
         set_: SetOpt = None,
     ) -> None:
         """Re-grade with an artifact at each cutoff: grade migration, update rate, drift against the
@@ -109,6 +133,7 @@ def register(app: typer.Typer) -> None:
         series = run_monitor_series(cfg, artifact, cutoffs, reuse=reuse, progress=progress)
         for warning in series.warnings:
             console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+        html = render_report(cfg, series.report_dir) if report else None
         if json_output:
             document = {
                 "experiment": cfg.name,
@@ -117,6 +142,7 @@ def register(app: typer.Typer) -> None:
                 "steps": series_tables(series.document)["steps"].to_dict(orient="records"),
                 "alerts": series.alerts,
                 "warnings": series.warnings,
+                "notebook": None if html is None else str(html),
             }
             from segml.jsonable import jsonable
 
@@ -148,6 +174,8 @@ def register(app: typer.Typer) -> None:
             out.print(
                 f"  migration list: {series.data_dir / 'migrations.parquet'}", highlight=False, soft_wrap=True
             )
+            if html is not None:
+                out.print(f"  notebook: {html}", highlight=False, soft_wrap=True)
             if series.alerts:
                 out.print(f"ALERTS ({len(series.alerts)}):", highlight=False)
                 for line in alert_lines(series.alerts):
