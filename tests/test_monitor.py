@@ -456,3 +456,32 @@ def test_cdnow_monthly_monitor(cdnow_artifact) -> None:
     )
     steps = json.loads(held.stdout)["steps"][1:]
     assert sum(s["update_rate"] for s in steps) < sum(s["update_rate_without_hysteresis"] for s in steps)
+
+
+def test_grade_previous_applies_hysteresis(shifted, tmp_path: Path) -> None:
+    root, artifact, monitored = shifted
+    raw = root / "data" / "raw" / "shifted"
+    common = ["grade", str(artifact), "--transactions", str(raw / "transactions.parquet")]
+    common += ["--customers", str(raw / "customers.parquet"), "--mapping", str(monitored), "--no-reasons"]
+    first = runner.invoke(app, [*common, "--as-of", "2026-06-30", "--out", str(tmp_path / "june.parquet")])
+    assert first.exit_code == 0, first.output
+    args = [*common, "--as-of", "2026-08-31", "--previous", str(tmp_path / "june.parquet")]
+    plain = runner.invoke(app, [*args, "--margin", "0", "--out", str(tmp_path / "plain.parquet")])
+    held = runner.invoke(app, [*args, "--margin", "0.05", "--out", str(tmp_path / "held.parquet")])
+    assert plain.exit_code == 0 and held.exit_code == 0, held.output
+    june, august = pd.read_parquet(tmp_path / "june.parquet"), pd.read_parquet(tmp_path / "held.parquet")
+    assert (pd.read_parquet(tmp_path / "plain.parquet")["grade"] == august["plain_grade"]).all()
+    kept = august["grade"] != august["plain_grade"]
+    assert kept.any() and "keep their previous grade" in held.stderr
+    merged = august[kept].merge(june[["customer_id", "grade"]], on="customer_id", suffixes=("", "_june"))
+    # a held-back customer stays at the June grade or moves part of the way, never past the plain grade
+    rank = {code: i for i, code in enumerate("ABCDEN")}
+    kept_rank, june_rank, plain_rank = (merged[c].map(rank) for c in ("grade", "grade_june", "plain_grade"))
+    low, high = np.minimum(june_rank, plain_rank), np.maximum(june_rank, plain_rank)
+    assert ((kept_rank >= low) & (kept_rank <= high)).all() and (kept_rank == june_rank).any()
+    changed = lambda frame: (frame.merge(june, on="customer_id")["grade_x"] != june["grade"]).mean()  # noqa: E731
+    assert changed(august) < changed(pd.read_parquet(tmp_path / "plain.parquet"))
+    bad = runner.invoke(
+        app, [*args, "--previous", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x.parquet")]
+    )
+    assert bad.exit_code == 2 and "previous grades file not found" in bad.output

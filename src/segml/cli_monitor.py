@@ -133,7 +133,14 @@ def register(app: typer.Typer) -> None:
         series = run_monitor_series(cfg, artifact, cutoffs, reuse=reuse, progress=progress)
         for warning in series.warnings:
             console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
-        html = render_report(cfg, series.report_dir) if report else None
+        html = None
+        if report:
+            from segml.errors import SegmlError
+
+            try:
+                html = render_report(cfg, series.report_dir)
+            except SegmlError as exc:  # the monitor outputs are written: report the alerts all the same
+                console.print(f"warning: notebook 08 not rendered: {exc}", highlight=False, soft_wrap=True)
         if json_output:
             document = {
                 "experiment": cfg.name,
