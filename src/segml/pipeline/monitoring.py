@@ -233,7 +233,6 @@ def _customer_flows(previous: pd.DataFrame, current: pd.DataFrame, days: int) ->
 
 def _realised(
     cfg: Any,
-    artifact: Any,
     customers: pd.DataFrame,
     cutoff: Any,
     data_end: Any,
@@ -461,7 +460,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
             "movement": None,
             "movement_without_hysteresis": None,
             "flows": None,
-            "realised": _realised(cfg, artifact, current, cutoff, data_end, horizon, codes, training_gini),
+            "realised": _realised(cfg, current, cutoff, data_end, horizon, codes, training_gini),
         }
         migration_rows = None
         if previous is not None:
