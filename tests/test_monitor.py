@@ -24,7 +24,7 @@ from segml.config import MonitorSettings, load_experiment
 from segml.errors import ConfigError
 from segml.ingest import run_ingest
 from segml.pipeline import run_pipeline, stages_between
-from segml.pipeline.monitoring import run_monitor_series, series_tables
+from segml.pipeline.monitoring import run_monitor_series, series_tables, who_moved
 from segml.policy import GradePolicy, apply_hysteresis
 
 runner = CliRunner()
@@ -219,8 +219,13 @@ def test_series_outputs_matrices_and_flows(shifted) -> None:
         "grade_before",
         "grade_after",
         "top_reason",
+        "top_reason_feature",
     ]
     assert (moves["grade_before"] != moves["grade_after"]).all()
+    pairs = who_moved(cfg)
+    last = moves[moves["as_of"] == moves["as_of"].max()]
+    assert pairs["customers"].sum() == len(last) and "customer_id" not in pairs.columns
+    assert pairs["reasons"].str.len().gt(0).all()
     # realised checks where the 60-day window has passed (the data end 2026-12-31)
     realised = {s["as_of"]: s["realised"] for s in series.steps}
     assert realised["2026-10-31"]["passed"] and not realised["2026-12-31"]["passed"]

@@ -118,6 +118,7 @@ _CUSTOMER_COLUMNS = (
     "predicted_value",
     "recency_days",
     "reason_1",
+    "reason_1_feature",
 )
 
 
@@ -369,6 +370,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
     training_gini = _training_gini(artifact)
     spec = dataclasses.replace(artifact.feature_config, engine="duckdb")
     base_key = {
+        "layout": SERIES_VERSION,
         "segml": __version__,
         "artifact": artifact.manifest.get("manifest_sha256") or sha256_file(artifact.path / "manifest.json"),
         "transactions": sha256_file(clean),
@@ -422,6 +424,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
                 "predicted_value": graded["predicted_value"].to_numpy(dtype=float),
                 "recency_days": pd.to_numeric(table["recency_days"], errors="coerce").to_numpy(dtype=float),
                 "reason_1": graded["reason_1"].astype(object).to_numpy(),
+                "reason_1_feature": graded["reason_1_feature"].astype(object).to_numpy(),
                 "value": pd.to_numeric(table[value_feature], errors="coerce")
                 .fillna(0.0)
                 .to_numpy(dtype=float),
@@ -475,7 +478,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
             days = (cutoff - dt.date.fromisoformat(previous_step["as_of"])).days
             document["flows"] = {"days": days, **_customer_flows(previous, current, days)}
             moved = previous[["customer_id", "grade"]].merge(
-                current[["customer_id", "grade", "reason_1"]],
+                current[["customer_id", "grade", "reason_1", "reason_1_feature"]],
                 on="customer_id",
                 how="outer",
                 suffixes=("_before", "_after"),
@@ -489,6 +492,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
                     "grade_before": moved["grade_before"].fillna(monitor.NOT_GRADED_BEFORE).to_numpy(),
                     "grade_after": moved["grade_after"].fillna(monitor.NOT_GRADED_NOW).to_numpy(),
                     "top_reason": moved["reason_1"].to_numpy(),
+                    "top_reason_feature": moved["reason_1_feature"].to_numpy(),
                 }
             ).sort_values("customer_id", kind="stable", ignore_index=True)
         document = jsonable(document)
@@ -602,6 +606,51 @@ def series_tables(document: dict[str, Any]) -> dict[str, pd.DataFrame]:
     }
 
 
+def who_moved(cfg: Any, as_of: str | None = None, top: int = 3) -> pd.DataFrame:
+    """Who moved and why, without identities: customers per grade pair of one step and their most common
+    top reasons (the feature behind each customer's first reason code at the later step).
+
+    Parameters
+    ----------
+    cfg:
+        The experiment (reads ``data/processed/<exp>/monitoring/migrations.parquet``).
+    as_of:
+        The step (ISO date); default the last one.
+    top:
+        Reasons listed per grade pair.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``grade_before, grade_after, customers, share, reasons`` (``"<feature description> (n)"`` joined by
+        ``"; "``), largest pairs first; empty when ``segml monitor`` has not run or nobody moved.
+    """
+    from segml import catalog
+
+    columns = ["grade_before", "grade_after", "customers", "share", "reasons"]
+    path = series_dirs(cfg)[1] / "migrations.parquet"
+    if not path.is_file():
+        return pd.DataFrame(columns=columns)
+    moves = pd.read_parquet(path)
+    days = moves["as_of"].dt.strftime("%Y-%m-%d")
+    moves = moves[days == (as_of or days.max())]
+    rows = []
+    for (before, after), group in moves.groupby(["grade_before", "grade_after"], sort=False):
+        counts = group["top_reason_feature"].dropna().astype(str).value_counts().head(top)
+        reasons = "; ".join(
+            f"{catalog.describe(name) if catalog.is_catalogued(name) else name} ({n})"
+            for name, n in counts.items()
+        )
+        rows.append(
+            {"grade_before": before, "grade_after": after, "customers": len(group), "reasons": reasons}
+        )
+    table = pd.DataFrame(rows, columns=[c for c in columns if c != "share"])
+    table["share"] = table["customers"] / max(len(moves), 1)
+    return table.sort_values(["customers", "grade_before", "grade_after"], ascending=[False, True, True])[
+        columns
+    ].reset_index(drop=True)
+
+
 def step_migration(step: dict[str, Any]) -> pd.DataFrame | None:
     """The migration counts of one step as a frame (rows grade before, columns grade after)."""
     m = step.get("migration")
@@ -622,4 +671,5 @@ __all__ = [
     "series_dirs",
     "series_tables",
     "step_migration",
+    "who_moved",
 ]
