@@ -201,7 +201,7 @@ def _register_command_modules() -> None:
     """Commands defined in their own modules (each has ``register(app)``), imported lazily by their bodies."""
     import importlib
 
-    for module in ("segml.cli_run", "segml.cli_artifact"):
+    for module in ("segml.cli_run", "segml.cli_artifact", "segml.cli_monitor"):
         try:
             importlib.import_module(module).register(app)
         except ModuleNotFoundError as exc:

@@ -126,6 +126,20 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         key: KeyOpt = None,
+        previous: Annotated[
+            Path | None,
+            typer.Option(
+                "--previous",
+                help="Earlier grades file (.parquet/.csv): keep grades within the hysteresis margin "
+                "(policy.hysteresis of the artifact, or --margin / --periods).",
+            ),
+        ] = None,
+        margin: Annotated[
+            float | None, typer.Option("--margin", help="Hysteresis margin on the score (with --previous).")
+        ] = None,
+        periods: Annotated[
+            int | None, typer.Option("--periods", help="Hysteresis periods (with --previous).")
+        ] = None,
     ) -> None:
         """Grade customers from raw transactions with a verified artifact."""
         import time
@@ -158,6 +172,8 @@ def register(app: typer.Typer) -> None:
             refit_boundaries=refit_boundaries,
             report=report,
         )
+        if previous is not None:
+            graded = _with_hysteresis(loaded, graded, previous, margin, periods, console)
         with atomic_path(out_file) as tmp:
             if suffix == ".csv":
                 graded.to_csv(tmp, index=False)
@@ -218,6 +234,58 @@ def register(app: typer.Typer) -> None:
             )
         card = (Path(artifact) / MODEL_CARD).read_text(encoding="utf-8")
         out.print(_card_summary(card), highlight=False, markup=False, soft_wrap=True)
+
+
+def _with_hysteresis(loaded, graded, previous: Path, margin, periods, console):
+    """``graded`` with the grades kept from ``previous`` where the change is within the hysteresis."""
+    import pandas as pd
+
+    from segml.errors import InputFileError
+    from segml.policy import apply_hysteresis
+
+    if not previous.is_file():
+        raise InputFileError(f"{previous}: previous grades file not found")
+    before = (
+        pd.read_parquet(previous)
+        if previous.suffix.lower() == ".parquet"
+        else pd.read_csv(previous, dtype=str)
+    )
+    missing = [c for c in ("customer_id", "grade") if c not in before.columns]
+    if missing:
+        raise InputFileError(f"{previous}: column(s) {missing} missing ({len(before):,} rows)")
+    if "hysteresis_pending" in before.columns:
+        before["hysteresis_pending"] = pd.to_numeric(before["hysteresis_pending"], errors="coerce").fillna(0)
+    before["customer_id"] = before["customer_id"].astype(str)
+    settings = loaded.policy.policy.hysteresis
+    margin = settings.margin if margin is None else float(margin)
+    periods = settings.periods if periods is None else int(periods)
+    if margin < 0 or periods < 1:
+        raise InputFileError(f"--margin must be >= 0 and --periods >= 1, got {margin} and {periods}")
+    codes = [g.code for g in loaded.policy.policy.grades]
+    kept = apply_hysteresis(
+        before[[c for c in ("customer_id", "grade", "hysteresis_pending") if c in before.columns]],
+        graded.assign(customer_id=graded["customer_id"].astype(str)),
+        margin,
+        periods,
+        thresholds=list(loaded.policy.grade_thresholds),
+        codes=codes,
+        on=loaded.policy.threshold_on,
+    )
+    by_code = {g.code: g for g in loaded.policy.policy.grades}
+    held = kept["held"].to_numpy()
+    graded = graded.copy()
+    graded["grade"] = kept["grade"].to_numpy()
+    graded.loc[held, "grade_name"] = [by_code[c].name for c in graded.loc[held, "grade"]]
+    graded.loc[held, "strategy"] = [by_code[c].strategy for c in graded.loc[held, "grade"]]
+    graded["plain_grade"] = kept["plain_grade"].to_numpy()
+    graded["hysteresis_pending"] = kept["hysteresis_pending"].to_numpy()
+    console.print(
+        f"hysteresis (margin {margin:g}, periods {periods}): {int(held.sum()):,} customer(s) keep their "
+        f"previous grade from {previous}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return graded
 
 
 def _card_summary(card: str) -> str:

@@ -318,7 +318,9 @@ class ExportSettings:
 
 @dataclass
 class MonitorSettings:
-    """``monitor:`` section: drift thresholds of the monitoring stage."""
+    """``monitor:`` section: alert thresholds of ``segml monitor`` (and of the monitoring stage).
+
+    An alert fires when a value is strictly above its threshold."""
 
     #: PSI above which a feature (or the score) is reported as shifted
     psi_threshold: float = field(default=0.25, metadata={"ge": 0})
@@ -328,6 +330,8 @@ class MonitorSettings:
     update_rate_threshold: float = field(default=0.3, metadata={"ge": 0, "le": 1})
     #: days of realised value checked after a monitoring cutoff (default: the training horizon)
     realised_horizon_days: int | None = field(default=None, metadata={"ge": 1})
+    #: drop of the realised normalized Gini below the training (holdout) Gini above which it is reported
+    gini_drop_threshold: float = field(default=0.05, metadata={"ge": 0})
 
 
 @dataclass

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -158,6 +158,21 @@ class ValuePotentialMatrix:
 
 
 @dataclass
+class Hysteresis:
+    """Grade stability between two gradings (``policy.hysteresis``): a customer changes grade only when the
+    score crosses the boundary of the current grade by ``margin`` (on the score scale 0..1, i.e. 0.03 = 3
+    composite-rank points; on predicted value with ``value_thresholds``), or once the plain grade has
+    differed from the kept one for ``periods`` consecutive gradings. ``margin: 0`` switches it off."""
+
+    margin: float = field(default=0.0, metadata={"ge": 0})
+    periods: int = field(default=3, metadata={"ge": 1})
+
+    @property
+    def enabled(self) -> bool:
+        return self.margin > 0
+
+
+@dataclass
 class GradePolicy:
     """A validated grade policy (unfitted). Build with :meth:`from_config`; fit with :meth:`fit`."""
 
@@ -173,6 +188,8 @@ class GradePolicy:
     thresholds: list[float] | None = None
     #: number of stored quantiles per reference distribution (levels 0, 1/(n-1), ..., 1)
     reference_quantiles: int = 1001
+    #: grade stability between successive gradings (monitor steps, ``segml grade --previous``)
+    hysteresis: Hysteresis = field(default_factory=Hysteresis)
 
     def __post_init__(self) -> None:
         _validate_policy(self)
@@ -850,10 +867,13 @@ class FittedPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON/YAML-able document (no pickle). ``from_dict(to_dict())`` reproduces the object exactly."""
+        policy = self.policy.to_dict()
+        if self.policy.hysteresis == Hysteresis():
+            policy.pop("hysteresis")  # default: documents stay as they were before the setting existed
         return {
             "format": FITTED_POLICY_FORMAT,
             "format_version": FITTED_POLICY_VERSION,
-            "policy": self.policy.to_dict(),
+            "policy": policy,
             "grade_thresholds": {
                 "on": self.threshold_on,
                 "lower_bounds": [float(t) for t in self.grade_thresholds],
@@ -1003,6 +1023,81 @@ def grade_index_from_thresholds(values: np.ndarray, lower_bounds: list[float]) -
     for bound in lower_bounds:
         index += ~(values >= bound)
     return index
+
+
+def apply_hysteresis(
+    previous: pd.DataFrame,
+    current: pd.DataFrame,
+    margin: float,
+    periods: int,
+    *,
+    thresholds: list[float],
+    codes: list[str],
+    on: str = "score",
+) -> pd.DataFrame:
+    """Keep each customer's previous grade unless the change is clear (see :class:`Hysteresis`).
+
+    Parameters
+    ----------
+    previous:
+        The earlier grading: ``customer_id``, ``grade`` (the grade kept then) and optionally
+        ``hysteresis_pending`` (consecutive gradings the plain grade has differed from the kept one).
+    current:
+        The new grading: ``customer_id``, ``grade`` (the plain grade from the thresholds) and the column
+        ``on`` the thresholds apply to.
+    margin:
+        How far past a boundary of the previous grade the value must lie for an immediate change.
+    periods:
+        Consecutive gradings after which a plain grade that differs from the kept one is taken anyway.
+    thresholds:
+        Lower bounds of every grade but the last, best first (``FittedPolicy.grade_thresholds``).
+    codes:
+        Grade codes best first (without the new-customer grade).
+    on:
+        ``score`` or ``predicted_value`` (``FittedPolicy.threshold_on``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Aligned with ``current``: ``customer_id``, ``grade`` (the grade to use), ``plain_grade``,
+        ``hysteresis_pending`` and ``held`` (True where the kept grade differs from the plain one). Customers
+        new since ``previous``, or with a grade outside ``codes`` on either side, take the plain grade.
+    """
+    rank = {str(code): i for i, code in enumerate(codes)}
+    plain = current["grade"].astype(str).to_numpy()
+    before = previous.set_index("customer_id")
+    prev_grade = current["customer_id"].map(before["grade"].astype(str)).to_numpy(dtype=object)
+    pending_before = (
+        current["customer_id"].map(before["hysteresis_pending"]).fillna(0).to_numpy(dtype=np.int64)
+        if "hysteresis_pending" in before.columns
+        else np.zeros(len(current), dtype=np.int64)
+    )
+    value = pd.to_numeric(current[on], errors="coerce").to_numpy(dtype=float)
+    prev_index = np.array([rank.get(g, -1) if isinstance(g, str) else -1 for g in prev_grade])
+    plain_index = np.array([rank.get(g, -1) for g in plain])
+    eligible = (prev_index >= 0) & (plain_index >= 0) & np.isfinite(value)
+    up = grade_index_from_thresholds(value - margin, thresholds)
+    down = grade_index_from_thresholds(value + margin, thresholds)
+    kept = prev_index.copy()
+    kept = np.where(up < prev_index, up, kept)
+    kept = np.where(down > prev_index, down, kept)
+    waiting = (kept == prev_index) & (plain_index != prev_index)
+    pending = np.where(waiting, pending_before + 1, 0)
+    switch = waiting & (pending >= periods)
+    kept = np.where(switch, plain_index, kept)
+    pending = np.where(switch, 0, pending)
+    code_array = np.array([str(c) for c in codes], dtype=object)
+    grade = np.where(eligible, code_array.take(np.clip(kept, 0, len(codes) - 1)), plain)
+    pending = np.where(eligible, pending, 0)
+    return pd.DataFrame(
+        {
+            "customer_id": current["customer_id"].to_numpy(),
+            "grade": grade.astype(object),
+            "plain_grade": plain.astype(object),
+            "hysteresis_pending": pending.astype(np.int64),
+            "held": grade != plain,
+        }
+    )
 
 
 def share_thresholds(scores: np.ndarray, shares: list[float]) -> list[float]:

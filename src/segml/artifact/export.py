@@ -309,6 +309,7 @@ def _write_core_files(
     _check_reproduces(rebuilt, expected, outputs.grades)
 
     write_json(root / FEATURE_SPEC, feature_spec(cfg, model, now, data_end))
+    write_training_reference(root, model, now, rebuilt, data_end)
     write_json(root / IO_SCHEMA, io_schema(cfg, rebuilt))
     from segml.artifact.probe import probe_document, probe_features
 
@@ -370,6 +371,26 @@ def _check_reproduces(rebuilt: pd.DataFrame, expected: pd.DataFrame, path: Path)
             f"{path}: the packaged model and policy do not reproduce these grades ({first}); the training "
             "outputs are out of step — rerun `segml train`"
         ) from None
+
+
+def write_training_reference(
+    root: Path, model: Any, features: pd.DataFrame, graded: pd.DataFrame, data_end: dt.date
+) -> None:
+    """Store the decile edges and shares of the score and of every model feature over the customers with
+    purchases at the training data end (``segml monitor`` computes its PSI against them)."""
+    from segml.monitor import TRAINING_REFERENCE, training_reference
+
+    purchased = features["has_purchases"].astype(bool).to_numpy()
+    categorical = [n for n in model.feature_names_ if n in model.categorical_levels_]
+    numeric = [n for n in model.feature_names_ if n not in model.categorical_levels_]
+    document = training_reference(
+        features[purchased],
+        graded["score"].to_numpy(dtype=float)[purchased],
+        numeric,
+        categorical,
+        as_of=data_end,
+    )
+    write_json(root / TRAINING_REFERENCE, document)
 
 
 def _dtype_name(series: pd.Series) -> str:

@@ -304,6 +304,29 @@ class _Reader:
             raise ArtifactError(f"{self.root / relative}: not valid JSON ({detail})") from None
 
 
+def read_training_reference(artifact: GradingArtifact) -> dict[str, Any]:
+    """The training reference ``segml export`` stores for monitoring (decile edges and shares of the score
+    and of every model feature).
+
+    Raises
+    ------
+    ArtifactError
+        An artifact exported before the reference existed (re-export it), or a malformed document.
+    """
+    from segml.monitor import TRAINING_REFERENCE, check_training_reference
+
+    path = artifact.path / TRAINING_REFERENCE
+    if not path.is_file():
+        raise ArtifactError(
+            f"{artifact.path}: artifact {artifact.name} {artifact.version} has no training reference "
+            f"({TRAINING_REFERENCE}) for monitoring; re-export it with `segml export <experiment>`"
+        )
+    try:
+        return check_training_reference(json.loads(path.read_text(encoding="utf-8")), str(path))
+    except InputFileError as exc:
+        raise ArtifactError(str(exc)) from None
+
+
 def _check_probe(artifact: GradingArtifact, reader: _Reader) -> None:
     """Grade the stored probe customers with the installed segml; refuse on any difference."""
     from segml.artifact.probe import differences, read_probe
