@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -282,17 +283,31 @@ def test_write_index_tables_links_and_chinese(tmp_path):
     assert report.external_references(text) == []
     assert '<meta charset="utf-8">' in text
     for grade in ("高净值客户", "VIP客户", "普通客户", "潜力客户"):
-        assert f"<td>{grade}</td>" in text
+        assert re.search(f"<td[^>]*>{grade}</td>", text)
     assert "<td>41.0%</td>" in text and "<td>600</td>" in text
-    assert "<th>normalized_gini</th>" in text and "<td>0.612</td>" in text
+    assert "<th>Ranking quality (normalized Gini)</th>" in text and "<td>0.61</td>" in text
     assert "<td>61.0%</td>" in text  # top20 capture as a percentage
-    assert "<td>[0.012, 0.048]</td>" in text
+    assert "<td>[0.01, 0.05]</td>" in text  # the CI with two decimals
+    assert re.search("<td[^>]*>RFM score</td>", text)  # model names in words
     assert 'href="01_data_quality.html">Data quality 数据质量</a>' in text
     assert 'href="03_models.html">Models</a> <span class="missing">(not generated)</span>' in text
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in text
     # column order: preferred comparison columns first
     header = text.split("Model comparison")[1].split("</tr>")[0]
-    assert header.index("model") < header.index("normalized_gini") < header.index("gini_diff_ci")
+    assert header.index("Model") < header.index("normalized Gini") < header.index("95 % interval")
+    assert not re.search(r"<t[hd][^>]*>\s*(nan|None|NaN)\s*</t[hd]>", text)
+
+
+def test_write_index_groups_reports_by_audience(tmp_path):
+    reports = [
+        ("01 · Data quality", tmp_path / "01_data_quality.html", "stakeholder"),
+        ("03 · Clustering", tmp_path / "03_clustering.html", "analyst"),
+        ("07 · Grading", tmp_path / "07_grading_report.html", "stakeholder"),
+    ]
+    text = report.write_index(tmp_path, "smoke", {}, reports, currency="CNY").read_text(encoding="utf-8")
+    managers, analysts = text.split("For sales and management")[1].split("For analysts")
+    assert "Data quality" in managers and "Grading" in managers and "Clustering" not in managers
+    assert "Clustering" in analysts and "Grading" not in analysts
 
 
 def test_write_index_refuses_customer_level_rows(tmp_path):

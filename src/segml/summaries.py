@@ -1,9 +1,10 @@
 """Aggregates for the stakeholder reports (never customer rows): monthly activity, top reasons per grade,
-resources and return per grade."""
+resources and return per grade; and the one customer-level export, each grade's customer list for the sales
+team (:func:`write_grade_lists`, under ``data/processed``, never in a report)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,31 +81,184 @@ def top_reasons_per_grade(grades: Any, order: Sequence[str] | None = None, top: 
     )
 
 
-def resource_table(summary: Any) -> Any:
-    """Service cost against expected value per grade (from :func:`segml.policy.grade_summary` with predicted
-    value as future value and the policy's ``cost_per_customer``).
+#: the flag shown next to a service cost nobody set for the experiment
+PLACEHOLDER_COST = "placeholder — set policy.grades[].cost_per_customer"
+PLACEHOLDER_NEW_CUSTOMER_COST = "placeholder — set policy.new_customer.cost_per_customer"
+
+
+def placeholder_cost_codes(policy: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> list[str]:
+    """Grade codes whose service cost is a placeholder: not set, or still the shipped default.
+
+    Parameters
+    ----------
+    policy:
+        The merged (or fitted) policy mapping (``GradePolicy.from_config(cfg.policy).to_dict()``, or the
+        ``policy`` of ``models/policy.yaml``): ``grades`` and ``new_customer`` with ``code`` and
+        ``cost_per_customer``.
+    defaults:
+        The shipped defaults (default: :func:`segml.policy.default_policy_mapping`).
+
+    Returns
+    -------
+    list[str]
+        In policy order (grades best → worst, then the new-customer grade).
+    """
+    from segml.policy import default_policy_mapping
+
+    defaults = default_policy_mapping() if defaults is None else defaults
+    shipped = {str(g["code"]): g.get("cost_per_customer") for g in defaults.get("grades", [])}
+    new_default = defaults.get("new_customer") or {}
+    shipped[str(new_default.get("code"))] = new_default.get("cost_per_customer")
+    grades = list(policy.get("grades", []))
+    if policy.get("new_customer"):
+        grades.append(policy["new_customer"])
+    codes = []
+    for grade in grades:
+        cost = grade.get("cost_per_customer")
+        code = str(grade.get("code"))
+        default = shipped.get(code)
+        if cost is None or (default is not None and float(cost) == float(default)):
+            codes.append(code)
+    return codes
+
+
+def resource_table(
+    summary: Any, placeholder_codes: Sequence[str] = (), new_customer_code: str | None = None
+) -> Any:
+    """Service cost against predicted revenue per grade, with the incremental view a budget decision needs.
+
+    Parameters
+    ----------
+    summary:
+        :func:`segml.policy.grade_summary` rows (``grade``, ``grade_name``, ``n``, ``cost_per_customer``,
+        ``cost_total``, ``future_value_total``, ``future_value_mean``), grades best → worst, the new-customer
+        grade last.
+    placeholder_codes:
+        Grades whose cost is a placeholder (:func:`placeholder_cost_codes`): flagged in ``cost_source``.
+    new_customer_code:
+        The grade of customers without purchases (``policy.new_customer.code``): outside the grade ladder, so
+        it has no incremental figure and is not the "grade below" of the lowest grade.
 
     Returns
     -------
     pandas.DataFrame
-        ``grade, grade_name, n, cost_per_customer, cost_total, expected_value_total, expected_value_mean,
-        value_per_cost`` (expected value over the forecast horizon ÷ service cost), ``net_value``.
+        ``grade, grade_name, n, cost_per_customer, cost_source, cost_total, revenue_total, revenue_mean,
+        revenue_per_cost, incremental_revenue_per_cost``. Revenue is the predicted spend over the horizon (no
+        margin: the data carries no product cost). ``incremental_revenue_per_cost`` compares a grade with the
+        grade below it: (revenue per customer − the lower grade's) ÷ (cost per customer − the lower grade's),
+        what one more unit of cost per customer comes with when a customer is served at this grade's level
+        instead of the next one's; empty for the lowest grade, the new-customer grade and equal costs.
     """
     import numpy as np
     import pandas as pd
+
+    def column(name: str) -> Any:
+        return summary[name] if name in summary else pd.Series(np.nan, index=summary.index)
 
     table = pd.DataFrame(
         {
             "grade": summary["grade"],
             "grade_name": summary["grade_name"],
             "n": summary["n"],
-            "cost_per_customer": summary.get("cost_per_customer", np.nan),
-            "cost_total": summary.get("cost_total", np.nan),
-            "expected_value_total": summary.get("future_value_total", np.nan),
-            "expected_value_mean": summary.get("future_value_mean", np.nan),
+            "cost_per_customer": pd.to_numeric(column("cost_per_customer"), errors="coerce"),
         }
-    )
+    ).reset_index(drop=True)
+    placeholder = set(map(str, placeholder_codes))
+    table["cost_source"] = [
+        (PLACEHOLDER_NEW_CUSTOMER_COST if str(code) == str(new_customer_code) else PLACEHOLDER_COST)
+        if str(code) in placeholder or pd.isna(cost)
+        else "set in the experiment"
+        for code, cost in zip(table["grade"], table["cost_per_customer"], strict=True)
+    ]
+    table["cost_total"] = pd.to_numeric(column("cost_total"), errors="coerce").to_numpy()
+    table["revenue_total"] = pd.to_numeric(column("future_value_total"), errors="coerce").to_numpy()
+    table["revenue_mean"] = pd.to_numeric(column("future_value_mean"), errors="coerce").to_numpy()
     cost = table["cost_total"].where(table["cost_total"] > 0)
-    table["value_per_cost"] = table["expected_value_total"] / cost
-    table["net_value"] = table["expected_value_total"] - table["cost_total"]
+    table["revenue_per_cost"] = table["revenue_total"] / cost
+    incremental = [np.nan] * len(table)
+    ladder = [i for i, code in enumerate(table["grade"]) if str(code) != str(new_customer_code)]
+    for upper, lower in zip(ladder, ladder[1:], strict=False):
+        extra_cost = table.at[upper, "cost_per_customer"] - table.at[lower, "cost_per_customer"]
+        if pd.notna(extra_cost) and extra_cost > 0:
+            extra_revenue = table.at[upper, "revenue_mean"] - table.at[lower, "revenue_mean"]
+            incremental[upper] = extra_revenue / extra_cost
+    table["incremental_revenue_per_cost"] = incremental
     return table
+
+
+#: columns of a grade's customer list (CSV for the sales team), with their headers
+GRADE_LIST_COLUMNS = {
+    "customer_id": "Customer",
+    "grade": "Grade",
+    "grade_name": "Grade name",
+    "strategy": "Service strategy",
+    "predicted_value": "Predicted revenue",
+    "matrix_cell": "Value × potential",
+    "reason_1": "Main reason",
+    "reason_2": "Second reason",
+    "reason_3": "Third reason",
+}
+
+
+def _file_safe(code: str) -> str:
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", str(code)).strip("_")
+    return safe or "grade"
+
+
+def write_grade_lists(
+    grades: Any, out_dir: Path, order: Sequence[str] | None = None, currency: str | None = None
+) -> dict[str, Path]:
+    """Write one CSV per grade with its customers, for the sales team (customer-level: never in a report).
+
+    Parameters
+    ----------
+    grades:
+        ``grades.parquet`` rows (:data:`GRADE_LIST_COLUMNS`; missing optional columns are left out).
+    out_dir:
+        ``data/processed/<exp>/grade_lists``: receives ``grade_<code>.csv`` per grade (UTF-8 with a byte-order
+        mark, so that spreadsheet programs show Chinese names), customers by predicted revenue (highest first,
+        ties by customer id). Files of grades no longer present are removed.
+    order:
+        Grade codes in policy order (default: the codes present, sorted).
+    currency:
+        Added to the predicted-revenue header.
+
+    Returns
+    -------
+    dict[str, Path]
+        Grade code → written file, in ``order``.
+    """
+    import pandas as pd
+
+    from segml import storage
+
+    out_dir = Path(out_dir)
+    present = [str(code) for code in grades["grade"].dropna().unique()]
+    codes = [str(c) for c in (order or sorted(present)) if str(c) in present]
+    columns = [c for c in GRADE_LIST_COLUMNS if c in grades.columns]
+    headers = {c: GRADE_LIST_COLUMNS[c] for c in columns}
+    if currency and "predicted_value" in headers:
+        headers["predicted_value"] = f"Predicted revenue ({currency})"
+    written: dict[str, Path] = {}
+    for code in codes:
+        part = grades.loc[grades["grade"].astype(str) == code, columns].copy()
+        sort_by = [c for c in ("predicted_value", "customer_id") if c in part.columns]
+        part = part.sort_values(sort_by, ascending=[c != "predicted_value" for c in sort_by], kind="stable")
+        if "predicted_value" in part.columns:
+            part["predicted_value"] = pd.to_numeric(part["predicted_value"], errors="coerce").round(2)
+        text = part.rename(columns=headers).to_csv(index=False, lineterminator="\n", float_format="%.2f")
+        path = out_dir / f"grade_{_file_safe(code)}.csv"
+        storage.write_bytes(path, ("\ufeff" + text).encode("utf-8"))
+        written[code] = path
+    if out_dir.is_dir():
+        for stale in out_dir.glob("grade_*.csv"):
+            if stale not in written.values():
+                stale.unlink()
+    return written
+
+
+def grade_lists_dir(cfg: Any) -> Path:
+    """``data/processed/<exp>/grade_lists``: where :func:`write_grade_lists` puts an experiment's lists."""
+    return Path(cfg.paths.processed) / "grade_lists"
