@@ -493,7 +493,15 @@ def write_run_index(
     grade_rows = []
     if grades_summary:
         # service costs and revenue per cost are shown in the grading report, with their caveats
-        keep = ("grade", "grade_name", "n", "share", "value_share", "future_value_share", "future_value_total")
+        keep = (
+            "grade",
+            "grade_name",
+            "n",
+            "share",
+            "value_share",
+            "future_value_share",
+            "future_value_total",
+        )
         for row in grades_summary["summary"]:
             grade_rows.append({k: row.get(k) for k in keep if k in row})
     comparison_rows = [{k: v for k, v in row.items() if k not in ("gini_diff_vs",)} for row in comparison]

@@ -262,3 +262,105 @@ def write_grade_lists(
 def grade_lists_dir(cfg: Any) -> Path:
     """``data/processed/<exp>/grade_lists``: where :func:`write_grade_lists` puts an experiment's lists."""
     return Path(cfg.paths.processed) / "grade_lists"
+
+
+# Data quality in words (notebook 01)
+
+#: plain words for the quarantine reasons (:class:`segml.schema.QuarantineReason`) and ingest counts
+REASON_LABELS = {
+    "missing_customer_id": "no customer id",
+    "unparseable_timestamp": "date or time not readable",
+    "timestamp_out_of_range": "dated before the first accepted date",
+    "future_timestamp": "dated after the last accepted date",
+    "non_numeric_amount": "amount, quantity or price not a number",
+    "non_product": "not a product (postage, fees, adjustments)",
+    "duplicate_row": "duplicate of another row",
+    "zero_amount": "amount of zero",
+    "return": "return or refund",
+    "outlier_amount": "amount above the accepted maximum",
+    "filtered": "left out by a row filter of the experiment",
+    "duplicate_customer": "duplicate customer record",
+}
+
+#: plain words for the cleaning settings the DQ report lists
+RULE_LABELS = {
+    "duplicates": "Duplicate rows",
+    "max_bad_share": "Largest share of bad rows accepted",
+    "max_date": "Last accepted date",
+    "max_date_from": "Last accepted date comes from",
+    "min_date": "First accepted date",
+    "returns": "Returns and refunds",
+    "zero_amount": "Rows with an amount of zero",
+}
+
+
+def reason_label(code: str) -> str:
+    """Plain words for a quarantine reason code (unknown codes: underscores to spaces)."""
+    return REASON_LABELS.get(str(code), str(code).replace("_", " "))
+
+
+def dq_reason_table(dq: Mapping[str, Any]) -> Any:
+    """Quarantined rows per reason, in the report's precedence order: ``reason`` (words), ``rows``,
+    ``share`` (of the rows received)."""
+    import pandas as pd
+
+    by_reason = dict(dq.get("by_reason") or {})
+    precedence = list((dq.get("rules") or {}).get("precedence") or [])
+    ordered = [r for r in precedence if r in by_reason] + sorted(r for r in by_reason if r not in precedence)
+    rows_in = max(int(dq.get("rows_in") or 0), 1)
+    return pd.DataFrame(
+        [
+            {"reason": reason_label(r), "rows": int(by_reason[r]), "share": by_reason[r] / rows_in}
+            for r in ordered
+        ],
+        columns=["reason", "rows", "share"],
+    )
+
+
+def dq_rules_table(dq: Mapping[str, Any]) -> Any:
+    """The cleaning settings in words: ``rule``, ``setting`` (text)."""
+    import pandas as pd
+
+    rules = dict(dq.get("rules") or {})
+    rows = []
+    for key in sorted(k for k in rules if k not in ("precedence", "outliers")):
+        value = rules[key]
+        if isinstance(value, float):
+            value = f"{value:.0%}" if key.endswith("share") else f"{value:,.2f}"
+        elif value is None:
+            value = "not set"
+        rows.append({"rule": RULE_LABELS.get(key, key.replace("_", " ").capitalize()), "setting": str(value)})
+    outliers = rules.get("outliers") or {}
+    if outliers.get("quarantine_above") is not None:
+        rows.append(
+            {"rule": "Amounts set aside above", "setting": f"{float(outliers['quarantine_above']):,.0f}"}
+        )
+    if outliers.get("flag_threshold_amount") is not None:
+        rows.append(
+            {
+                "rule": "Amounts flagged (kept) above",
+                "setting": f"{float(outliers['flag_threshold_amount']):,.0f}",
+            }
+        )
+    return pd.DataFrame(rows, columns=["rule", "setting"])
+
+
+def dq_customers_table(dq: Mapping[str, Any]) -> Any:
+    """The customers file's own results (``measure``, ``value``), empty without a customers file."""
+    import pandas as pd
+
+    info = dq.get("customers_file") or {}
+    if not info:
+        return pd.DataFrame(columns=["measure", "value"])
+    labels = [
+        ("rows_in", "Customer records received"),
+        ("rows_kept", "Customer records kept"),
+        ("rows_quarantined", "Customer records set aside"),
+        ("customers_without_transactions", "Customers without any purchase (graded as new)"),
+        ("transaction_customers_without_attributes", "Buying customers missing from the customers file"),
+        ("signup_date_unparseable", "Signup dates not readable"),
+    ]
+    rows = [{"measure": label, "value": f"{int(info[key]):,}"} for key, label in labels if key in info]
+    for reason, count in sorted((info.get("by_reason") or {}).items()):
+        rows.append({"measure": f"Set aside: {reason_label(reason)}", "value": f"{int(count):,}"})
+    return pd.DataFrame(rows, columns=["measure", "value"])

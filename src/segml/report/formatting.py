@@ -38,6 +38,16 @@ COLUMN_LABELS: dict[str, str] = {
     "cost_per_customer": "Service cost per customer ({currency})",
     "cost_total": "Service cost ({currency})",
     "strategy": "Service strategy",
+    "revenue_total": "Predicted revenue ({currency})",
+    "revenue_mean": "Predicted revenue per customer ({currency})",
+    "revenue_per_cost": "Revenue per unit of cost",
+    "incremental_revenue_per_cost": "Extra revenue per extra unit of cost, vs the grade below",
+    "cost_source": "Cost",
+    "measure": "Measure",
+    "value": "Value",
+    "rule": "Rule",
+    "setting": "Setting",
+    "source": "Source",
     "mean_actual": "Realised spend per customer ({currency})",
     "sum_actual": "Realised spend ({currency})",
     "share_actual": "Share of realised spend",
@@ -281,10 +291,10 @@ def html_table(presented: Any, *, css_class: str = "segml-table") -> str:
     style = (
         "<style>table.segml-table{border-collapse:collapse;margin:0.4rem 0 1rem;max-width:100%;"
         "font-size:0.9rem}table.segml-table th,table.segml-table td{padding:0.25rem 0.6rem;"
-        "border-bottom:1px solid #ddd;text-align:right;white-space:normal;overflow-wrap:anywhere;"
+        "border-bottom:1px solid #ddd;text-align:right;white-space:normal;overflow-wrap:break-word;"
         "vertical-align:top}table.segml-table th{background:#f4f5f7;max-width:11rem}"
         "table.segml-table td.label,table.segml-table th.label{text-align:left}"
-        "table.segml-table td.long{max-width:22rem;text-align:left}</style>"
+        "table.segml-table td.long{max-width:22rem;text-align:left;overflow-wrap:anywhere}</style>"
     )
 
     def cell(tag: str, position: int, text: str) -> str:

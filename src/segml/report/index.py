@@ -46,7 +46,9 @@ def _records(table: Any) -> list[dict[str, Any]]:
     return [dict(row) for row in table]
 
 
-def _html_table(rows: list[dict[str, Any]], preferred: Sequence[str] = (), currency: str | None = None) -> str:
+def _html_table(
+    rows: list[dict[str, Any]], preferred: Sequence[str] = (), currency: str | None = None
+) -> str:
     columns = [c for c in preferred if any(c in row for row in rows)]
     for row in rows:
         columns += [c for c in row if c not in columns]
@@ -136,10 +138,18 @@ def write_index(
         parts.append("</tbody></table>")
     grades = _records(headline.get("grades"))
     if grades:
-        parts += ["<h2>Grades: size and value share</h2>", _html_table(grades, ("grade", "grade_name", "n", "share", "value_share", "future_value_share"), currency)]
+        parts += [
+            "<h2>Grades: size and value share</h2>",
+            _html_table(
+                grades, ("grade", "grade_name", "n", "share", "value_share", "future_value_share"), currency
+            ),
+        ]
     comparison = _records(headline.get("comparison"))
     if comparison:
-        parts += ["<h2>Model comparison (holdout)</h2>", _html_table(comparison, COMPARISON_COLUMNS, currency)]
+        parts += [
+            "<h2>Model comparison (holdout)</h2>",
+            _html_table(comparison, COMPARISON_COLUMNS, currency),
+        ]
     charts = headline.get("charts") or {}
     if charts:
         parts.append("<h2>Charts</h2>")
