@@ -363,3 +363,40 @@ def test_notebook_logs_a_child_run_under_the_parent(tmp_path, segml_kernel, monk
         assert child.data.metrics == {"normalized_gini": 0.5, "gini_diff_ci_lo": 0.1, "gini_diff_ci_hi": 0.2}
     finally:
         tracking.reset()
+
+
+def test_run_is_quiet_and_reports_cell_progress(tmp_path, segml_kernel, capfd, monkeypatch):
+    """The kernel's own log stays off the console; the progress hook sees every cell of the notebook."""
+    from segml.report import execute
+
+    seen: list[int] = []
+    original = execute._execute_one
+
+    def spy(*args, on_cell=None, **kwargs):
+        def record(index, cell):
+            seen.append(index)
+            on_cell(index, cell)
+
+        return original(*args, on_cell=record, **kwargs)
+
+    monkeypatch.setattr(execute, "_execute_one", spy)
+    notebook = _notebook(
+        [
+            nbformat.v4.new_markdown_cell("# Quiet"),
+            _parameters_cell("x = 1"),
+            nbformat.v4.new_code_cell("import sys\nprint(x, file=sys.stderr)"),
+            nbformat.v4.new_code_cell("print(x)"),
+        ]
+    )
+    source = _write(notebook, tmp_path / "nb" / "01_quiet.ipynb")
+    capfd.readouterr()
+    (result,) = report.run_notebooks(
+        [source], tmp_path / "out", {"x": 2}, kernel_name=segml_kernel, cwd=tmp_path, progress=True
+    )
+    console = "".join(capfd.readouterr())
+    assert "IPKernelApp" not in console and "Kernel is running over TCP" not in console
+    assert "KeyboardInterrupt" not in console
+    assert "01_quiet.ipynb" in console  # the finished-notebook line
+    assert seen == [0, 1, 2, 3, 4]  # markdown, parameters, injected parameters, two code cells
+    executed = nbformat.read(result.executed_path, as_version=4)
+    assert any(o.get("text") == "2\n" for c in executed.cells if c.cell_type == "code" for o in c.outputs)

@@ -453,7 +453,10 @@ def _index_charts(cfg: ExperimentConfig, grades_summary: Mapping[str, Any] | Non
         predictions = load_predictions(ctx)
     except SegmlError:
         return charts
-    ax = plots.plot_gain_curve(ctx.holdout_spend, predictions, ax=new_ax((6.0, 4.4)))
+    from segml.report import model_label
+
+    named = {model_label(name): values for name, values in predictions.items()}
+    ax = plots.plot_gain_curve(ctx.holdout_spend, named, ax=new_ax((6.0, 4.4)))
     charts["Gain on the holdout (share of holdout value captured)"] = plots.fig_to_base64_png(ax)
     return charts
 
