@@ -288,7 +288,7 @@ def test_write_index_tables_links_and_chinese(tmp_path):
     assert "<th>Ranking quality (normalized Gini)</th>" in text and "<td>0.61</td>" in text
     assert "<td>61.0%</td>" in text  # top20 capture as a percentage
     assert "<td>[0.01, 0.05]</td>" in text  # the CI with two decimals
-    assert re.search("<td[^>]*>RFM score</td>", text)  # model names in words
+    assert re.search('<td[^>]*title="rfm"[^>]*>RFM score</td>', text)  # in words; the name as tooltip
     assert 'href="01_data_quality.html">Data quality 数据质量</a>' in text
     assert 'href="03_models.html">Models</a> <span class="missing">(not generated)</span>' in text
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in text

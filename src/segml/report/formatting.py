@@ -249,6 +249,7 @@ def present(
     labels = dict(labels or {})
     out = {}
     text_headers = []
+    titles: dict[str, list[str]] = {}
     for column in table.columns:
         kind = kinds.get(column) or column_kind(column)
         if table[column].dtype == object and kind != "interval":
@@ -256,7 +257,9 @@ def present(
             if all(isinstance(v, str) or _is_missing(v) for v in values):
                 kind = "text"
         if column == "model" and models:
-            cells = [MISSING if _is_missing(v) else model_label(v) for v in table[column].tolist()]
+            codes = table[column].tolist()
+            cells = [MISSING if _is_missing(v) else model_label(v) for v in codes]
+            titles[labels.get(column) or human_label(column, currency)] = [str(v) for v in codes]
         else:
             cells = [format_value(v, kind) for v in table[column].tolist()]
         header = labels.get(column) or human_label(column, currency)
@@ -266,6 +269,8 @@ def present(
             text_headers.append(header)
     result = pd.DataFrame(out, columns=list(out))
     result.attrs["text_columns"] = text_headers
+    #: header → per-row tooltip (the model column keeps each model's name in the comparison files)
+    result.attrs["cell_titles"] = titles
     return result
 
 
@@ -297,17 +302,24 @@ def html_table(presented: Any, *, css_class: str = "segml-table") -> str:
         "table.segml-table td.long{max-width:22rem;text-align:left;overflow-wrap:anywhere}</style>"
     )
 
-    def cell(tag: str, position: int, text: str) -> str:
+    titles = presented.attrs.get("cell_titles", {})
+
+    def cell(tag: str, position: int, text: str, row: int | None = None) -> str:
         classes = []
         if headers[position] in text_columns:
             classes.append("label")
         if tag == "td" and len(text) > 40:
             classes.append("long")
         attribute = f' class="{" ".join(classes)}"' if classes else ""
+        if row is not None and headers[position] in titles:
+            attribute += f' title="{html.escape(titles[headers[position]][row], quote=True)}"'
         return f"<{tag}{attribute}>{html.escape(str(text))}</{tag}>"
 
     head = "".join(cell("th", i, h) for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(cell("td", i, v, r) for i, v in enumerate(row)) + "</tr>"
+        for r, row in enumerate(rows)
+    )
     return f'{style}<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
