@@ -62,13 +62,18 @@ bench: $(STAMP)
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
 
-# MLflow UI on the project's SQLite store, loopback only.
+# MLflow UI on the project's SQLite store, loopback only. The links open each experiment's training runs
+# (the Runs tab: parent run per `segml run` / `segml train`, one nested run per stage) rather than the start page.
+MLFLOW_UI := http://127.0.0.1:5000
 mlflow-ui: $(STAMP)
+	@echo "MLflow UI: $(MLFLOW_UI)  (training runs of an experiment: $(MLFLOW_UI)/#/experiments/<id>/runs)"
+	@if [ -f mlflow.db ]; then $(BIN)/python -c "import sqlite3; rows = sqlite3.connect('mlflow.db').execute(\"SELECT experiment_id, name FROM experiments WHERE lifecycle_stage = 'active' AND name != 'Default' ORDER BY experiment_id\").fetchall(); print('\n'.join(f'  training runs of {name}: $(MLFLOW_UI)/#/experiments/{eid}/runs' for eid, name in rows))" 2>/dev/null || true; fi
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --default-artifact-root ./mlruns --host 127.0.0.1 --port 5000
 
-# JupyterLab on the project kernel ("segml (.venv)"), notebooks/ as the start directory.
+# JupyterLab on the project kernel ("segml (.venv)"), notebooks/ as the start directory. As root (containers,
+# CI machines) Jupyter refuses to start without --allow-root.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
 
 # Re-resolve the pinned versions from pyproject.toml (run after changing dependencies).
 lock:

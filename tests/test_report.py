@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -282,17 +283,31 @@ def test_write_index_tables_links_and_chinese(tmp_path):
     assert report.external_references(text) == []
     assert '<meta charset="utf-8">' in text
     for grade in ("高净值客户", "VIP客户", "普通客户", "潜力客户"):
-        assert f"<td>{grade}</td>" in text
+        assert re.search(f"<td[^>]*>{grade}</td>", text)
     assert "<td>41.0%</td>" in text and "<td>600</td>" in text
-    assert "<th>normalized_gini</th>" in text and "<td>0.612</td>" in text
+    assert "<th>Ranking quality (normalized Gini)</th>" in text and "<td>0.61</td>" in text
     assert "<td>61.0%</td>" in text  # top20 capture as a percentage
-    assert "<td>[0.012, 0.048]</td>" in text
+    assert "<td>[0.01, 0.05]</td>" in text  # the CI with two decimals
+    assert re.search('<td[^>]*title="rfm"[^>]*>RFM score</td>', text)  # in words; the name as tooltip
     assert 'href="01_data_quality.html">Data quality 数据质量</a>' in text
     assert 'href="03_models.html">Models</a> <span class="missing">(not generated)</span>' in text
     assert 'src="data:image/png;base64,iVBORw0KGgo="' in text
     # column order: preferred comparison columns first
     header = text.split("Model comparison")[1].split("</tr>")[0]
-    assert header.index("model") < header.index("normalized_gini") < header.index("gini_diff_ci")
+    assert header.index("Model") < header.index("normalized Gini") < header.index("95 % interval")
+    assert not re.search(r"<t[hd][^>]*>\s*(nan|None|NaN)\s*</t[hd]>", text)
+
+
+def test_write_index_groups_reports_by_audience(tmp_path):
+    reports = [
+        ("01 · Data quality", tmp_path / "01_data_quality.html", "stakeholder"),
+        ("03 · Clustering", tmp_path / "03_clustering.html", "analyst"),
+        ("07 · Grading", tmp_path / "07_grading_report.html", "stakeholder"),
+    ]
+    text = report.write_index(tmp_path, "smoke", {}, reports, currency="CNY").read_text(encoding="utf-8")
+    managers, analysts = text.split("For sales and management")[1].split("For analysts")
+    assert "Data quality" in managers and "Grading" in managers and "Clustering" not in managers
+    assert "Clustering" in analysts and "Grading" not in analysts
 
 
 def test_write_index_refuses_customer_level_rows(tmp_path):
@@ -348,3 +363,40 @@ def test_notebook_logs_a_child_run_under_the_parent(tmp_path, segml_kernel, monk
         assert child.data.metrics == {"normalized_gini": 0.5, "gini_diff_ci_lo": 0.1, "gini_diff_ci_hi": 0.2}
     finally:
         tracking.reset()
+
+
+def test_run_is_quiet_and_reports_cell_progress(tmp_path, segml_kernel, capfd, monkeypatch):
+    """The kernel's own log stays off the console; the progress hook sees every cell of the notebook."""
+    from segml.report import execute
+
+    seen: list[int] = []
+    original = execute._execute_one
+
+    def spy(*args, on_cell=None, **kwargs):
+        def record(index, cell):
+            seen.append(index)
+            on_cell(index, cell)
+
+        return original(*args, on_cell=record, **kwargs)
+
+    monkeypatch.setattr(execute, "_execute_one", spy)
+    notebook = _notebook(
+        [
+            nbformat.v4.new_markdown_cell("# Quiet"),
+            _parameters_cell("x = 1"),
+            nbformat.v4.new_code_cell("import sys\nprint(x, file=sys.stderr)"),
+            nbformat.v4.new_code_cell("print(x)"),
+        ]
+    )
+    source = _write(notebook, tmp_path / "nb" / "01_quiet.ipynb")
+    capfd.readouterr()
+    (result,) = report.run_notebooks(
+        [source], tmp_path / "out", {"x": 2}, kernel_name=segml_kernel, cwd=tmp_path, progress=True
+    )
+    console = "".join(capfd.readouterr())
+    assert "IPKernelApp" not in console and "Kernel is running over TCP" not in console
+    assert "KeyboardInterrupt" not in console
+    assert "01_quiet.ipynb" in console  # the finished-notebook line
+    assert seen == [0, 1, 2, 3, 4]  # markdown, parameters, injected parameters, two code cells
+    executed = nbformat.read(result.executed_path, as_version=4)
+    assert any(o.get("text") == "2\n" for c in executed.cells if c.cell_type == "code" for o in c.outputs)

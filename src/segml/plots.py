@@ -359,13 +359,49 @@ def plot_migration(matrix: pd.DataFrame, ax: Axes | None = None) -> Axes:
     )
 
 
+#: words for the columns of a cluster profile (``y`` is the holdout spend the clusters are scored on)
+_PROFILE_WORDS = {
+    "y": "holdout spend",
+    "size": "customers",
+    "cluster_value": "value per customer",
+    "share_customers": "share of customers",
+    "share_value": "share of value",
+}
+
+
+def profile_label(name: str) -> str:
+    """Plain words for a cluster-profile column: ``mean_y`` → "mean holdout spend", ``share_value`` →
+    "share of value", ``mean_monetary_total`` → "mean monetary total"."""
+    name = str(name)
+    if name in _PROFILE_WORDS:
+        return _PROFILE_WORDS[name]
+    for prefix in ("mean", "median", "share", "sum"):
+        if name.startswith(prefix + "_"):
+            rest = name[len(prefix) + 1 :]
+            words = _PROFILE_WORDS.get(rest, rest.replace("_", " "))
+            return f"{prefix} of {words}" if prefix == "share" else f"{prefix} {words}"
+    return name.replace("_", " ")
+
+
+def _wrapped(text: str, width: int = 34) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(text), width=width)) or str(text)
+
+
 def plot_cluster_profile(profile: pd.DataFrame, ax: Axes | None = None) -> Axes:
     """Cluster profiles: one row per cluster, one column per feature, coloured by the column's z-score
     (how far the cluster sits from the others) and annotated with the raw mean.
 
     A ``cluster`` column, if present, labels the rows (else the index does); non-numeric columns are ignored.
+    Clusters without customers (``size`` 0 or an empty ``share_customers``) are left out; columns are labelled
+    in words (:func:`profile_label`).
     """
     table = profile.set_index("cluster") if "cluster" in profile.columns else profile
+    for column in ("size", "share_customers"):
+        if column in table.columns:
+            sizes = pd.to_numeric(table[column], errors="coerce")
+            table = table[sizes.fillna(0) > 0]
     numeric = table.select_dtypes("number")
     if numeric.empty:
         raise ValueError(f"plot_cluster_profile: no numeric columns in {list(profile.columns)}")
@@ -375,7 +411,12 @@ def plot_cluster_profile(profile: pd.DataFrame, ax: Axes | None = None) -> Axes:
     labels = np.array([[_short_number(v) for v in row] for row in values], dtype=object)
     ax = _axes(ax, figsize=(max(6.4, 0.9 * numeric.shape[1] + 2), 0.6 * len(numeric) + 2))
     _annotated_heatmap(ax, zscores, labels, cmap="RdBu_r", diverging=True)
-    ax.set_xticks(range(numeric.shape[1]), [str(c) for c in numeric.columns], rotation=35, ha="right")
+    ax.set_xticks(
+        range(numeric.shape[1]),
+        [_wrapped(profile_label(c), 18) for c in numeric.columns],
+        rotation=35,
+        ha="right",
+    )
     ax.set_yticks(range(len(numeric)), [str(i) for i in numeric.index])
     ax.set(title="Cluster profiles (colour: z-score across clusters)", xlabel="", ylabel="Cluster")
     return ax
@@ -425,7 +466,12 @@ def plot_monthly_activity(
 
 
 def plot_shap_summary(
-    contributions: pd.DataFrame, features: pd.DataFrame, max_display: int = 15, ax: Axes | None = None
+    contributions: pd.DataFrame,
+    features: pd.DataFrame,
+    max_display: int = 15,
+    ax: Axes | None = None,
+    *,
+    describe: bool = True,
 ) -> Axes:
     """SHAP beeswarm from precomputed contributions (e.g. ``PotentialValueModel.predict_contrib``).
 
@@ -437,8 +483,13 @@ def plot_shap_summary(
         Feature values (colour of the dots); non-numeric columns are coloured by category code.
     max_display:
         Features shown (largest mean |contribution| first).
+    describe:
+        Label features with the feature catalog's wording (:func:`segml.catalog.describe`) instead of their
+        column names.
     """
     import shap
+
+    from segml import catalog
 
     names = [c for c in contributions.columns if c != "bias"]
     data = pd.DataFrame(index=contributions.index)
@@ -451,7 +502,7 @@ def plot_shap_summary(
         values=contributions[names].to_numpy(dtype=float),
         base_values=contributions["bias"].to_numpy(dtype=float) if "bias" in contributions else None,
         data=data.to_numpy(dtype=float),
-        feature_names=names,
+        feature_names=[_wrapped(catalog.describe(n), 44) for n in names] if describe else names,
     )
     ax = _axes(ax, figsize=(7.5, 0.32 * min(max_display, len(names)) + 1.6))
     shap.plots.beeswarm(explanation, max_display=max_display, ax=ax, show=False, plot_size=None)
@@ -502,6 +553,7 @@ __all__ = [
     "plot_monthly_activity",
     "plot_psi",
     "plot_shap_summary",
+    "profile_label",
     "plot_value_share",
     "setup_fonts",
 ]

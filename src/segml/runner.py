@@ -400,6 +400,18 @@ def _notebook_title(source: Path) -> str:
     return source.stem
 
 
+def _notebook_audience(source: Path) -> str:
+    """``stakeholder`` or ``analyst`` (the notebook's ``metadata.segml.audience``; unreadable: analyst)."""
+    import nbformat
+
+    from segml import report
+
+    try:
+        return report.notebook_audience(nbformat.read(source, as_version=4))
+    except Exception:  # an unreadable notebook is listed with the analyst pages
+        return "analyst"
+
+
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -441,7 +453,10 @@ def _index_charts(cfg: ExperimentConfig, grades_summary: Mapping[str, Any] | Non
         predictions = load_predictions(ctx)
     except SegmlError:
         return charts
-    ax = plots.plot_gain_curve(ctx.holdout_spend, predictions, ax=new_ax((6.0, 4.4)))
+    from segml.report import model_label
+
+    named = {model_label(name): values for name, values in predictions.items()}
+    ax = plots.plot_gain_curve(ctx.holdout_spend, named, ax=new_ax((6.0, 4.4)))
     charts["Gain on the holdout (share of holdout value captured)"] = plots.fig_to_base64_png(ax)
     return charts
 
@@ -480,6 +495,7 @@ def write_run_index(
     summary["data fingerprint"] = fingerprint[:23]
     grade_rows = []
     if grades_summary:
+        # service costs and revenue per cost are shown in the grading report, with their caveats
         keep = (
             "grade",
             "grade_name",
@@ -488,9 +504,6 @@ def write_run_index(
             "value_share",
             "future_value_share",
             "future_value_total",
-            "cost_per_customer",
-            "cost_total",
-            "future_value_per_cost",
         )
         for row in grades_summary["summary"]:
             grade_rows.append({k: row.get(k) for k in keep if k in row})
@@ -501,14 +514,16 @@ def write_run_index(
     for source in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
         sources.setdefault(source.stem, source)
     for stem in sorted(sources):
-        reports.append((_notebook_title(sources[stem]), out_dir / f"{stem}.html"))
+        reports.append(
+            (_notebook_title(sources[stem]), out_dir / f"{stem}.html", _notebook_audience(sources[stem]))
+        )
     headline = {
         "summary": summary,
         "grades": grade_rows,
         "comparison": comparison_rows,
         "charts": _index_charts(cfg, grades_summary),
     }
-    return report.write_index(out_dir, cfg.name, headline, reports)
+    return report.write_index(out_dir, cfg.name, headline, reports, currency=cfg.data.currency)
 
 
 __all__ = [

@@ -1,5 +1,6 @@
 """Reports: papermill execution and self-contained HTML (:mod:`.execute`), the embedded CJK font
-(:mod:`.fonts`) and the index page (:mod:`.index`). The aggregate tables the reports show live in
+(:mod:`.fonts`), the index page (:mod:`.index`) and the cell formatting every report table uses
+(:mod:`.formatting`). The aggregate tables the reports show live in
 :mod:`segml.summaries`."""
 
 from segml.report.execute import (
@@ -16,12 +17,23 @@ from segml.report.execute import (
     run_notebooks,
 )
 from segml.report.fonts import EMBEDDED_CJK_FAMILY, cjk_font_subset, embed_cjk_font, embedded_font
-from segml.report.index import COMPARISON_COLUMNS, write_index
+from segml.report.formatting import (
+    HtmlTable,
+    format_value,
+    html_table,
+    human_label,
+    model_label,
+    present,
+    table,
+)
+from segml.report.index import AUDIENCE_HEADINGS, COMPARISON_COLUMNS, write_index
 
 __all__ = [
     "AUDIENCES",
+    "AUDIENCE_HEADINGS",
     "COMPARISON_COLUMNS",
     "EMBEDDED_CJK_FAMILY",
+    "HtmlTable",
     "TEMPLATES_DIR",
     "TEMPLATE_NAME",
     "KernelNotFound",
@@ -32,6 +44,12 @@ __all__ = [
     "embedded_font",
     "ensure_kernel",
     "external_references",
+    "format_value",
+    "html_table",
+    "human_label",
+    "model_label",
+    "present",
+    "table",
     "notebook_audience",
     "render_html",
     "run_notebooks",

@@ -20,8 +20,9 @@ import contextlib
 import datetime as dt
 import os
 import re
+import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ class NotebookFailed(SegmlError):
         self.evalue = evalue
         self.executed_path = executed_path
         self.not_run = list(not_run)
+        #: what the kernel process logged on its stderr (known noise left out)
+        self.kernel_log: list[str] = []
 
 
 class KernelNotFound(SegmlError):
@@ -161,6 +164,72 @@ def _kernel_environment(env: Mapping[str, str | None] | None) -> Iterator[None]:
 
 # Execution
 
+#: lines the kernel process logs on its own stderr that say nothing about the notebook (the default TCP
+#: transport warning, the interrupt nbclient sends while shutting a finished kernel down)
+_KERNEL_NOISE = re.compile(
+    r"Kernel is running over TCP without encryption|KeyboardInterrupt caught in kernel"
+)
+
+
+def _quiet_kernel_manager(stderr_path: Path) -> type:
+    """A kernel manager class whose kernel writes its own log (``[IPKernelApp] WARNING …``) to
+    ``stderr_path`` instead of the console; the notebook's outputs are unaffected (they travel as messages)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
+            with open(stderr_path, "ab") as log:  # the kernel process holds its own copy of the descriptor
+                kw.setdefault("stderr", log)
+                await super().start_kernel(**kw)
+
+    return QuietKernelManager
+
+
+def kernel_log_lines(stderr_path: Path) -> list[str]:
+    """What a kernel logged on its stderr, without the known noise (:data:`_KERNEL_NOISE`)."""
+    if not stderr_path.is_file():
+        return []
+    text = stderr_path.read_text(encoding="utf-8", errors="replace")
+    return [line for line in text.splitlines() if line.strip() and not _KERNEL_NOISE.search(line)]
+
+
+_DATA_URI = re.compile(r"data:[^\s\"')]+")
+
+
+def local_paths(extra: Sequence[Path | str] = ()) -> list[tuple[str, str]]:
+    """``(prefix, replacement)`` pairs that turn this machine's absolute paths into relative ones: the given
+    folders (e.g. the project root) and the Python environment become relative, the home folder ``~/``."""
+    pairs: list[tuple[str, str]] = []
+    for folder in extra:
+        pairs.append((str(Path(folder).resolve()).rstrip("/") + "/", ""))
+        pairs.append((str(folder).rstrip("/") + "/", ""))
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        pairs.append((str(prefix).rstrip("/") + "/", ""))
+    pairs.append((str(Path.home()).rstrip("/") + "/", "~/"))
+    unique = {p: r for p, r in pairs if len(p) > 2}
+    return sorted(unique.items(), key=lambda item: len(item[0]), reverse=True)
+
+
+def hide_local_paths(text: str, folders: Sequence[Path | str] = ()) -> str:
+    """``text`` with this machine's absolute paths made relative (:func:`local_paths`); embedded data URIs
+    (figures, fonts) are left untouched."""
+    pairs = local_paths(folders)
+    pieces = []
+    position = 0
+    for match in _DATA_URI.finditer(text):
+        pieces.append(_replace_all(text[position : match.start()], pairs))
+        pieces.append(match.group(0))
+        position = match.end()
+    pieces.append(_replace_all(text[position:], pairs))
+    return "".join(pieces)
+
+
+def _replace_all(text: str, pairs: Sequence[tuple[str, str]]) -> str:
+    for prefix, replacement in pairs:
+        if prefix in text:
+            text = text.replace(prefix, replacement)
+    return text
+
 
 def _failing_cell(nb: Any, papermill_cell_index: int | None) -> tuple[int | None, str]:
     """1-based source position (injected parameters cell not counted) and first source line of a cell.
@@ -195,8 +264,15 @@ def _execute_one(
     kernel_name: str,
     cwd: Path,
     remaining: Sequence[str],
-) -> None:
-    """Execute ``source`` into ``executed_path`` (written even when a cell fails), or raise NotebookFailed."""
+    on_cell: Callable[[int, Any], None] | None = None,
+) -> list[str]:
+    """Execute ``source`` into ``executed_path`` (written even when a cell fails), or raise NotebookFailed.
+
+    ``on_cell(index, cell)`` is called as each cell starts (0-based, injected parameters cell counted). The
+    kernel's own log goes to a temporary file; returns its lines other than known noise.
+    """
+    import tempfile
+
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -205,23 +281,31 @@ def _execute_one(
     # final name never holds a notebook that is still being written.
     working = executed_path.with_name(f".{executed_path.stem}.running.ipynb")
     failure: BaseException | None = None
-    try:
-        papermill.execute_notebook(
-            str(source),
-            str(working),
-            parameters=dict(parameters),
-            kernel_name=kernel_name,
-            cwd=str(cwd),
-            progress_bar=False,
-            log_output=False,
-        )
-    except PapermillExecutionError as exc:
-        failure = exc
-    except KeyboardInterrupt:
-        working.unlink(missing_ok=True)
-        raise
-    except Exception as exc:  # kernel died, timeout, missing parameter cell value, unreadable notebook ...
-        failure = exc
+    hooks: dict[str, Any] = {}
+    if on_cell is not None:
+        hooks["on_cell_start"] = lambda cell, cell_index: on_cell(cell_index, cell)
+    with tempfile.TemporaryDirectory(prefix="segml-kernel-") as scratch:
+        kernel_log = Path(scratch) / "kernel.log"
+        try:
+            papermill.execute_notebook(
+                str(source),
+                str(working),
+                parameters=dict(parameters),
+                kernel_name=kernel_name,
+                cwd=str(cwd),
+                progress_bar=False,
+                log_output=False,
+                kernel_manager_class=_quiet_kernel_manager(kernel_log),
+                **hooks,
+            )
+        except PapermillExecutionError as exc:
+            failure = exc
+        except KeyboardInterrupt:
+            working.unlink(missing_ok=True)
+            raise
+        except Exception as exc:  # kernel died, timeout, missing parameter value, unreadable notebook
+            failure = exc
+        kernel_lines = kernel_log_lines(kernel_log)
 
     nb = None
     if working.exists():
@@ -231,7 +315,7 @@ def _execute_one(
         working.unlink()
 
     if failure is None:
-        return
+        return kernel_lines
     if isinstance(failure, PapermillExecutionError):
         cell, first_line = _failing_cell(nb, failure.cell_index) if nb is not None else (None, "")
         ename, evalue = failure.ename, _one_line(failure.evalue)
@@ -246,9 +330,11 @@ def _execute_one(
         else "before or outside a cell"
     )
     kept = f"partial output: {executed_path}" if nb is not None else "no output written"
+    if kernel_lines and not isinstance(failure, PapermillExecutionError):
+        evalue = f"{evalue} (kernel log: {_one_line(kernel_lines[-1])})"
     skipped = f"; not run: {', '.join(remaining)}" if remaining else ""
     message = f"notebook {source.name} failed in {where}: {ename}: {evalue}; {kept}{skipped}"
-    raise NotebookFailed(
+    error = NotebookFailed(
         message,
         notebook=source.name,
         cell=cell,
@@ -256,7 +342,9 @@ def _execute_one(
         evalue=evalue,
         executed_path=executed_path if nb is not None else None,
         not_run=remaining,
-    ) from failure
+    )
+    error.kernel_log = kernel_lines
+    raise error from failure
 
 
 def render_html(
@@ -265,8 +353,13 @@ def render_html(
     *,
     no_input: bool | None = None,
     resources_dir: Path | None = None,
+    hide_paths: Sequence[Path | str] = (),
+    drop_stderr: bool | None = None,
 ) -> Path:
     """Render an executed notebook to a self-contained HTML file (atomic write).
+
+    Absolute paths of this machine never reach the page (:func:`hide_local_paths`: ``hide_paths``, e.g. the
+    project root, and the Python environment become relative, the home folder ``~/``).
 
     Parameters
     ----------
@@ -279,6 +372,10 @@ def render_html(
         (``metadata.segml.audience``).
     resources_dir:
         Folder against which relative image paths in markdown are embedded (default: the notebook's folder).
+    hide_paths:
+        Folders written relative in the page (besides the Python environment and the home folder).
+    drop_stderr:
+        Leave out what cells wrote on stderr (warnings). Default: True for stakeholder notebooks.
 
     Returns
     -------
@@ -290,8 +387,17 @@ def render_html(
     from nbconvert.preprocessors import TagRemovePreprocessor
 
     nb = nbformat.read(executed_notebook, as_version=4)
+    stakeholder = notebook_audience(nb) == "stakeholder"
     if no_input is None:
-        no_input = notebook_audience(nb) == "stakeholder"
+        no_input = stakeholder
+    if drop_stderr if drop_stderr is not None else stakeholder:
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = [
+                    o
+                    for o in cell.get("outputs", [])
+                    if not (o.output_type == "stream" and o.name == "stderr")
+                ]
     exporter = HTMLExporter(
         template_name=TEMPLATE_NAME,
         extra_template_basedirs=[str(TEMPLATES_DIR)],
@@ -317,6 +423,7 @@ def render_html(
             }
         },
     )
+    body = hide_local_paths(body, [*hide_paths, executed_notebook.parent])
     return storage.write_text(html_path, embed_cjk_font(body))
 
 
@@ -352,7 +459,9 @@ def run_notebooks(
     cwd:
         Working directory of the kernel (the project root, so relative paths resolve like the CLI's).
     progress:
-        Show a rich progress bar and one line per finished notebook on stderr.
+        Show a rich progress bar (notebooks, and the cells of the running notebook) and one line per finished
+        notebook on stderr. The kernels' own log lines (the TCP transport warning, the shutdown interrupt) are
+        kept off the console; anything else a kernel logs is printed under its notebook.
     env:
         Environment variables for the kernels (e.g. :func:`segml.tracking.child_env`); None values unset a
         variable. Applied to this process's environment only while the kernels start.
@@ -399,32 +508,63 @@ def run_notebooks(
     results: list[NotebookResult] = []
     with bar, _kernel_environment(env):
         task = bar.add_task("notebooks", total=len(notebooks))
+        cells = bar.add_task("cells", total=1, visible=False)
         for position, source in enumerate(notebooks):
             bar.update(task, description=f"running {source.name}")
+            n_cells = _cell_count(source, plain_parameters)
+            bar.reset(cells, total=n_cells, visible=True, description=f"{source.name}: starting the kernel")
+
+            def on_cell(index: int, cell: Any, name: str = source.name, total: int = n_cells) -> None:
+                first = next((ln.strip() for ln in cell.source.splitlines() if ln.strip()), "")
+                first = first if len(first) <= 48 else first[:45] + "..."
+                label = f"{name}: cell {min(index + 1, total)}/{total}" + (f"  {first}" if first else "")
+                bar.update(cells, completed=min(index, total), description=label)
+
             started = time.perf_counter()
             executed_path = out_dir / source.name
             html_path = out_dir / f"{source.stem}.html"
             try:
-                _execute_one(
+                kernel_lines = _execute_one(
                     source,
                     executed_path,
                     plain_parameters,
                     kernel_name=kernel_name,
                     cwd=Path(cwd),
                     remaining=[nb.name for nb in notebooks[position + 1 :]],
+                    on_cell=on_cell,
                 )
-            except NotebookFailed:
+            except NotebookFailed as exc:
                 html_path.unlink(missing_ok=True)  # an HTML from an earlier run would pass for this one's
                 if progress:
                     console.print(f"[red]✗[/] {source.name}", highlight=False)
+                    for line in exc.kernel_log[-10:]:
+                        console.print(f"  kernel: {line}", highlight=False, markup=False)
                 raise
+            bar.update(cells, completed=n_cells, description=f"{source.name}: rendering")
             audience = notebook_audience(nbformat.read(source, as_version=4))
             render_html(
-                executed_path, html_path, no_input=audience == "stakeholder", resources_dir=source.parent
+                executed_path,
+                html_path,
+                no_input=audience == "stakeholder",
+                resources_dir=source.parent,
+                hide_paths=[Path(cwd)],
             )
             seconds = time.perf_counter() - started
             results.append(NotebookResult(source.name, source, executed_path, html_path, audience, seconds))
             bar.advance(task)
             if progress:
                 console.print(f"[green]✓[/] {source.name}  {seconds:.1f} s → {html_path}", highlight=False)
+                for line in kernel_lines[-10:]:
+                    console.print(f"  kernel: {line}", highlight=False, markup=False)
     return results
+
+
+def _cell_count(source: Path, parameters: Mapping[str, Any]) -> int:
+    """Cells the executed notebook will have: the source's, plus the parameters cell papermill injects."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(source, as_version=4)
+    except Exception:  # unreadable: execution reports it
+        return 1
+    return max(1, len(nb.cells) + (1 if parameters else 0))
