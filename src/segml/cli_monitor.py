@@ -84,7 +84,7 @@ def render_report(cfg: Any, out_dir: Path) -> Path:
 
 def register(app: typer.Typer) -> None:
     """Add ``monitor`` to ``app``."""
-    from segml.cli import ExperimentArg, SetOpt, _load, console, out, user_errors
+    from segml.cli import ExperimentArg, SetOpt, console, load_config, out, user_errors
 
     @app.command()
     @user_errors
@@ -127,7 +127,7 @@ def register(app: typer.Typer) -> None:
         training reference, realised checks and alerts (exit 3 when one fires)."""
         from segml.pipeline.monitoring import run_monitor_series, series_tables
 
-        cfg = _load(experiment, set_)
+        cfg = load_config(experiment, set_)
         cutoffs = _cutoffs(start, end, every, as_of)
         progress = None if json_output else (lambda line: console.print(f"  {line}", highlight=False))
         series = run_monitor_series(cfg, artifact, cutoffs, reuse=reuse, progress=progress)

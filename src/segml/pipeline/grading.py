@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from segml import features
+from segml import features, summaries
 from segml.errors import SegmlError
 from segml.jsonable import jsonable
 from segml.pipeline.context import TrainContext
@@ -89,6 +89,13 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
         scorer=scorer,
     )
     write_parquet(graded, ctx.processed / "grades.parquet")
+    # one CSV per grade for the sales team (customer-level: under data/processed, never in a report)
+    summaries.write_grade_lists(
+        graded,
+        summaries.grade_lists_dir(ctx.cfg),
+        order=[g.code for g in policy.grades] + [policy.new_customer.code],
+        currency=ctx.cfg.data.currency,
+    )
     scorer_file = ctx.model_state_file("scorer_production")
     if scorer is not None:
         write_json(scorer_file, jsonable(scorer.to_dict()))
