@@ -55,7 +55,8 @@ def probe_features(features: pd.DataFrame, as_of: dt.date) -> pd.DataFrame:
             values = purchased[column].to_numpy(dtype=float)
             values = values[np.isfinite(values)]
             quantiles = (
-                np.quantile(values, LEVELS, method="linear").tolist()
+                # observed values (a count stays a whole number: baseline scorers refuse fractional counts)
+                np.quantile(values, LEVELS, method="lower").tolist()
                 if values.size
                 else [np.nan] * len(LEVELS)
             )
