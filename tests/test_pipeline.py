@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import make_project
+from test_run import run_cli
 
 from segml import pipeline, runner, tracking
 from segml.config import load_experiment
@@ -30,15 +31,6 @@ FORBIDDEN_IN_NOTEBOOKS = (
     "storage.write",
     "train.grade_customers",
 )
-
-
-def run_cli(root: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    env = tracking.scrubbed_environ()
-    env.pop("SEGML_ROOT", None)
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    return subprocess.run(
-        [str(SEGML), *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def test_stages_are_declared_once_in_order() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -65,4 +67,18 @@ def metric_rows(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     return flat
 
 
-__all__ = ["flatten_metrics", "jsonable", "metric_rows"]
+def flat_params(settings: Any, prefix: str = "") -> dict[str, str]:
+    """A settings dataclass (or mapping) flattened to MLflow parameters: ``{"k_max": "8", …}``."""
+    mapping = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
+    flat: dict[str, str] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flat_params(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(jsonable(value), ensure_ascii=False)
+            flat[name] = text if len(text) <= 500 else text[:499] + "…"
+    return flat
+
+
+__all__ = ["flat_params", "flatten_metrics", "jsonable", "metric_rows"]

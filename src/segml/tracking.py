@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from segml.errors import SegmlError
-from segml.jsonable import flatten_metrics
+from segml.jsonable import flat_params, flatten_metrics
 from segml.storage import sha256_file
 
 # MLflow reads this when it is imported; set it before any import of mlflow in this process.
@@ -135,25 +135,11 @@ def log_experiment(run_id: str, cfg: Any) -> None:
     if cfg.source_path is None:
         return
     client = MlflowClient()
-    params = _flat_params(raw_experiment(cfg.source_path, list(cfg.overrides)))
+    params = flat_params(raw_experiment(cfg.source_path, list(cfg.overrides)))
     for key, value in sorted(params.items()):
         client.log_param(run_id, key[:250], value)
     client.log_artifact(run_id, str(cfg.source_path), "experiment")
     client.set_tag(run_id, "segml.overrides", " ".join(cfg.overrides) or "-")
-
-
-def _flat_params(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    import json
-
-    flat: dict[str, str] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(_flat_params(value, f"{name}."))
-        else:
-            text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
-            flat[name] = text if len(text) <= 500 else text[:499] + "…"
-    return flat
 
 
 def reset() -> None:

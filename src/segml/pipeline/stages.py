@@ -30,7 +30,7 @@ from typing import Any
 
 from segml.config import ExperimentConfig, from_mapping
 from segml.errors import ConfigError, SegmlError
-from segml.jsonable import jsonable
+from segml.jsonable import flat_params, jsonable
 from segml.pipeline.context import TrainContext, load_context
 from segml.storage import sha256_file, write_json
 
@@ -117,20 +117,6 @@ def _replace_path(obj: Any, parts: list[str], value: Any) -> Any:
         return dataclasses.replace(obj, **{parts[0]: value})
     child = getattr(obj, parts[0])
     return dataclasses.replace(obj, **{parts[0]: _replace_path(child, parts[1:], value)})
-
-
-def flat_params(settings: Any, prefix: str = "") -> dict[str, str]:
-    """A settings dataclass (or mapping) flattened to MLflow parameters: ``{"k_max": "8", …}``."""
-    mapping = dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else dict(settings)
-    flat: dict[str, str] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flat_params(value, f"{name}."))
-        else:
-            text = value if isinstance(value, str) else json.dumps(jsonable(value), ensure_ascii=False)
-            flat[name] = text if len(text) <= 500 else text[:499] + "…"
-    return flat
 
 
 # --------------------------------------------------------------------------------------------------------------
