@@ -485,8 +485,11 @@ def write_run_index(
         summary["graded as of"] = grades_summary["as_of"]
         summary["customers graded"] = int(grades_summary["customers"])
     if selection:
-        summary["selected model"] = selection.get("selected")
+        summary["selected model"] = selection.get("selected_label") or selection.get("selected")
+        summary["what drives the grades"] = selection.get("sentence")
         summary["beats every baseline (Gini CI > 0)"] = selection.get("beats_baselines")
+        if selection.get("thin_holdout"):
+            summary["warning"] = selection["thin_holdout"]
     if registration is not None:
         role = "champion" if registration.champion else "challenger"
         summary["registered model"] = f"{registration.name} v{registration.version} ({role})"

@@ -21,7 +21,7 @@ select     ``reports/<exp>/comparison.json``, ``holdout.json``, ``holdout_grades
 evaluate   ``reports/<exp>/backtest.json`` (when ``models.evaluation.backtest`` and ``cutoffs.backtest``)
 grade      ``data/processed/<exp>/grades.parquet``, ``models/{policy.yaml,reference_stats,grade_rules}.json``,
            ``reports/<exp>/grades_summary.json``
-monitor    ``reports/<exp>/monitoring.json``
+monitor    ``reports/<exp>/monitoring/calibration_to_data_end.json``
 export     ``artifacts/<name>/<version>/`` and the registered model version
 ========== ======================================================================================
 """
@@ -273,7 +273,7 @@ STAGES: tuple[Stage, ...] = (
         run_monitor,
         settings="monitor",
         mlflow_run="monitoring",
-        outputs=_report_outputs("monitoring.json"),
+        outputs=_report_outputs("monitoring/calibration_to_data_end.json"),
         describe=_log_monitor,
     ),
     Stage("export", _export, settings="export", needs_context=False),

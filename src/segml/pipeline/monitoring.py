@@ -38,6 +38,12 @@ class MonitorResult:
     document: dict[str, Any]
 
 
+def stage_monitoring_file(cfg: Any) -> Any:
+    """The monitor stage's one-step summary (calibration end → data end), beside ``segml monitor``'s series
+    under ``reports/<exp>/monitoring/``."""
+    return cfg.paths.reports / "monitoring" / "calibration_to_data_end.json"
+
+
 def run_monitor(ctx: TrainContext) -> MonitorResult:
     """Re-grade the calibration population with the policy fitted there and compare with the current grades."""
     from segml.pipeline.grading import read_selection
@@ -83,7 +89,7 @@ def run_monitor(ctx: TrainContext) -> MonitorResult:
             "psi": psi,
         }
     )
-    write_json(ctx.reports / "monitoring.json", document)
+    write_json(stage_monitoring_file(ctx.cfg), document)
     return MonitorResult(migration, movement, psi, document)
 
 
@@ -93,7 +99,7 @@ def load_monitor_result(cfg: Any) -> MonitorResult:
 
     from segml.errors import SegmlError
 
-    path = cfg.paths.reports / "monitoring.json"
+    path = stage_monitoring_file(cfg)
     if not path.is_file():
         raise SegmlError(
             f"{path}: no monitoring output yet — run the monitor stage (`segml train {cfg.label}`)"
