@@ -182,3 +182,13 @@ def test_run_from_stage_skips_the_notebooks_of_earlier_stages() -> None:
     assert order[0] == "06_model_comparison.ipynb"
     assert not any(name.startswith(("01_", "02_", "03_", "04_", "05_")) for name in order)
     assert order[-1] == "export" and "grade" in order
+
+
+def test_features_as_of_outside_the_data(tmp_path: Path) -> None:
+    make_project(tmp_path)
+    assert run_cli(tmp_path, "ingest", "experiments/smoke.yaml").returncode == 0
+    before = run_cli(tmp_path, "features", "experiments/smoke.yaml", "--as-of", "1990-01-31")
+    assert before.returncode == 2 and "before the first clean transaction" in before.stderr
+    assert "Traceback" not in before.stderr
+    after = run_cli(tmp_path, "features", "experiments/smoke.yaml", "--as-of", "2031-01-31")
+    assert after.returncode == 0 and "after the last clean transaction" in after.stderr

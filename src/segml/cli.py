@@ -89,10 +89,23 @@ def features(
 ) -> None:
     """Build point-in-time customer features at a cutoff from the clean transactions."""
     from segml.config import parse_date
+    from segml.errors import SegmlError
     from segml.features import run_features
+    from segml.pipeline import read_dq_report
 
     cfg = load_config(experiment, set_)
     cutoff = parse_date(as_of, "--as-of") if as_of else cfg.cutoffs.calibration_end
+    dq = read_dq_report(cfg)
+    if cutoff.isoformat() < dq["date_min"]:
+        raise SegmlError(
+            f"--as-of {cutoff}: before the first clean transaction ({dq['date_min']}); nobody is a customer yet"
+        )
+    if cutoff.isoformat() > dq["date_max"]:
+        console.print(
+            f"[bold yellow]warning:[/] --as-of {cutoff} is after the last clean transaction ({dq['date_max']}): "
+            "every customer looks dormant",
+            highlight=False,
+        )
     path, n_customers = run_features(cfg, cutoff)
     out.print(f"features {cfg.name} as of {cutoff}: {n_customers:,} customers -> {path}")
 

@@ -273,6 +273,8 @@ def run_experiment(
     failed = True
     results: list[Any] = []
     registration = None
+    guard = tracking.killed_on_signal()
+    signals = guard.__enter__()
     try:
         parameters = {
             "experiment": cfg.label,
@@ -338,7 +340,8 @@ def run_experiment(
         client.log_metric(parent_id, "run_seconds", seconds["total"])
         failed = False
     finally:
-        tracking.end_parent_run(parent_id, failed=failed)
+        guard.__exit__(None, None, None)
+        tracking.end_parent_run(parent_id, failed=failed, killed=signals.signal is not None)
     return RunResult(cfg.name, parent_id, index_path, results, registration, seconds)
 
 

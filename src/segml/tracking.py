@@ -22,6 +22,7 @@ import io
 import math
 import os
 import re
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -53,6 +54,10 @@ VERSION_TAG_HIGHER_IS_BETTER = "segml.higher_is_better"
 
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
+
+#: Tags of a parent run naming the process that runs it (to find runs left RUNNING by a killed process).
+TAG_PID = "segml.pid"
+TAG_HOST = "segml.host"
 
 #: Environment variable naming the parent run for a child process.
 PARENT_RUN_ENV = "SEGML_PARENT_RUN_ID"
@@ -223,13 +228,99 @@ def start_parent_run(
     all_tags.setdefault(TAG_GIT_COMMIT, commit)
     if commit != "unknown":
         all_tags.setdefault(_MLFLOW_GIT_COMMIT_TAG, commit)
+    sweep_stale_runs(experiment.experiment_id)
+    all_tags[TAG_PID] = str(os.getpid())
+    all_tags[TAG_HOST] = socket.gethostname()
     run = client.create_run(experiment.experiment_id, tags=all_tags, run_name=run_name or experiment_name)
     return run.info.run_id
 
 
-def end_parent_run(run_id: str, *, failed: bool = False) -> None:
-    """Mark a parent run FINISHED (or FAILED)."""
-    MlflowClient().set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_stale_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this host whose process is gone (a run killed with SIGKILL, or a
+    machine that lost power), and their nested runs. Runs of live processes (a concurrent run) are left alone.
+
+    Returns
+    -------
+    list of str
+        The run ids marked KILLED.
+    """
+    client = MlflowClient()
+    host = socket.gethostname()
+    running = client.search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    stale = []
+    for run in running:
+        tags = run.data.tags
+        pid = tags.get(TAG_PID)
+        if pid and tags.get(TAG_HOST) == host and pid.isdigit() and not _alive(int(pid)):
+            stale.append(run.info.run_id)
+    for parent_id in stale:
+        children = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'",
+        )
+        for child in children:
+            client.set_terminated(child.info.run_id, status="KILLED")
+        client.set_terminated(parent_id, status="KILLED")
+    return stale
+
+
+class SignalState:
+    """What :func:`killed_on_signal` saw: ``signal`` is the number of the signal that stopped the block."""
+
+    signal: int | None = None
+
+
+@contextlib.contextmanager
+def killed_on_signal() -> Iterator[SignalState]:
+    """While the block runs, SIGTERM, SIGINT and SIGHUP raise ``KeyboardInterrupt`` (so ``finally`` blocks
+    run) and are recorded in the yielded state: the caller ends its parent run KILLED with
+    ``end_parent_run(run_id, killed=state.signal is not None)``. Outside the main thread nothing changes."""
+    import signal
+    import threading
+
+    state = SignalState()
+
+    def handler(signum: int, _frame: Any) -> None:
+        state.signal = signum
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield state
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def end_parent_run(run_id: str, *, failed: bool = False, killed: bool = False) -> None:
+    """Mark a parent run FINISHED, FAILED or KILLED (stopped by a signal), and any nested run it left
+    RUNNING the same way."""
+    client = MlflowClient()
+    status = "KILLED" if killed else "FAILED" if failed else "FINISHED"
+    if killed or failed:
+        run = client.get_run(run_id)
+        children = client.search_runs(
+            [run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
+        )
+        for child in children:
+            client.set_terminated(child.info.run_id, status=status)
+    client.set_terminated(run_id, status=status)
 
 
 @contextlib.contextmanager

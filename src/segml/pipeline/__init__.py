@@ -28,6 +28,7 @@ export     ``artifacts/<name>/<version>/`` and the registered model version
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -375,14 +376,21 @@ def run_pipeline(
     registration = None
     failed = True
     ctx: TrainContext | None = None
+    from segml import tracking
+
+    guard = tracking.killed_on_signal() if parent_id is not None else contextlib.nullcontext()
+    signals = None
     try:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            TimeElapsedColumn(),
-            disable=not progress,
-            transient=False,
-        ) as bar:
+        with (
+            guard as signals,
+            Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                TimeElapsedColumn(),
+                disable=not progress,
+                transient=False,
+            ) as bar,
+        ):
             for stage in ordered:
                 task = bar.add_task(stage.name, total=1)
                 t0 = time.perf_counter()
@@ -408,7 +416,7 @@ def run_pipeline(
                 from mlflow import MlflowClient
 
                 MlflowClient().log_metric(parent_id, "run_seconds", seconds.get("total", 0.0))
-            tracking.end_parent_run(parent_id, failed=failed)
+            tracking.end_parent_run(parent_id, failed=failed, killed=bool(signals and signals.signal))
     return PipelineOutputs(results, parent_id, seconds, registration)
 
 
