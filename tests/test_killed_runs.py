@@ -103,3 +103,21 @@ def test_a_run_killed_without_a_word_is_swept_by_the_next(project: Path) -> None
     (swept,) = [r for r in _runs(project) if r.data.tags.get(tracking.TAG_PID) == str(process.pid)]
     assert swept.info.status == "KILLED"
     assert all(r.info.status != "RUNNING" for r in _runs(project))
+
+
+@pytest.mark.slow
+def test_export_refuses_outputs_of_a_killed_run_with_another_seed(project: Path) -> None:
+    """Train to the end, then a seed-99 run that stops after the tree (as a killed run would): export refuses."""
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(SEGML), *args], cwd=project, env=_env(), capture_output=True, text=True, timeout=900
+        )
+
+    trained = cli("train", "experiments/smoke.yaml", "--no-backtest")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    partial = cli("train", "experiments/smoke.yaml", "--set", "seed=99", "--until", "tree")
+    assert partial.returncode == 0, partial.stderr[-2000:]
+    refused = cli("export", "experiments/smoke.yaml")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "outputs of different runs" in refused.stderr

@@ -214,7 +214,7 @@ def _register_command_modules() -> None:
     """Commands defined in their own modules (each has ``register(app)``), imported lazily by their bodies."""
     import importlib
 
-    for module in ("segml.cli_run", "segml.cli_artifact", "segml.cli_monitor"):
+    for module in ("segml.cli.run", "segml.cli.artifact", "segml.cli.monitor"):
         try:
             importlib.import_module(module).register(app)
         except ModuleNotFoundError as exc:
@@ -222,8 +222,7 @@ def _register_command_modules() -> None:
                 raise
 
 
-if __name__ != "__main__":  # `python -m segml.cli` registers them on the importable module (see the end)
-    _register_command_modules()
+_register_command_modules()
 
 
 def main() -> None:
@@ -233,10 +232,3 @@ def main() -> None:
     except KeyboardInterrupt:  # pragma: no cover
         console.print("interrupted")
         sys.exit(130)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # the command modules import `segml.cli`; run that module's app, not this __main__ copy
-    from segml.cli import main as _main
-
-    _main()
