@@ -112,7 +112,7 @@ def test_run_writes_index_and_every_report() -> None:
 def test_second_run_reproduces_the_comparison_exactly() -> None:
     run = smoke_run()
     assert run.comparison_first == run.comparison_second
-    assert len(json.loads(run.comparison_first)) == 6
+    assert len(json.loads(run.comparison_first)) == 7  # four baselines, three model families
 
 
 @pytest.mark.slow
