@@ -285,6 +285,7 @@ def run_experiment(
         ctx = None
         plan = plan_run(cfg, notebooks, full=not only, from_stage=from_stage)
         for position, (kind, item) in enumerate(plan):
+            pipeline.stop_if_signalled(signals)
             t0 = time.perf_counter()
             if kind == "notebook":
                 try:
@@ -334,6 +335,7 @@ def run_experiment(
             seconds[item] = round(time.perf_counter() - t0, 3)
             say(f"stage {item} ({seconds[item]:.1f} s)")
 
+        pipeline.stop_if_signalled(signals)
         index_path = write_run_index(cfg, parent_id, results, registration, fingerprint)
         _log_run_artifacts(cfg, parent_id, results, index_path)
         seconds["total"] = round(time.perf_counter() - started, 3)

@@ -392,6 +392,7 @@ def run_pipeline(
             ) as bar,
         ):
             for stage in ordered:
+                stop_if_signalled(signals)
                 task = bar.add_task(stage.name, total=1)
                 t0 = time.perf_counter()
                 if stage.needs_context and ctx is None:
@@ -405,6 +406,7 @@ def run_pipeline(
                     registration = register_grading_model(cfg, parent_id, results["export"])
                 seconds[stage.name] = round(time.perf_counter() - t0, 3)
                 bar.update(task, completed=1)
+        stop_if_signalled(signals)
         seconds["total"] = round(sum(seconds.values()), 3)
         write_json(cfg.paths.reports / "train_timings.json", seconds)
         failed = False
@@ -418,6 +420,13 @@ def run_pipeline(
                 MlflowClient().log_metric(parent_id, "run_seconds", seconds.get("total", 0.0))
             tracking.end_parent_run(parent_id, failed=failed, killed=bool(signals and signals.signal))
     return PipelineOutputs(results, parent_id, seconds, registration)
+
+
+def stop_if_signalled(signals: Any) -> None:
+    """Stop between stages when a signal arrived during the last one (a library may have swallowed the
+    ``KeyboardInterrupt`` the signal raised inside it)."""
+    if signals is not None and signals.signal is not None:
+        raise KeyboardInterrupt(f"signal {signals.signal}")
 
 
 def start_parent_run(cfg: ExperimentConfig, tags: dict[str, str], stages: Sequence[Stage]) -> str:
@@ -474,4 +483,5 @@ __all__ = [
     "run_stage",
     "stages_between",
     "start_parent_run",
+    "stop_if_signalled",
 ]
