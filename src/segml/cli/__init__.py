@@ -203,6 +203,10 @@ def synth(
         horizon_days=horizon_days,
         seasonality=seasonality,
     )
+    from segml.config import project_root
+
+    # a relative --out is under the project root ($SEGML_ROOT when set), like every other output
+    out_dir = out_dir if out_dir.is_absolute() else project_root() / out_dir
     truth = write_synthetic(spec, out_dir)
     out.print(
         f"synth: {truth['customers']:,} customers, {truth['transactions']:,} transaction rows "
