@@ -17,7 +17,7 @@ from segml import features, summaries
 from segml.errors import SegmlError
 from segml.jsonable import jsonable
 from segml.pipeline.context import TrainContext
-from segml.pipeline.selection import chosen_policy
+from segml.pipeline.selection import recorded_choice
 from segml.storage import write_json, write_parquet, write_text
 
 
@@ -27,14 +27,6 @@ class GradeOutputs:
     summary: pd.DataFrame
     rules_text: str
     fidelity: dict[str, Any]
-
-
-def read_selection(ctx: TrainContext) -> dict[str, Any]:
-    """The select stage's record (which scorer drives the grades, which weights)."""
-    path = ctx.reports / "selection.json"
-    if not path.is_file():
-        raise SegmlError(f"{path}: no selection record — run the select stage first")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def production_scorer(ctx: TrainContext, scorer: str, now: pd.DataFrame) -> Any | None:
@@ -67,10 +59,9 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
     now = features.build_features(
         ctx.transactions_path, ctx.timeline.data_end, ctx.cfg.features, ctx.customers_path
     )
-    selection = read_selection(ctx)
-    policy = chosen_policy(ctx.cfg, selection.get("weights") if selection.get("weights_chosen") else None)
+    policy, scorer_name = recorded_choice(ctx)
     potential = production_model.predict(now)
-    scorer = production_scorer(ctx, selection.get("selected_scorer", "potential"), now)
+    scorer = production_scorer(ctx, scorer_name, now)
     score = potential if scorer is None else scorer.predict_value(now)
     axis = None if scorer is None else potential
     fitted = policy.fit(now, score, axis_potential=axis)

@@ -46,14 +46,11 @@ def stage_monitoring_file(cfg: Any) -> Any:
 
 def run_monitor(ctx: TrainContext) -> MonitorResult:
     """Re-grade the calibration population with the policy fitted there and compare with the current grades."""
-    from segml.pipeline.grading import read_selection
-    from segml.pipeline.selection import chosen_policy
+    from segml.pipeline.selection import recorded_choice
 
     tl = ctx.timeline
-    selection = read_selection(ctx)
-    policy = chosen_policy(ctx.cfg, selection.get("weights") if selection.get("weights_chosen") else None)
+    policy, scorer = recorded_choice(ctx)
     predictions = load_predictions(ctx)
-    scorer = selection.get("selected_scorer", "potential")
     score = predictions[scorer]
     axis = predictions["potential"] if scorer != "potential" else None
     fitted = policy.fit(ctx.calibration_features, score, axis_potential=axis)

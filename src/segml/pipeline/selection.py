@@ -80,6 +80,19 @@ def chosen_policy(cfg: ExperimentConfig, weights: Mapping[str, float] | None) ->
     return policy
 
 
+def recorded_choice(ctx: TrainContext) -> tuple[Any, str]:
+    """The policy (with the weights chosen inside calibration) and the scorer name the select stage recorded
+    in ``selection.json``: what the grade and monitor stages grade with."""
+    import json
+
+    path = ctx.reports / "selection.json"
+    if not path.is_file():
+        raise SegmlError(f"{path}: no selection record — run the select stage first")
+    selection = json.loads(path.read_text(encoding="utf-8"))
+    weights = selection.get("weights") if selection.get("weights_chosen") else None
+    return chosen_policy(ctx.cfg, weights), selection.get("selected_scorer", "potential")
+
+
 def holdout_grades(
     ctx: TrainContext,
     score: np.ndarray,
@@ -243,6 +256,7 @@ def run_select(ctx: TrainContext) -> SelectionResult:
 __all__ = [
     "SelectionResult",
     "chosen_policy",
+    "recorded_choice",
     "compare",
     "holdout_grades",
     "inner_validate",
