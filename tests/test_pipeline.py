@@ -105,7 +105,11 @@ def test_unknown_key_fails_at_load_for_every_command(tmp_path: Path) -> None:
 
 def test_completion_records_refuse_outputs_of_different_runs(smoke_project: Path, tmp_path: Path) -> None:
     root = tmp_path / "project"
-    shutil.copytree(smoke_project, root, ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "artifacts"))
+    shutil.copytree(
+        smoke_project,
+        root,
+        ignore=shutil.ignore_patterns("mlflow.db", "mlruns", "artifacts", "interim", "processed"),
+    )
     cfg = load_experiment(root / "experiments" / "smoke.yaml", root=root)
     pipeline.run_stage("ingest", cfg, track=False)
     pipeline.run_pipeline(cfg, stages=["tree"], progress=False, track=False)
