@@ -29,6 +29,14 @@ _READY = """
 async () => {
   await document.fonts.ready;
   await Promise.all(Array.from(document.fonts).map((face) => face.status === "loaded" ? null : face.load()));
+  // every family the page declares, loaded for the page's own text (a busy machine can lay text out in a
+  // fallback font before the embedded face is applied), then one more ready and a short settle
+  const text = document.body ? document.body.innerText : "";
+  const families = [...new Set(Array.from(document.fonts).map((face) => face.family))];
+  await Promise.all(families.map((family) => document.fonts.load(`16px ${family}`, text).catch(() => null)));
+  await document.fonts.ready;
+  document.body && document.body.offsetHeight;  // force a layout with the loaded faces
+  await new Promise((done) => setTimeout(done, 250));
   await Promise.all(Array.from(document.images).map((img) =>
     img.complete ? (img.decode ? img.decode().catch(() => null) : null)
                  : new Promise((done) => { img.onload = img.onerror = done; })));
