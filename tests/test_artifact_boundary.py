@@ -205,6 +205,23 @@ def test_booster_loaded_in_a_child_first(exported) -> None:
         load_boosters_in_child({"good.txt": text, "bad.txt": text[: len(text) // 2]})
 
 
+def test_child_output_that_is_not_utf8_still_names_the_booster(monkeypatch) -> None:
+    """LightGBM may echo raw bytes of a broken model before it aborts; the check still names the file."""
+    from segml.artifact import checks
+
+    child = (
+        "import os, sys\n"
+        "sys.stdin.read()\n"
+        "print('segml-loading:bad.txt', flush=True)\n"
+        "sys.stdout.buffer.write(b'[LightGBM] [Warning] Model format error \\x81\\xfe\\n')\n"
+        "sys.stdout.flush()\n"
+        "os.abort()\n"
+    )
+    monkeypatch.setattr(checks, "_CHILD", child)
+    with pytest.raises(ArtifactError, match=r"bad\.txt: not loadable LightGBM booster text \(the loader died"):
+        checks.load_boosters_in_child({"bad.txt": "tree"})
+
+
 def test_foreign_shim_is_refused(exported, copy: Path) -> None:
     cfg, _ = exported
     shim = copy / "pyfunc" / "pyfunc_shim.py"

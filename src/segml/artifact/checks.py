@@ -302,6 +302,8 @@ def load_boosters_in_child(boosters: Mapping[str, str]) -> None:
             input=json.dumps(dict(boosters)),
             capture_output=True,
             text=True,
+            encoding="utf-8",
+            errors="replace",  # LightGBM echoes bytes of a broken model text, not always UTF-8
             timeout=BOOSTER_CHECK_TIMEOUT,
         )
     except subprocess.TimeoutExpired:
