@@ -234,6 +234,9 @@ class PotentialSettings:
     monotone: Literal["auto", "increasing", "none"] = "auto"
     #: blend the forecast with the past-spend run-rate and BG/NBD + Gamma-Gamma, weights chosen on validation
     blend: Literal["auto", "none"] = "auto"
+    #: recency calibration (lapsed customers not above what similar lapsed customers realise), adopted on
+    #: validation when it helps there (auto)
+    lapse: Literal["auto", "none"] = "auto"
 
 
 @dataclass

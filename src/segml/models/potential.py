@@ -856,6 +856,7 @@ class PotentialValueModel(BaseEstimator):
         num_threads: int = 1,
         blend: str = "auto",
         monotone: str = "auto",
+        lapse: str = "auto",
     ) -> None:
         self.horizon_days = horizon_days
         self.objective = objective
@@ -871,6 +872,7 @@ class PotentialValueModel(BaseEstimator):
         self.num_threads = num_threads
         self.blend = blend
         self.monotone = monotone
+        self.lapse = lapse
 
     #: model-family interface: :meth:`predict_value` is net spend over ``horizon_days``
     predicts_money: ClassVar[bool] = True
@@ -896,6 +898,8 @@ class PotentialValueModel(BaseEstimator):
             raise InvalidParameter(who, "monotone", f"{self.monotone!r} is not one of auto, increasing, none")
         if self.blend not in ("auto", "none"):
             raise InvalidParameter(who, "blend", f"{self.blend!r} is not one of auto, none")
+        if self.lapse not in ("auto", "none"):
+            raise InvalidParameter(who, "lapse", f"{self.lapse!r} is not one of auto, none")
         if self.seasonality not in ("auto", "flat"):
             raise InvalidParameter(who, "seasonality", f"{self.seasonality!r} is not one of auto, flat")
         if self.n_estimators is not None and self.n_estimators < 1:
@@ -1013,6 +1017,9 @@ class PotentialValueModel(BaseEstimator):
         best = selection.loc[selection["selected"]].iloc[0]
 
         self.selection_ = selection
+        blend_params, validation_forecast = self._choose_blend(
+            validation, validation_spend, validation_prediction, start, validation_cutoff, inner_horizon
+        )
         self.params_ = {
             "objective": str(best["objective"]),
             "window_feature": bool(best["window_feature"]),
@@ -1020,9 +1027,8 @@ class PotentialValueModel(BaseEstimator):
             "spread": None if best["spread"] is None else dict(best["spread"]),
             "rounds": dict(best["rounds"]),
             "step_days": step,
-            "blend": self._choose_blend(
-                validation, validation_spend, validation_prediction, start, validation_cutoff, inner_horizon
-            ),
+            "blend": blend_params,
+            "lapse": self._choose_lapse(validation, validation_spend, validation_forecast),
         }
         self._fit_final(outer, outer_cutoffs, start, calibration_end, numeric, spec, customers, history)
         return self
@@ -1035,12 +1041,13 @@ class PotentialValueModel(BaseEstimator):
         start: dt.date,
         validation_cutoff: dt.date,
         horizon_days: int,
-    ) -> dict[str, Any] | None:
+    ) -> tuple[dict[str, Any] | None, np.ndarray]:
         """Blend weights of the GBM forecast, the past-spend run-rate and BG/NBD + Gamma-Gamma, chosen on the
-        validation fold (see :func:`segml.models.blend.choose_blend`); None when ``blend="none"``."""
+        validation fold (see :func:`segml.models.blend.choose_blend`; None when ``blend="none"``), and the
+        blended validation forecast."""
         self.blend_selection_ = None
         if self.blend == "none":
-            return None
+            return None, validation_prediction
         from segml.models import blend
 
         components = blend.component_predictions(
@@ -1052,7 +1059,18 @@ class PotentialValueModel(BaseEstimator):
         )
         weights, table = blend.choose_blend(validation_spend, components)
         self.blend_selection_ = table
-        return {"weights": weights}
+        return {"weights": weights}, blend.blend_predictions(components, weights)
+
+    def _choose_lapse(
+        self, validation: pd.DataFrame, validation_spend: np.ndarray, validation_forecast: np.ndarray
+    ) -> dict[str, Any] | None:
+        """Recency calibration of the (blended) forecast, fitted and adopted or not on the validation fold
+        (see :mod:`segml.models.lapse`); None when ``lapse="none"``."""
+        if self.lapse == "none":
+            return None
+        from segml.models import lapse
+
+        return lapse.choose_lapse(validation, validation_spend, validation_forecast)
 
     def _select(
         self,
@@ -1266,6 +1284,7 @@ class PotentialValueModel(BaseEstimator):
             "num_threads": self.num_threads,
             "blend": self.blend,
             "monotone": self.monotone,
+            "lapse": self.lapse,
         }
 
     # -------------------------------------------------------------------------------------------- predict
@@ -1334,6 +1353,9 @@ class PotentialValueModel(BaseEstimator):
         recalibration, horizon weight, then the blend with the run-rate and BTYD forecasts."""
         rate = _apply_spread(rate, self.params_["spread"])
         gbm = rate * self._horizon_weight(features)
+        return self._lapsed(self._blended(gbm, features), features)
+
+    def _blended(self, gbm: np.ndarray, features: pd.DataFrame) -> np.ndarray:
         blend_params = self.params_.get("blend")
         if blend_params is None or blend_params["weights"].get("gbm", 1.0) == 1.0:
             return gbm
@@ -1344,6 +1366,21 @@ class PotentialValueModel(BaseEstimator):
             features, gbm, blend_params["history_days"], self.horizon_days, btyd
         )
         return blend.blend_predictions(components, blend_params["weights"])
+
+    def _lapsed(self, forecast: np.ndarray, features: pd.DataFrame) -> np.ndarray:
+        state = self.params_.get("lapse")
+        if state is None or not state.get("adopted"):
+            return forecast
+        from segml.models import lapse
+
+        return forecast * lapse.lapse_factors(state, features)
+
+    def _adjusts_gbm(self) -> bool:
+        """Whether the prediction is more than the GBM forecast (a blend or an adopted recency calibration)."""
+        blend_params = self.params_.get("blend")
+        blended = blend_params is not None and blend_params["weights"].get("gbm", 1.0) != 1.0
+        lapse_state = self.params_.get("lapse")
+        return blended or bool(lapse_state and lapse_state.get("adopted"))
 
     def predict_contrib(self, features: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to ``log(predicted spend)``.
@@ -1404,10 +1441,9 @@ class PotentialValueModel(BaseEstimator):
                 spread["reference"]
             )
         contrib[:, -1] += log_horizon
-        blend_params = self.params_.get("blend")
-        if blend_params is not None and blend_params["weights"].get("gbm", 1.0) != 1.0:
-            # the blend with the run-rate and BTYD forecasts is a per-customer factor on the GBM forecast;
-            # it goes to the bias so that each row still sums to log(prediction)
+        if self._adjusts_gbm():
+            # the blend with the run-rate and BTYD forecasts and the recency calibration are a per-customer
+            # factor on the GBM forecast; it goes to the bias so that each row still sums to log(prediction)
             gbm = np.exp(contrib.sum(axis=1))
             blended = self._predict_matrix(features, matrix)
             with np.errstate(divide="ignore"):

@@ -232,6 +232,7 @@ def potential_model(ctx: TrainContext):
         num_threads=s.num_threads,
         monotone=s.monotone,
         blend=s.blend,
+        lapse=s.lapse,
     )
 
 
