@@ -206,6 +206,19 @@ def test_grade_cli_reproduces_training_grades(exported, tmp_path: Path) -> None:
     _same_grades(graded, pd.read_parquet(cfg.paths.processed / "grades.parquet"))
 
 
+def test_grade_without_customers_grades_attributes_as_missing(exported, tmp_path: Path) -> None:
+    """No --customers for a model trained with attributes: one warning, then every buyer is graded."""
+    cfg, path = exported
+    out = tmp_path / "grades.parquet"
+    result = _grade_cli(path, out, cfg=cfg, customers=False)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning:") == 1 and "graded as missing" in result.output
+    graded = pd.read_parquet(out)
+    buyers = pd.read_parquet(cfg.paths.clean_transactions, columns=["customer_id"])["customer_id"].unique()
+    assert sorted(graded["customer_id"]) == sorted(buyers)
+    assert graded["grade"].notna().all()
+
+
 def test_grade_csv_with_own_mapping(exported, tmp_path: Path) -> None:
     """The user's own column names, a CSV file and a --mapping file give the same grades."""
     cfg, path = exported
@@ -396,6 +409,37 @@ def test_onnx_parity_on_smoke_customers(exported, current_features) -> None:
     assert parity["n_grade_differs"] <= parity["n_within_error_of_boundary"]
     manifest = json.loads((path / MANIFEST).read_text())
     assert manifest["onnx"]["n_within_error_of_boundary"] == parity["n_within_error_of_boundary"]
+    assert manifest["onnx"]["summary"] == parity["summary"]
+    assert parity["summary"] == "no grade differs" or parity["summary"].endswith(
+        "all within float32 error of a boundary"
+    )
+
+
+def test_export_refuses_when_onnx_grades_differ_away_from_a_boundary(exported, monkeypatch) -> None:
+    from segml.artifact import onnx_export
+
+    cfg, path = exported
+    real = onnx_export.export_onnx
+
+    def failing(*args, **kwargs):
+        report = real(*args, **kwargs)
+        return {**report, "passed": False, "summary": onnx_export.parity_summary(7, 2)}
+
+    monkeypatch.setattr(onnx_export, "export_onnx", failing)
+    before = sorted(p.name for p in path.parent.iterdir())
+    with pytest.raises(ArtifactError, match=r"ONNX parity failed .*7 grades differ, 2 of them away"):
+        export_artifact(cfg, "9.9.9")
+    assert sorted(p.name for p in path.parent.iterdir()) == before  # nothing half-written is left
+
+
+def test_parity_summary_says_how_many_grades_differ_and_where() -> None:
+    from segml.artifact.onnx_export import parity_summary
+
+    assert parity_summary(0, 0) == "no grade differs"
+    assert parity_summary(20, 0) == "20 grades differ, all within float32 error of a boundary"
+    assert parity_summary(1, 0) == "1 grade differs, all within float32 error of a boundary"
+    assert parity_summary(1258, 3) == "1,258 grades differ, 3 of them away from a boundary"
+    assert parity_summary(0, 0, boosters_ok=False).startswith("booster outputs outside tolerance")
 
 
 # --------------------------------------------------------------------------------------------------------------

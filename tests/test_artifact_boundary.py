@@ -218,7 +218,9 @@ def test_child_output_that_is_not_utf8_still_names_the_booster(monkeypatch) -> N
         "os.abort()\n"
     )
     monkeypatch.setattr(checks, "_CHILD", child)
-    with pytest.raises(ArtifactError, match=r"bad\.txt: not loadable LightGBM booster text \(the loader died"):
+    with pytest.raises(
+        ArtifactError, match=r"bad\.txt: not loadable LightGBM booster text \(the loader died"
+    ):
         checks.load_boosters_in_child({"bad.txt": "tree"})
 
 

@@ -181,8 +181,8 @@ def model_card(
             f"{parity['grades_on']} error {parity['max_score_error']:.3g} (a rank jumps where customers tie on "
             "a reference quantile). Customers whose grade can change when their predicted value moves by the "
             f"measured max relative error: {parity['n_within_error_of_boundary']}; grades that differ: "
-            f"{parity['n_grade_differs']} (away from a boundary: {parity['n_grade_differs_away_from_boundary']}). "
-            f"Passed: {parity['passed']}. The LightGBM "
+            f"{parity['n_grade_differs']} (away from a boundary: {parity['n_grade_differs_away_from_boundary']}): "
+            f"{parity.get('summary', '')}. Passed: {parity['passed']}. The LightGBM "
             "booster text (`model/booster_*.txt`) is the reference; ONNX Runtime computes in float32.",
         ]
     lines += [

@@ -324,6 +324,12 @@ def _write_core_files(
 
     parity = export_onnx(model, policy, now, rebuilt, root, scorer=scorer)
     write_json(root / ONNX_PARITY, parity)
+    if parity.get("passed") is False:
+        # a production copy that grades customers differently from the reference is not shipped
+        raise ArtifactError(
+            f"{cfg.name}: ONNX parity failed on {parity['customers']:,} customers: {parity['summary']}; "
+            "refusing to export"
+        )
 
     comparison = json.loads(outputs.comparison.read_text(encoding="utf-8"))
     holdout = json.loads(outputs.holdout_grades.read_text(encoding="utf-8"))
@@ -589,7 +595,9 @@ def _manifest(
             "passed": parity.get("passed"),
             "n_grade_differs": parity.get("n_grade_differs"),
             "n_within_error_of_boundary": parity.get("n_within_error_of_boundary"),
+            "n_grade_differs_away_from_boundary": parity.get("n_grade_differs_away_from_boundary"),
             "max_score_error": parity.get("max_score_error"),
+            "summary": parity.get("summary"),
         },
         "non_reproducible_files": list(NON_REPRODUCIBLE),
         "files": file_entries(root),

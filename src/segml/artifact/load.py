@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -491,6 +492,19 @@ def _read_table(path: Path) -> pd.DataFrame:
 # Grade
 
 
+def _with_missing_attributes(features: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.DataFrame:
+    """Attribute columns of the training population, added as missing when no customers file was given (the
+    model sends a missing attribute down its missing branch, as it does for an unseen level)."""
+    features = features.copy()
+    for column in feature_spec.get("columns", []):
+        name = column.get("name")
+        if not str(column.get("role", "")).startswith("attribute") or name in features.columns:
+            continue
+        dtype = "string" if column.get("dtype") == "string" else "float64"
+        features[name] = pd.Series(pd.NA if dtype == "string" else np.nan, index=features.index, dtype=dtype)
+    return features
+
+
 def grade(
     artifact_dir: Path | str | GradingArtifact,
     transactions: TableInput | Sequence[TableInput],
@@ -554,6 +568,8 @@ def grade(
             cutoff = as_of
         spec = dataclasses.replace(artifact.feature_config, engine="duckdb")
         features = build_features(clean.transactions, cutoff, spec, clean.customers)
+        if clean.customers is None:
+            features = _with_missing_attributes(features, artifact.feature_spec)
     if features.empty:
         raise InputFileError(f"transactions: no customer has data on or before {cutoff}")
     return artifact.score(features, reasons=reasons, refit_boundaries=refit_boundaries, as_of=cutoff)

@@ -178,7 +178,21 @@ def parity_report(
         "n_grade_differs": int(differs.sum()),
         "n_grade_differs_away_from_boundary": int((differs & ~near).sum()),
         "passed": bool(passed and not (differs & ~near).any()),
+        "summary": parity_summary(int(differs.sum()), int((differs & ~near).sum()), passed),
     }
+
+
+def parity_summary(n_differ: int, n_away: int, boosters_ok: bool = True) -> str:
+    """One sentence on the grades ONNX and LightGBM give: how many differ and whether all sit on a boundary."""
+    if not boosters_ok:
+        head = "booster outputs outside tolerance"
+        return head + (f"; {n_differ:,} grades differ" if n_differ else "")
+    if n_differ == 0:
+        return "no grade differs"
+    noun = "grade differs" if n_differ == 1 else "grades differ"
+    if n_away == 0:
+        return f"{n_differ:,} {noun}, all within float32 error of a boundary"
+    return f"{n_differ:,} {noun}, {n_away:,} of them away from a boundary"
 
 
 def export_onnx(

@@ -78,11 +78,7 @@ def register(app: typer.Typer) -> None:
             + ("; signed (manifest.sig)" if secret is not None else "")
         )
         if onnx.get("passed") is not None:
-            out.print(
-                f"  ONNX parity: {'passed' if onnx['passed'] else 'FAILED'}; grades differing: "
-                f"{onnx['n_grade_differs']} (customers within float32 error of a boundary: "
-                f"{onnx['n_within_error_of_boundary']})"
-            )
+            out.print(f"  ONNX parity: {'passed' if onnx['passed'] else 'FAILED'}; {_parity_summary(onnx)}")
         if run_id:
             from segml import tracking
 
@@ -157,7 +153,7 @@ def register(app: typer.Typer) -> None:
         if customers is None and loaded.data.customers is not None:
             console.print(
                 "warning: the model was trained with customer attributes but no --customers file was given: "
-                "attributes count as missing and customers without purchases are not graded",
+                "attributes are graded as missing and customers without purchases are not graded",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -227,8 +223,7 @@ def register(app: typer.Typer) -> None:
         )
         if onnx.get("passed") is not None:
             out.print(
-                f"  ONNX parity passed: {onnx['passed']} (grades differing {onnx['n_grade_differs']}, "
-                f"within float32 error of a boundary {onnx['n_within_error_of_boundary']})",
+                f"  ONNX parity: {'passed' if onnx['passed'] else 'FAILED'}; {_parity_summary(onnx)}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -286,6 +281,17 @@ def _with_hysteresis(loaded, graded, previous: Path, margin, periods, console):
         soft_wrap=True,
     )
     return graded
+
+
+def _parity_summary(onnx: dict) -> str:
+    """The parity sentence of a manifest's ``onnx`` block (rebuilt from the counts for older artifacts)."""
+    if onnx.get("summary"):
+        return str(onnx["summary"])
+    from segml.artifact.onnx_export import parity_summary
+
+    return parity_summary(
+        int(onnx.get("n_grade_differs") or 0), int(onnx.get("n_grade_differs_away_from_boundary") or 0)
+    )
 
 
 def _card_summary(card: str) -> str:
