@@ -339,3 +339,52 @@ def test_missing_lookup_file(tmp_path: Path) -> None:
     cfg = load_experiment(path, root=tmp_path)
     with pytest.raises(InputFileError, match=r"accounts\.csv: file not found"):
         run_ingest(cfg, today=TODAY)
+
+
+def test_parquet_lookup_with_typed_columns_next_to_a_plain_source(tmp_path: Path) -> None:
+    """A Parquet lookup with an integer key and a TIMESTAMP column; a second source without joins."""
+    root = tmp_path
+    (root / "raw").mkdir()
+    pd.DataFrame(
+        {
+            "order_no": [1, 2, 3],
+            "account": ["a1", "a2", None],
+            "placed": pd.to_datetime(["2024-01-02 10:00", "2024-01-03 11:00", "2024-01-04 12:00"]),
+        }
+    ).to_parquet(root / "raw" / "orders.parquet", index=False)
+    (root / "raw" / "lines.csv").write_text("order,value\n1,10\n2,20\n 3 ,30\n7,5\n", encoding="utf-8")
+    (root / "raw" / "shop.csv").write_text("cust,ts,value\nb1,2024-02-01,8\n", encoding="utf-8")
+    data = """\
+transactions:
+  - path: raw/lines.csv
+    joins: [{path: raw/orders.parquet, on_column: order, key: order_no, columns: [account, placed]}]
+    columns: {customer_id: account, timestamp: placed, amount: value, order_id: order}
+  - path: raw/shop.csv
+    columns: {customer_id: cust, timestamp: ts, amount: value}
+cleaning:
+  max_date: 2024-06-30
+"""
+    path = root / "experiments" / "mixed.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        "data:\n" + textwrap.indent(data, "  ") + "cutoffs:\n  calibration_end: 2024-03-31\n",
+        encoding="utf-8",
+    )
+    result = run_ingest(load_experiment(path, root=root), today=TODAY)
+    clean = pd.read_parquet(result.transactions_path)
+    assert clean[["source", "customer_id", "amount"]].values.tolist() == [
+        ["lines", "a1", 10.0],
+        ["lines", "a2", 20.0],
+        ["shop", "b1", 8.0],
+    ]
+    assert clean["timestamp"].iloc[0] == pd.Timestamp("2024-01-02 10:00")
+    quarantine = pd.read_parquet(result.quarantine_path)
+    # order 3 matches (trimmed text) but has no account; order 7 is not in the lookup
+    assert quarantine[["source", "source_row", "reason"]].values.tolist() == [
+        ["lines", 3, "missing_customer_id"],
+        ["lines", 4, "unmatched_lookup"],
+    ]
+    lines, shop = result.report["sources"]
+    assert lines["joins"][0]["lookup_rows"] == 3
+    assert lines["joins"][0]["rows_unmatched"] == 1
+    assert shop["joins"] == []

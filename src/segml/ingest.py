@@ -699,6 +699,9 @@ def _apply_joins(con: duckdb.DuckDBPyConnection, raw: _RawTable, max_bad_share: 
                     "(or of an earlier join); leave it out of columns"
                 )
         key_text = _text_expr(lookup, key)
+        without_key = con.execute(f"SELECT count(*) FROM {lookup.table} WHERE {key_text} IS NULL").fetchall()[
+            0
+        ][0]
         repeated, example = con.execute(
             f"SELECT count(*), min(k) FROM (SELECT k FROM (SELECT {key_text} AS k FROM {lookup.table}) "
             "WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1)"
@@ -743,6 +746,7 @@ def _apply_joins(con: duckdb.DuckDBPyConnection, raw: _RawTable, max_bad_share: 
                 "key": key,
                 "columns": brought,
                 "lookup_rows": int(lookup.rows_in),
+                "lookup_rows_without_key": int(without_key),  # empty key or a malformed line: never matched
                 "rows_unmatched": int(unmatched),
             }
         )
