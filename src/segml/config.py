@@ -98,6 +98,39 @@ DEFAULT_NULL_VALUES = ("", "NULL", "null", "NaN", "nan", "None", "NA", "N/A", "#
 
 
 @dataclass
+class SourceJoin:
+    """A lookup table joined onto a transaction source (``data.transactions[].joins[]``).
+
+    Each row of the source takes ``columns`` from the lookup row whose ``key`` equals the row's ``on_column``
+    (both compared as trimmed text). Joins apply in order, so a later join's ``on_column`` may name a column an
+    earlier join brought in. The key must be unique in the lookup; a row without a match is quarantined as
+    ``unmatched_lookup``.
+    """
+
+    path: str
+    #: column of the table joined so far (the source's own columns plus earlier joins' columns); named
+    #: ``on_column`` because YAML reads a bare ``on:`` key as the boolean true
+    on_column: str
+    #: column of the lookup file holding the same values; unique in that file
+    key: str
+    #: lookup columns brought in; the role mapping, filters and duplicate key may then name them
+    columns: list[str]
+    format: FileFormat = "auto"
+    delimiter: str | None = None
+    #: text encoding of a CSV or whitespace file
+    encoding: TextEncoding = "utf-8"
+
+    def check(self, where: str) -> None:
+        if not self.columns:
+            raise ConfigError(f"{where}.columns: name at least one column to bring in from {self.path}")
+        seen: set[str] = set()
+        for i, column in enumerate(self.columns):
+            if column.lower() in seen:
+                raise ConfigError(f"{where}.columns.{i}: column '{column}' is listed twice")
+            seen.add(column.lower())
+
+
+@dataclass
 class TransactionSource:
     """One transaction file and how its columns map to the data contract roles."""
 
@@ -119,6 +152,18 @@ class TransactionSource:
     non_product_pattern: str | None = None
     #: text encoding of a CSV or whitespace file
     encoding: TextEncoding = "utf-8"
+    #: lookups joined onto this file before the role mapping (see :class:`SourceJoin`)
+    joins: list[SourceJoin] = field(default_factory=list)
+    #: row filter: keep only rows whose column (trimmed text) is one of the values; column -> values
+    where: dict[str, list[str]] = field(default_factory=dict)
+    #: row filter: leave out rows whose column (trimmed text) is one of the values; column -> values
+    exclude: dict[str, list[str]] = field(default_factory=dict)
+
+    def check(self, where: str) -> None:
+        for section, filters in (("where", self.where), ("exclude", self.exclude)):
+            for column, values in filters.items():
+                if not values:
+                    raise ConfigError(f"{where}.{section}.{column}: list at least one value")
 
 
 @dataclass
@@ -154,13 +199,27 @@ class OutlierRule:
 
 
 @dataclass
+class DuplicateKey:
+    """``cleaning.duplicates: {key: [...]}``: rows of one source repeating these columns are duplicates."""
+
+    #: column names of the (joined) source table, e.g. [order_id, payment_sequential]
+    key: list[str]
+
+    def check(self, where: str) -> None:
+        if not self.key:
+            raise ConfigError(f"{where}.key: name at least one column")
+
+
+@dataclass
 class CleaningRules:
     """How ingest decides what to keep. Each rule is stated in the DQ report."""
 
     #: duplicates: "auto" = an order line repeated under the same order id is a duplicate; rows without
     #: order ids are kept even when identical (they may be real repeat purchases).  "drop_identical" also
-    #: quarantines identical rows without order ids; "keep" never quarantines duplicates.
-    duplicates: Literal["auto", "drop_identical", "keep"] = "auto"
+    #: quarantines identical rows without order ids; "keep" never quarantines duplicates.  ``{key: [col, …]}``:
+    #: rows of one source repeating the key columns are duplicates (the first in file order is kept; rows
+    #: with an empty key column are kept), e.g. [order_id, payment_sequential] for split payments.
+    duplicates: Literal["auto", "drop_identical", "keep"] | DuplicateKey = "auto"
     #: zero-amount rows: "keep" (a real, free transaction: counts as a purchase) or "quarantine"
     zero_amount: Literal["keep", "quarantine"] = "keep"
     #: returns (negative amounts / cancellations): "net" keeps them to net against spend; "quarantine"
@@ -513,10 +572,11 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{label}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         path = f"{where}.{unknown[0]}" if where else str(unknown[0])
-        raise ConfigError(f"unknown key '{path}' (allowed here: {', '.join(sorted(fields))})")
+        hint = " — YAML reads a bare on/off/yes/no key as true/false" if isinstance(unknown[0], bool) else ""
+        raise ConfigError(f"unknown key '{path}' (allowed here: {', '.join(sorted(fields))}){hint}")
     kwargs = {}
     for name, f in fields.items():
         key_path = f"{where}.{name}" if where else name
@@ -594,7 +654,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - a small typ
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors, shaped = [], []
         for arg in args:
             if arg is type(None):
                 continue
@@ -602,6 +662,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - a small typ
                 return _coerce(arg, value, where)
             except ConfigError as exc:
                 errors.append(str(exc))
+                shaped.append(dataclasses.is_dataclass(arg) == isinstance(value, dict))
+        if len(errors) > 1 and any(shaped):  # the message of the alternative shaped like the value
+            errors = [e for e, s in zip(errors, shaped, strict=True) if s]
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
     if origin is Literal:
         if value not in args:

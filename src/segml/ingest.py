@@ -9,15 +9,19 @@ Flow per transaction source (a file, or a DataFrame for tests):
    read first (duplicate or case-ambiguous names are an error naming both); lines with too few or too many
    fields or an unterminated quote are kept as ``malformed_row`` rows with their raw text, so one bad line
    never refuses the file; a file that is not in its ``encoding:`` is refused naming the line;
-2. **map and parse** the contract roles (customer id as trimmed text, timestamp, numbers) and refuse the
+2. **join** the source's lookups (``joins:``, each keyed by a unique column; a row without a match gets
+   ``unmatched_lookup``), so that the roles, filters and duplicate key may name the joined columns;
+3. **map and parse** the contract roles (customer id as trimmed text, timestamp, numbers) and refuse the
    file when one role fails on more than ``cleaning.max_bad_share`` of its rows (wrong column or type);
-3. **classify** every row of every source: each quarantine reason is a boolean condition and a row gets
-   the first true one in :data:`segml.schema.QUARANTINE_PRECEDENCE`; duplicates are looked for only among
+4. **classify** every row of every source: each reason is a boolean condition and a row gets the first true
+   one in :data:`segml.schema.ROW_PRECEDENCE` (rows left out by ``where:`` / ``exclude:`` get ``filtered``);
+   duplicates (identical rows, or rows repeating ``cleaning.duplicates.key``) are looked for only among
    rows that passed the reasons ranked above ``duplicate_row``;
-4. **flag** outliers on kept rows (``is_outlier``) and write clean transactions, the quarantine (original
+5. **flag** outliers on kept rows (``is_outlier``) and write clean transactions, the quarantine (original
    columns as text + ``source``, ``source_row``, ``reason``) and ``dq_report.json``.
 
-``rows_in == rows_kept + rows_quarantined`` is checked before anything is written.
+``rows_in == rows_kept + rows_quarantined`` is checked before anything is written (unmatched and filtered
+rows are in the quarantine file and its counts, under their own reasons).
 """
 
 from __future__ import annotations
@@ -34,14 +38,22 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from segml.config import CleaningRules, CustomerSource, ExperimentConfig, TransactionSource
+from segml.config import (
+    CleaningRules,
+    CustomerSource,
+    DuplicateKey,
+    ExperimentConfig,
+    SourceJoin,
+    TransactionSource,
+)
 from segml.errors import ConfigError, InputFileError
 from segml.schema import (
     CLEAN_TRANSACTION_COLUMNS,
     CUSTOMER_ROLES,
-    QUARANTINE_PRECEDENCE,
+    ROW_PRECEDENCE,
     TRANSACTION_ROLES,
     QuarantineReason,
+    SourceReason,
 )
 from segml.storage import atomic_path, write_json
 
@@ -58,6 +70,9 @@ QUARANTINE_CUSTOMERS_FILE = "quarantine_customers.parquet"
 
 _ROW = "__source_row"  # internal 1-based row number column of raw tables
 _RAW = "__raw_line"  # internal: the raw text of a malformed CSV line (NULL for parsed rows)
+_UNMATCHED = (
+    "__unmatched_join"  # internal: index of the first join a row found no match in (NULL: all matched)
+)
 _QUARANTINE_TAIL = ("source", "source_row", "reason", "raw_line")
 #: delimiters tried on a CSV header line when ``delimiter:`` is not set
 _DELIMITERS = (",", ";", "\t", "|")
@@ -156,6 +171,7 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         raws = _transaction_tables(data.transactions, [str(cfg.resolve(s.path)) for s in data.transactions])
         for raw in raws:
             _read_file(con, Path(raw.label), raw.source.format, raw.source.delimiter, raw)
+        _read_lookups(con, raws, cfg.resolve)
         customers_raw = None
         if data.customers is not None:
             customers_raw = _customer_table(data.customers, str(cfg.resolve(data.customers.path)))
@@ -209,6 +225,7 @@ def ingest_frames(
         One raw DataFrame per source, with the source's original column names (as read from a file).
     sources:
         The matching source configurations (``path`` is only used as a label; ``format`` is ignored).
+        Lookup files of ``joins:`` are read from their paths as given.
     rules:
         Cleaning rules (default: :class:`~segml.config.CleaningRules` defaults).
     today:
@@ -231,6 +248,7 @@ def ingest_frames(
         raws = _transaction_tables(sources, [source.path for source in sources])
         for frame, raw in zip(frames, raws, strict=True):
             _load_frame(con, frame, raw)
+        _read_lookups(con, raws, Path)
         customers_raw = None
         if customers is not None:
             if customer_source is None:
@@ -263,7 +281,7 @@ class _RawTable:
     name: str  # value of the ``source`` column
     label: str  # how error messages name the file
     config_key: str  # where the source sits in the YAML, for ConfigErrors
-    source: TransactionSource | CustomerSource
+    source: TransactionSource | CustomerSource | SourceJoin
     columns: list[str] = field(default_factory=list)  # original column names, file order
     types: dict[str, str] = field(default_factory=dict)
     rows_in: int = 0
@@ -273,6 +291,8 @@ class _RawTable:
     #: column -> the name of its trimmed text in :func:`_trimmed_from`
     trimmed: dict[str, str] = field(default_factory=dict)
     malformed: int = 0  # malformed CSV lines (kept as rows with reason malformed_row)
+    lookups: list[_RawTable] = field(default_factory=list)  # one per ``joins:`` entry, in order
+    joins_report: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _connect(threads: int | None, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
@@ -449,7 +469,9 @@ def _load_frame(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame, raw: _RawTa
 
 def _describe(con: duckdb.DuckDBPyConnection, raw: _RawTable) -> None:
     described = con.execute(f"DESCRIBE {raw.table}").fetchall()
-    raw.types = {name: str(col_type) for name, col_type, *_ in described if name not in (_ROW, _RAW)}
+    raw.types = {
+        name: str(col_type) for name, col_type, *_ in described if name not in (_ROW, _RAW, _UNMATCHED)
+    }
     raw.columns = list(raw.types)
     raw.rows_in = con.execute(f"SELECT count(*) FROM {raw.table}").fetchall()[0][0]
 
@@ -631,26 +653,156 @@ def _scan_csv(con: duckdb.DuckDBPyConnection, path: Path, options: str, skip: in
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Lookups (``joins:``) and row filters (``where:`` / ``exclude:``)
+
+
+def _read_lookups(con: duckdb.DuckDBPyConnection, raws: Sequence[_RawTable], resolve: Any) -> None:
+    """Load the lookup file of every ``joins:`` entry of every source (``raw_<i>_lookup_<j>``)."""
+    for raw in raws:
+        for j, join in enumerate(getattr(raw.source, "joins", None) or []):
+            lookup = _RawTable(
+                table=f"{raw.table}_lookup_{j}",
+                name=_stem(join.path),
+                label=str(resolve(join.path)),
+                config_key=f"{raw.config_key}.joins.{j}",
+                source=join,
+            )
+            _read_file(con, Path(lookup.label), join.format, join.delimiter, lookup)
+            raw.lookups.append(lookup)
+
+
+def _apply_joins(con: duckdb.DuckDBPyConnection, raw: _RawTable, max_bad_share: float) -> None:
+    """Join the source's lookups onto its raw table, in order, and make the result the source's raw table.
+
+    A left join on trimmed text (the lookup key unique, so the row count never changes); the index of the
+    first join a row finds no match in is kept in ``__unmatched_join`` (reason ``unmatched_lookup``). The
+    brought columns then count as the source's own: the role mapping, filters, duplicate key and the
+    quarantine file see them.
+    """
+    joins: list[SourceJoin] = getattr(raw.source, "joins", None) or []
+    if not joins:
+        return
+    rows_in = raw.rows_in
+    table = f"{raw.table}_joined_0"
+    con.execute(f"CREATE TABLE {table} AS SELECT *, CAST(NULL AS INTEGER) AS {_UNMATCHED} FROM {raw.table}")
+    for j, (join, lookup) in enumerate(zip(joins, raw.lookups, strict=True)):
+        where = f"{raw.config_key}.joins.{j}"
+        lookup.nulls = raw.nulls
+        on = _find_column(raw, join.on_column, f"{where}.on_column")
+        key = _find_column(lookup, join.key, f"{where}.key")
+        brought = [_find_column(lookup, c, f"{where}.columns.{i}") for i, c in enumerate(join.columns)]
+        present = {c.lower() for c in raw.columns}
+        for i, column in enumerate(brought):
+            if column.lower() in present:
+                raise ConfigError(
+                    f"{where}.columns.{i}: '{column}' of {lookup.label} is already a column of {raw.label} "
+                    "(or of an earlier join); leave it out of columns"
+                )
+        key_text = _text_expr(lookup, key)
+        without_key = con.execute(f"SELECT count(*) FROM {lookup.table} WHERE {key_text} IS NULL").fetchall()[
+            0
+        ][0]
+        repeated, example = con.execute(
+            f"SELECT count(*), min(k) FROM (SELECT k FROM (SELECT {key_text} AS k FROM {lookup.table}) "
+            "WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1)"
+        ).fetchall()[0]
+        if repeated:
+            raise InputFileError(
+                f"{lookup.label}: column '{key}' ({where}.key) is not a unique key: {repeated:,} "
+                f"{'value appears' if repeated == 1 else 'values appear'} more than once (e.g. {example!r}); "
+                "a lookup needs one row per key"
+            )
+        joined = f"{raw.table}_joined_{j + 1}"
+        con.execute(
+            f"""
+            CREATE TABLE {joined} AS
+            SELECT b.* EXCLUDE ({_UNMATCHED}, __on), {", ".join(f"l.{_ident(c)}" for c in brought)},
+                CASE WHEN b.{_UNMATCHED} IS NULL AND l.__key IS NULL THEN {j} ELSE b.{_UNMATCHED} END
+                    AS {_UNMATCHED}
+            FROM (SELECT *, {_text_expr(raw, on)} AS __on FROM {table}) b
+            LEFT JOIN (
+                SELECT {key_text} AS __key, {", ".join(_ident(c) for c in brought)} FROM {lookup.table}
+                WHERE {key_text} IS NOT NULL
+            ) l ON b.__on = l.__key
+            ORDER BY b.{_ROW}
+            """
+        )
+        con.execute(f"DROP TABLE {table}")
+        table = raw.table = joined
+        _describe(con, raw)
+        unmatched = con.execute(
+            f"SELECT count(*) FROM {table} WHERE {_UNMATCHED} = {j} AND {_RAW} IS NULL"
+        ).fetchall()[0][0]
+        if unmatched > max_bad_share * rows_in:
+            raise InputFileError(
+                f"{raw.label}: {unmatched:,} of {rows_in:,} rows find no row of {lookup.label} whose "
+                f"'{key}' equals their '{on}' ({where}) — wrong on_column or key?"
+            )
+        raw.joins_report.append(
+            {
+                "path": lookup.label,
+                "format": lookup.format,
+                "on_column": on,
+                "key": key,
+                "columns": brought,
+                "lookup_rows": int(lookup.rows_in),
+                "lookup_rows_without_key": int(without_key),  # empty key or a malformed line: never matched
+                "rows_unmatched": int(unmatched),
+            }
+        )
+    if raw.rows_in != rows_in:  # pragma: no cover - a unique key cannot multiply rows
+        raise RuntimeError(f"join changed the row count of {raw.label}: {rows_in} -> {raw.rows_in}")
+
+
+def _filter_expr(raw: _RawTable) -> str:
+    """True for a row the source's ``where:`` / ``exclude:`` leaves out (compared as trimmed text; an empty
+    value is in no list, so ``where:`` leaves it out and ``exclude:`` keeps it)."""
+    source = raw.source
+    conditions = []
+    for section in ("where", "exclude"):
+        for column, values in (getattr(source, section, None) or {}).items():
+            actual = _find_column(raw, column, f"{raw.config_key}.{section}.{column}")
+            listed = ", ".join(_literal(str(v).strip()) for v in values)
+            member = f"coalesce({_text_expr(raw, actual)} IN ({listed}), false)"
+            conditions.append(f"NOT {member}" if section == "where" else member)
+    return f"({' OR '.join(conditions)})" if conditions else "false"
+
+
+def _duplicate_key_expr(raw: _RawTable, rules: CleaningRules) -> str:
+    """The ``cleaning.duplicates.key`` columns of a row as a text list (NULL when one is empty)."""
+    if not isinstance(rules.duplicates, DuplicateKey):
+        return "CAST(NULL AS VARCHAR[])"
+    parts = [
+        _text_expr(raw, _find_column(raw, column, f"data.cleaning.duplicates.key.{i}"))
+        for i, column in enumerate(rules.duplicates.key)
+    ]
+    empty = " OR ".join(f"{part} IS NULL" for part in parts)
+    return f"CASE WHEN {empty} THEN CAST(NULL AS VARCHAR[]) ELSE list_value({', '.join(parts)}) END"
+
+
+def _find_column(raw: _RawTable, column: str, what: str) -> str:
+    """The actual name of ``column`` in ``raw`` (exact, else the one column equal ignoring case)."""
+    if column in raw.types:
+        return column
+    matches = [col for col in raw.columns if col.lower() == column.lower()]
+    if len(matches) == 1:  # DuckDB identifiers are case-insensitive anyway
+        return matches[0]
+    raise InputFileError(
+        f"{raw.label}: column '{column}' ({what}) not found; columns are: {', '.join(raw.columns)}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Mapping and parsing
 
 
 def _map_columns(raw: _RawTable, roles: Sequence[str]) -> dict[str, str]:
     """Role -> actual column name in ``raw``; InputFileError naming the file when a column is absent."""
     mapping = {}
-    by_lower: dict[str, list[str]] = {}
-    for col in raw.columns:
-        by_lower.setdefault(col.lower(), []).append(col)
     for role, column in raw.source.columns.items():
         if role not in roles:
             raise ConfigError(f"{raw.config_key}.columns: unknown role '{role}' (roles: {', '.join(roles)})")
-        if column in raw.types:
-            mapping[role] = column
-        elif len(by_lower.get(column.lower(), [])) == 1:  # DuckDB identifiers are case-insensitive anyway
-            mapping[role] = by_lower[column.lower()][0]
-        else:
-            raise InputFileError(
-                f"{raw.label}: column '{column}' (role {role}) not found; columns are: {', '.join(raw.columns)}"
-            )
+        mapping[role] = _find_column(raw, column, f"role {role}")
     return mapping
 
 
@@ -736,13 +888,16 @@ def _check_required_roles(raw: _RawTable) -> None:
 
 
 def _typed_transactions(
-    con: duckdb.DuckDBPyConnection, raw: _RawTable, index: int, max_bad_share: float
+    con: duckdb.DuckDBPyConnection, raw: _RawTable, index: int, rules: CleaningRules
 ) -> str:
-    """Create ``typed_<index>``: one row per raw row with parsed roles and per-role failure flags."""
+    """Create ``typed_<index>``: one row per raw row with parsed roles, per-role failure flags, the lookup
+    and filter flags and the duplicate key."""
     source: TransactionSource = raw.source  # type: ignore[assignment]
+    max_bad_share = rules.max_bad_share
     _check_format_and_pattern(con, raw)
     mapping = _map_columns(raw, TRANSACTION_ROLES)
     source_table = _trimmed_from(raw, mapping)
+    unmatched = f"{_UNMATCHED} IS NOT NULL" if source.joins else "false"
 
     def text(role: str) -> str:
         return _text_expr(raw, mapping[role]) if role in mapping else "CAST(NULL AS VARCHAR)"
@@ -751,15 +906,17 @@ def _typed_transactions(
         return _number_expr(raw, mapping[role]) if role in mapping else "CAST(NULL AS DOUBLE)"
 
     amount = number("amount") if "amount" in mapping else f"({number('quantity')} * {number('unit_price')})"
-    # a malformed line has no fields: it fails no role (its reason is malformed_row)
+    # a malformed line has no fields, an unmatched or filtered row is set aside before its values are
+    # examined: they fail no role (and do not count towards refusing the file)
+    examined = "NOT (is_malformed OR is_unmatched OR is_filtered)"
     fails = [
-        "(NOT is_malformed AND customer_id IS NULL) AS fail_customer_id",
-        "(NOT is_malformed AND timestamp IS NULL) AS fail_timestamp",
+        f"({examined} AND customer_id IS NULL) AS fail_customer_id",
+        f"({examined} AND timestamp IS NULL) AS fail_timestamp",
     ]
     for role in ("amount", "quantity", "unit_price"):
         parsed = "amount_parsed" if role == "amount" else role
         fails.append(
-            f"(NOT is_malformed AND {_literal(role in mapping)} AND NOT coalesce(isfinite({parsed}), false)) "
+            f"({examined} AND {_literal(role in mapping)} AND NOT coalesce(isfinite({parsed}), false)) "
             f"AS fail_{role}"
         )
     non_product = []
@@ -789,12 +946,16 @@ def _typed_transactions(
                 {number("unit_price")} AS unit_price,
                 {text("product_id")} AS product_id,
                 {text("channel")} AS channel,
-                {_RAW} IS NOT NULL AS is_malformed
+                {_RAW} IS NOT NULL AS is_malformed,
+                {unmatched} AS is_unmatched,
+                {_filter_expr(raw)} AS is_filtered,
+                {_duplicate_key_expr(raw, rules)} AS duplicate_key
             FROM {source_table}
         )
         SELECT
             source_index, source, source_row, customer_id, order_id, timestamp,
             amount_parsed AS amount, quantity, unit_price, product_id, channel, is_malformed,
+            is_unmatched, is_filtered, duplicate_key,
             {", ".join(fails)},
             {non_product_expr} AS is_non_product,
             {cancellation} AS is_cancellation
@@ -859,6 +1020,8 @@ def _reason_conditions(rules: CleaningRules, max_date: dt.date) -> dict[Quaranti
     outliers = rules.outliers
     conditions = {
         R.MALFORMED_ROW: "is_malformed",
+        SourceReason.UNMATCHED_LOOKUP: "is_unmatched",
+        SourceReason.FILTERED: "is_filtered",
         R.MISSING_CUSTOMER_ID: "fail_customer_id",
         R.UNPARSEABLE_TIMESTAMP: "fail_timestamp",
         R.TIMESTAMP_OUT_OF_RANGE: f"coalesce(timestamp < TIMESTAMP '{rules.min_date.isoformat()}', false)",
@@ -876,13 +1039,15 @@ def _reason_conditions(rules: CleaningRules, max_date: dt.date) -> dict[Quaranti
             else "false"
         ),
     }
-    missing = set(QuarantineReason) - set(conditions)
+    missing = set(ROW_PRECEDENCE) - set(conditions)
     if missing:  # pragma: no cover - guards schema.py and this module drifting apart
         raise RuntimeError(f"ingest has no rule for quarantine reasons {sorted(missing)}")
     return conditions
 
 
 def _duplicate_condition(rules: CleaningRules) -> str:
+    if isinstance(rules.duplicates, DuplicateKey):
+        return "duplicate_key IS NOT NULL"  # rows with an empty key column are kept
     if rules.duplicates == "keep":
         return "false"
     if rules.duplicates == "drop_identical":
@@ -895,10 +1060,13 @@ def _classify(
 ) -> None:
     """Create ``classified``: every row with its single ``reason`` (NULL = kept), signed amounts, flags."""
     conditions = _reason_conditions(rules, max_date)
-    dup_rank = QUARANTINE_PRECEDENCE.index(QuarantineReason.DUPLICATE_ROW)
-    before_dup = [conditions[r] for r in QUARANTINE_PRECEDENCE[:dup_rank]]
+    dup_rank = ROW_PRECEDENCE.index(QuarantineReason.DUPLICATE_ROW)
+    before_dup = [conditions[r] for r in ROW_PRECEDENCE[:dup_rank]]
     eligible = f"NOT ({' OR '.join(before_dup)})" if before_dup else "true"
-    identity = ", ".join(["source", *_ROLE_COLUMNS])
+    if isinstance(rules.duplicates, DuplicateKey):
+        identity = "source, duplicate_key"
+    else:
+        identity = ", ".join(["source", *_ROLE_COLUMNS])
     union = " UNION ALL ".join(f"SELECT * FROM {t}" for t in typed_tables)
     con.execute(
         f"""
@@ -917,7 +1085,7 @@ def _classify(
         FROM flagged
         """
     )
-    reason_case = " ".join(f"WHEN {conditions[r]} THEN '{r.value}'" for r in QUARANTINE_PRECEDENCE)
+    reason_case = " ".join(f"WHEN {conditions[r]} THEN '{r.value}'" for r in ROW_PRECEDENCE)
     con.execute(
         f"""
         CREATE TABLE classified AS
@@ -972,7 +1140,8 @@ def _ingest_tables(
         raw.nulls = tuple(rules.null_values)
     typed = []
     for index, raw in enumerate(raws):
-        typed.append(_typed_transactions(con, raw, index, rules.max_bad_share))
+        _apply_joins(con, raw, rules.max_bad_share)
+        typed.append(_typed_transactions(con, raw, index, rules))
     _classify(con, typed, rules, max_date)
     outlier_rule = _flag_outliers(con, rules)
 
@@ -1026,7 +1195,7 @@ def _build_quarantine(
 
 def _by_reason(rows: Sequence[tuple[str, int]]) -> dict[str, int]:
     counts = dict(rows)
-    return {r.value: int(counts[r.value]) for r in QUARANTINE_PRECEDENCE if counts.get(r.value)}
+    return {r.value: int(counts[r.value]) for r in ROW_PRECEDENCE if counts.get(r.value)}
 
 
 def _transaction_report(
@@ -1099,14 +1268,21 @@ def _transaction_report(
             "rows_kept": int(src_kept),
             "rows_quarantined": int(sum(n for _, n in own)),
             "by_reason": _by_reason(own),
+            "joins": list(raw.joins_report),
+            "where": {column: list(values) for column, values in src.where.items()},
+            "exclude": {column: list(values) for column, values in src.exclude.items()},
         }
         if raw.rows_with_extra_fields is not None:
             entry["rows_with_extra_fields"] = int(raw.rows_with_extra_fields)
         sources.append(entry)
     outliers = rules.outliers
     rules_report = {
-        "precedence": [r.value for r in QUARANTINE_PRECEDENCE],
-        "duplicates": rules.duplicates,
+        "precedence": [r.value for r in ROW_PRECEDENCE],
+        "duplicates": (
+            f"key: {', '.join(rules.duplicates.key)}"
+            if isinstance(rules.duplicates, DuplicateKey)
+            else rules.duplicates
+        ),
         "zero_amount": rules.zero_amount,
         "returns": rules.returns,
         "min_date": rules.min_date.isoformat(),

@@ -2,7 +2,7 @@
 
 A user's file may use any column names; the experiment YAML maps them to these roles. Ingest produces
 clean transactions with exactly :data:`CLEAN_TRANSACTION_COLUMNS` and a quarantine file holding the
-original columns plus ``reason`` (one of :class:`QuarantineReason`) and, for a malformed CSV line, its raw
+original columns plus ``reason`` (one of :class:`QuarantineReason` or :class:`SourceReason`) and, for a malformed CSV line, its raw
 text (``raw_line``).
 """
 
@@ -59,5 +59,24 @@ class QuarantineReason(StrEnum):
     OUTLIER_AMOUNT = "outlier_amount"  # only when cleaning.outliers.quarantine_above is set
 
 
-#: precedence, highest first
+#: precedence of the data-quality reasons, highest first
 QUARANTINE_PRECEDENCE: tuple[QuarantineReason, ...] = tuple(QuarantineReason)
+
+
+class SourceReason(StrEnum):
+    """Why a row was set aside by its source's own declaration (``joins:``, ``where:`` / ``exclude:``) rather
+    than for a fault in its values. Such rows go to the quarantine file too, so every row is accounted for."""
+
+    UNMATCHED_LOOKUP = "unmatched_lookup"  # its ``on`` value has no row in a lookup of ``joins:``
+    FILTERED = "filtered"  # left out by the source's ``where:`` / ``exclude:`` row filter
+
+
+#: precedence of every reason ingest gives, highest first: a malformed line first (it has no fields), then a
+#: row a lookup cannot complete (its joined columns are empty), then rows outside the declared scope (their
+#: values are not examined further), then the data-quality reasons
+ROW_PRECEDENCE: tuple[str, ...] = (
+    QuarantineReason.MALFORMED_ROW,
+    SourceReason.UNMATCHED_LOOKUP,
+    SourceReason.FILTERED,
+    *QUARANTINE_PRECEDENCE[1:],
+)

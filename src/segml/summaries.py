@@ -278,6 +278,7 @@ REASON_LABELS = {
     "zero_amount": "amount of zero",
     "return": "return or refund",
     "outlier_amount": "amount above the accepted maximum",
+    "unmatched_lookup": "no matching row in a lookup table",
     "filtered": "left out by a row filter of the experiment",
     "duplicate_customer": "duplicate customer record",
 }
