@@ -17,7 +17,8 @@ its forecast, and turns that into a per-band factor:
 The factors are adopted only when they help on customers they were not fitted on: the fold's buyers are split
 in two halves by a hash of the customer id, factors fitted on one half are scored on the other (decile MAPE of the
 forecast scaled to the fold's realised total, so that only the shape is judged; normalized Gini), and the
-calibration is kept when the cross-fitted decile MAPE is lower and the Gini is no
+calibration is kept when the cross-fitted decile MAPE is lower by more than the blend's tie slack (10 %,
+:data:`segml.models.blend.MAPE_SLACK`) and the Gini is no
 more than :data:`GINI_TOLERANCE` below the unadjusted forecast's. The kept factors are then fitted on all
 buyers of the fold. The state is JSON (each band's median recency in days and its factor); between those
 points the factor is interpolated log-linearly, beyond them it is flat.
@@ -157,10 +158,13 @@ def choose_lapse(features: pd.DataFrame, actual: np.ndarray, predicted: np.ndarr
             "total_error": float(total_error(actual, values)),
         }
 
+    from segml.models.blend import MAPE_SLACK
+
     before, after = score(predicted), score(adjusted)
+    # a decile MAPE within the blend's tie slack of the uncalibrated one is no evidence of a miscalibration
     adopted = bool(
         np.isfinite(after["decile_mape"])
-        and after["decile_mape"] < before["decile_mape"]
+        and after["decile_mape"] < before["decile_mape"] * (1.0 - MAPE_SLACK)
         and after["gini"] >= before["gini"] - GINI_TOLERANCE
         and max(whole["factors"]) - min(whole["factors"]) > 1e-9
     )

@@ -1017,7 +1017,7 @@ class PotentialValueModel(BaseEstimator):
         best = selection.loc[selection["selected"]].iloc[0]
 
         self.selection_ = selection
-        blend_params, validation_forecast = self._choose_blend(
+        blend_params, validation_components = self._choose_blend(
             validation, validation_spend, validation_prediction, start, validation_cutoff, inner_horizon
         )
         self.params_ = {
@@ -1028,9 +1028,15 @@ class PotentialValueModel(BaseEstimator):
             "rounds": dict(best["rounds"]),
             "step_days": step,
             "blend": blend_params,
-            "lapse": self._choose_lapse(validation, validation_spend, validation_forecast),
+            "lapse": None,
         }
         self._fit_final(outer, outer_cutoffs, start, calibration_end, numeric, spec, customers, history)
+        # the recency calibration is measured on the forecast it will correct: this final model's own, at the
+        # validation cutoff (its rows are in the final fit, so the measured miscalibration is if anything
+        # smaller than out of sample: the calibration stays conservative)
+        self.params_["lapse"] = self._choose_lapse(
+            validation, validation_spend, validation_components, validation_cutoff, inner_horizon
+        )
         return self
 
     def _choose_blend(
@@ -1041,13 +1047,13 @@ class PotentialValueModel(BaseEstimator):
         start: dt.date,
         validation_cutoff: dt.date,
         horizon_days: int,
-    ) -> tuple[dict[str, Any] | None, np.ndarray]:
+    ) -> tuple[dict[str, Any] | None, dict[str, np.ndarray]]:
         """Blend weights of the GBM forecast, the past-spend run-rate and BG/NBD + Gamma-Gamma, chosen on the
         validation fold (see :func:`segml.models.blend.choose_blend`; None when ``blend="none"``), and the
-        blended validation forecast."""
+        validation components (``gbm`` alone when there is no blend)."""
         self.blend_selection_ = None
         if self.blend == "none":
-            return None, validation_prediction
+            return None, {"gbm": validation_prediction}
         from segml.models import blend
 
         components = blend.component_predictions(
@@ -1059,18 +1065,36 @@ class PotentialValueModel(BaseEstimator):
         )
         weights, table = blend.choose_blend(validation_spend, components)
         self.blend_selection_ = table
-        return {"weights": weights}, blend.blend_predictions(components, weights)
+        return {"weights": weights}, components
 
     def _choose_lapse(
-        self, validation: pd.DataFrame, validation_spend: np.ndarray, validation_forecast: np.ndarray
+        self,
+        validation: pd.DataFrame,
+        validation_spend: np.ndarray,
+        components: dict[str, np.ndarray],
+        validation_cutoff: dt.date,
+        horizon_days: int,
     ) -> dict[str, Any] | None:
-        """Recency calibration of the (blended) forecast, fitted and adopted or not on the validation fold
-        (see :mod:`segml.models.lapse`); None when ``lapse="none"``."""
+        """Recency calibration of the fitted model's (blended) forecast over the validation window, fitted
+        and adopted or not on the validation fold (see :mod:`segml.models.lapse`); None when
+        ``lapse="none"``. The blend's run-rate and BTYD components are the ones of the blend choice (as of the
+        validation cutoff); the GBM component is this model's."""
         if self.lapse == "none":
             return None
-        from segml.models import lapse
+        from segml.models import blend, lapse
 
-        return lapse.choose_lapse(validation, validation_spend, validation_forecast)
+        fitted = _Fitted(self.objective_, self.boosters_, self.n_estimators_)
+        rate = _apply_spread(
+            fitted.rate(self._columns().matrix(validation, horizon_days)), self.params_["spread"]
+        )
+        gbm = rate * season_weight(self.season_profile_, [validation_cutoff], horizon_days)[0]
+        blend_params = self.params_.get("blend")
+        forecast = (
+            gbm
+            if blend_params is None
+            else blend.blend_predictions({**components, "gbm": gbm}, blend_params["weights"])
+        )
+        return lapse.choose_lapse(validation, validation_spend, forecast)
 
     def _select(
         self,
