@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -490,6 +492,9 @@ def spark_session(settings: SparkSettings | None = None, shuffle_partitions: int
     }
     if settings.warehouse_dir is not None:
         options["spark.sql.warehouse.dir"] = settings.warehouse_dir
+    # Python workers run PYSPARK_PYTHON (pyspark's default is whatever `python3` is on PATH): default to
+    # this interpreter, or spark.pyspark.python when the executors' Python lives elsewhere
+    os.environ.setdefault("PYSPARK_PYTHON", settings.conf.get("spark.pyspark.python", sys.executable))
     builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
     for key, value in options.items():
         builder = builder.config(key, value)

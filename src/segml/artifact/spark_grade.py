@@ -146,7 +146,8 @@ def grade_on_spark(
     partition_by:
         Columns to partition the dataset by (:data:`PARTITION_COLUMNS`), e.g. ``["grade"]``.
     spark:
-        The ``spark:`` settings (master, conf, ...); default ``local[2]``.
+        The ``spark:`` settings (master, conf, ...); default: the active session (any master), else
+        ``local[2]``.
     work_dir:
         Where the clean input is written for Spark to read (default a temporary folder on the driver; on a
         multi-machine cluster give a folder every executor can read).
@@ -164,7 +165,7 @@ def grade_on_spark(
         Bad input (named), no row survived cleaning, no customer has data on or before the cutoff, or a
         partition column the grades do not have.
     """
-    from segml.features import spark_features, spark_session
+    from segml.features import spark_features
 
     unknown = [c for c in partition_by if c not in PARTITION_COLUMNS]
     if unknown:
@@ -195,11 +196,11 @@ def grade_on_spark(
             cutoff = as_of
         schema = _grades_schema(artifact, reasons, cutoff)
         spec = dataclasses.replace(artifact.feature_config, engine="spark")
-        session = spark_session(spark)
         with spark_features(clean.transactions, cutoff, spec, clean.customers, spark=spark) as (
             features,
             attributes,
         ):
+            session = features.sparkSession
             grader = _BatchGrader(artifact, attributes, clean.customers is not None, reasons, cutoff, schema)
             graded = features.mapInArrow(grader, _spark_schema(schema))
             if partition_by:
