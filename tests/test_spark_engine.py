@@ -24,7 +24,7 @@ from segml.artifact.load import grade
 from segml.cli import app
 from segml.config import SparkSettings, load_experiment
 from segml.errors import SegmlError
-from segml.features import build_features, spark_session, training_frame
+from segml.features import build_features, run_features, spark_session, training_frame
 from segml.ingest import run_ingest
 from segml.pipeline import run_pipeline, stages_between
 
@@ -215,7 +215,7 @@ def cluster_settings(cluster: str) -> SparkSettings:
 
 
 def test_features_and_grades_on_a_standalone_cluster(
-    exported, cluster_settings: SparkSettings, tmp_path: Path, monkeypatch
+    exported, cluster: str, cluster_settings: SparkSettings, tmp_path: Path, monkeypatch
 ) -> None:
     cfg, path = exported
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
@@ -228,6 +228,10 @@ def test_features_and_grades_on_a_standalone_cluster(
         assert session.sparkContext.master == cluster_settings.master
         assert session.conf.get("spark.sql.session.timeZone") == "UTC"
         t0 = time.perf_counter()
+        # the experiment's own settings: `engine: spark` and a `spark:` section naming the cluster
+        on_yaml = load_experiment(cfg.source_path, ["engine=spark", f"spark.master={cluster}"], root=cfg.root)
+        on_yaml.spark.conf.update(cluster_settings.conf)
+        features_file, n_customers = run_features(on_yaml, as_of)
         on_cluster = build_features(transactions, as_of, cfg.features, customers, engine="spark")
         frame_on_cluster = training_frame(
             transactions, cutoffs, 90, cfg.features, customers, engine="spark", spark=cluster_settings
@@ -246,6 +250,8 @@ def test_features_and_grades_on_a_standalone_cluster(
     duck = build_features(transactions, as_of, cfg.features, customers)
     assert len(duck) == 800
     assert_same(on_cluster, duck)
+    assert n_customers == 800 and on_yaml.features.engine == "spark"
+    assert_same(pd.read_parquet(features_file), duck)
     assert_same(frame_on_cluster, training_frame(transactions, cutoffs, 90, cfg.features, customers))
     expected = _duckdb_grades(cfg, path)
     got = _read_spark_grades(out, expected)
