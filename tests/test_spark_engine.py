@@ -23,7 +23,7 @@ from segml.artifact import export_artifact, load_artifact
 from segml.artifact.load import grade
 from segml.cli import app
 from segml.config import SparkSettings, load_experiment
-from segml.errors import SegmlError
+from segml.errors import InputFileError, SegmlError
 from segml.features import build_features, run_features, spark_session, training_frame
 from segml.ingest import run_ingest
 from segml.pipeline import run_pipeline, stages_between
@@ -101,6 +101,13 @@ def test_grade_cli_on_local_spark_equals_duckdb(exported, tmp_path: Path, monkey
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert "on Spark (local[2]): 800 customers" in result.output
+        # a cutoff before every purchase: one line, and no output folder left behind
+        from segml.artifact.spark_grade import grade_on_spark
+
+        early = tmp_path / "early"
+        with pytest.raises(InputFileError, match="no customer has data on or before 1990-01-01"):
+            grade_on_spark(path, transactions, early, customers, as_of="1990-01-01")
+        assert not early.exists() and not list(tmp_path.glob(".early.*"))
         # an active session on another master is refused in one line, not replaced behind the user's back
         with pytest.raises(SegmlError, match=r"a Spark session is already active on local\[2\]"):
             spark_session(SparkSettings(master="local[1]"))

@@ -507,10 +507,12 @@ class _SparkEngine:
     """Runs the same SQL texts through a SparkSession; intermediate tables are cached temp views."""
 
     def __init__(self, settings: SparkSettings | None = None) -> None:
-        from pyspark.sql import SparkSession
+        active = None
+        if settings is None:  # the Python API without settings: an active session on any master is used
+            with contextlib.suppress(ImportError):  # spark_session says how to install pyspark
+                from pyspark.sql import SparkSession
 
-        # without settings (the Python API) an active session on any master is used as it is
-        active = SparkSession.getActiveSession() if settings is None else None
+                active = SparkSession.getActiveSession()
         self.spark = active or spark_session(settings)
         self._cached: list[Any] = []
         self._views: list[str] = []

@@ -116,6 +116,18 @@ class _BatchGrader:
             yield from table.to_batches()
 
 
+def _grade_counts(session: Any, folder: str) -> dict[str, int]:
+    """Customers per grade in a written grades dataset (empty when no part file was written)."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        grades = session.read.parquet(folder)
+    except AnalysisException:  # no rows: Spark wrote no part file to infer a schema from
+        return {}
+    rows = grades.groupBy("grade").count().withColumnRenamed("count", "n").collect()
+    return {str(row["grade"]): int(row["n"]) for row in rows}
+
+
 def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
@@ -214,15 +226,13 @@ def grade_on_spark(
             writer = graded.write.mode("overwrite")
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
-            writer.parquet(staging)
-        counts = {
-            str(row["grade"]): int(row["n"])
-            for row in session.read.parquet(staging)
-            .groupBy("grade")
-            .count()
-            .withColumnRenamed("count", "n")
-            .collect()
-        }
+            try:
+                writer.parquet(staging)
+                counts = _grade_counts(session, staging)
+            except BaseException:
+                if staging != target:  # a failed write leaves nothing behind
+                    shutil.rmtree(staging, ignore_errors=True)
+                raise
     if not counts:
         if staging != target:
             shutil.rmtree(staging, ignore_errors=True)
