@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from segml.config import ExperimentConfig, apply_override, load_experiment
+from segml.config import ExperimentConfig, SparkSettings, apply_override, load_experiment
 from segml.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +111,71 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     path = _write(tmp_path, "data: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_experiment(path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# engine and spark:
+
+
+def test_engine_and_its_alias(tmp_path: Path) -> None:
+    cfg = load_experiment(_write(tmp_path, MINIMAL))
+    assert cfg.engine == cfg.features.engine == "duckdb"
+    assert cfg.spark == SparkSettings(master="local[2]", app_name="segml", conf={}, warehouse_dir=None)
+    cfg = load_experiment(_write(tmp_path, MINIMAL + "engine: spark\n"))
+    assert cfg.engine == cfg.features.engine == "spark"
+    cfg = load_experiment(_write(tmp_path, MINIMAL + "features:\n  engine: spark\n"))
+    assert cfg.engine == cfg.features.engine == "spark"
+    cfg = load_experiment(_write(tmp_path, MINIMAL + "engine: spark\nfeatures:\n  engine: spark\n"))
+    assert cfg.engine == "spark"
+    assert load_experiment(_write(tmp_path, MINIMAL), ["engine=spark"]).features.engine == "spark"
+    path = _write(tmp_path, MINIMAL + "engine: spark\nfeatures:\n  engine: duckdb\n")
+    with pytest.raises(ConfigError, match=r"engine: 'spark' differs from features\.engine: 'duckdb'") as err:
+        load_experiment(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"engine: 'polars' is not one of 'duckdb', 'spark'"):
+        load_experiment(_write(tmp_path, MINIMAL + "engine: polars\n"))
+
+
+def test_spark_section(tmp_path: Path) -> None:
+    text = MINIMAL + textwrap.dedent(
+        """
+        engine: spark
+        spark:
+          master: spark://10.0.0.5:7077
+          app_name: grading
+          conf: {spark.executor.memory: 4g, spark.sql.shuffle.partitions: 64}
+          warehouse_dir: /shared/warehouse
+        """
+    )
+    cfg = load_experiment(_write(tmp_path, text))
+    assert cfg.spark.master == "spark://10.0.0.5:7077" and cfg.spark.app_name == "grading"
+    assert cfg.spark.conf == {"spark.executor.memory": "4g", "spark.sql.shuffle.partitions": "64"}
+    assert cfg.spark.warehouse_dir == "/shared/warehouse"
+    for master in ("local[1]", "local[*]", "spark://a:1,b:2", "yarn", "k8s://https://api.example:6443"):
+        assert load_experiment(_write(tmp_path, MINIMAL), [f"spark.master={master}"]).spark.master == master
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("spark.master=local[0]", r"spark\.master: 'local\[0\]' is not a Spark master \(local\[N\]"),
+        ("spark.master=spark://host", r"spark\.master: 'spark://host' is not a Spark master"),
+        ("spark.master=mesos://h:5050", r"spark\.master: 'mesos://h:5050' is not a Spark master"),
+        ("spark.conf.spark.sql.session.timeZone=Asia/Taipei", r"spark\.conf\.spark\.sql\.session\.timeZone"),
+        ("spark.mastr=yarn", r"unknown key 'spark\.mastr' \(allowed here: app_name, conf, master"),
+        ("spark.conf=4g", r"spark\.conf: expected a mapping"),
+    ],
+)
+def test_spark_section_refusals(tmp_path: Path, override: str, message: str) -> None:
+    path = _write(tmp_path, MINIMAL)
+    if override.startswith("spark.conf.spark"):  # a dotted Spark key cannot go through --set
+        path = _write(tmp_path, MINIMAL + "spark:\n  conf: {spark.sql.session.timeZone: Asia/Taipei}\n")
+        override = None
+    with pytest.raises(ConfigError, match=message) as err:
+        load_experiment(path, [override] if override else [])
+    assert "\n" not in str(err.value)
+
+
+def test_utc_conf_is_accepted(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "spark:\n  conf: {spark.sql.session.timeZone: UTC}\n")
+    assert load_experiment(path).spark.conf == {"spark.sql.session.timeZone": "UTC"}

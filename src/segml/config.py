@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -274,6 +275,41 @@ class FeatureConfig:
     memory_limit: str | None = None
 
 
+#: engine of the whole run: the top-level ``engine:`` key (``features.engine`` is its older alias)
+Engine = Literal["duckdb", "spark"]
+#: Spark master URLs segml accepts: local[N] / local[*], standalone, YARN, Kubernetes
+_SPARK_MASTER = re.compile(
+    r"local\[([1-9][0-9]*|\*)\]|spark://[^\s:/,]+:[0-9]+(,[^\s:/,]+:[0-9]+)*|yarn|k8s://\S+"
+)
+_SPARK_TIME_ZONE = "spark.sql.session.timeZone"
+
+
+@dataclass
+class SparkSettings:
+    """``spark:`` section: the session built when ``engine: spark`` (see docs/features.md, "Spark")."""
+
+    #: ``local[N]``, ``local[*]``, ``spark://host:port``, ``yarn`` or ``k8s://...``
+    master: str = "local[2]"
+    app_name: str = "segml"
+    #: extra Spark settings passed to the session builder (``spark.executor.memory: 4g``, ...)
+    conf: dict[str, str] = field(default_factory=dict)
+    #: ``spark.sql.warehouse.dir`` (default: Spark's own, ``spark-warehouse`` in the working directory)
+    warehouse_dir: str | None = None
+
+    def check(self, where: str) -> None:
+        if not _SPARK_MASTER.fullmatch(self.master):
+            raise ConfigError(
+                f"{where}.master: {self.master!r} is not a Spark master (local[N], local[*], "
+                "spark://host:port, yarn or k8s://...)"
+            )
+        zone = self.conf.get(_SPARK_TIME_ZONE)
+        if zone is not None and zone != "UTC":
+            raise ConfigError(
+                f"{where}.conf.{_SPARK_TIME_ZONE}: {zone!r} — segml runs Spark in UTC so that dates match "
+                "DuckDB; remove the setting"
+            )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # models: section
 
@@ -401,6 +437,9 @@ class ExperimentConfig:
     data: DataConfig
     cutoffs: CutoffConfig
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    #: engine for features and scoring (``features.engine`` is an alias); ingest runs on DuckDB
+    engine: Engine = "duckdb"
+    spark: SparkSettings = field(default_factory=SparkSettings)
     seed: int = 42
     description: str = ""
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -476,6 +515,7 @@ def load_experiment(
     for item in overrides or []:
         apply_override(raw, item)
     try:
+        _resolve_engine(raw)
         cfg = from_mapping(ExperimentConfig, raw, "")
         check_experiment(cfg)
     except ConfigError as exc:
@@ -485,6 +525,23 @@ def load_experiment(
     cfg.root = (root or project_root()).resolve()
     cfg.overrides = list(overrides or [])
     return cfg
+
+
+def _resolve_engine(raw: dict[str, Any]) -> None:
+    """Top-level ``engine`` and its alias ``features.engine``: whichever is set names both; set to different
+    values they are refused."""
+    features = raw.get("features")
+    alias = features.get("engine") if isinstance(features, dict) else None
+    engine = raw.get("engine")
+    if engine is not None and alias is not None and engine != alias:
+        raise ConfigError(
+            f"engine: {engine!r} differs from features.engine: {alias!r} (its alias); set only one of them"
+        )
+    chosen = engine if engine is not None else alias
+    if chosen is not None:
+        raw["engine"] = chosen
+        if isinstance(features, dict) or features is None:
+            raw["features"] = {**(features or {}), "engine": chosen}
 
 
 def check_experiment(cfg: ExperimentConfig) -> None:

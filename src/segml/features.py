@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -33,10 +35,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from segml import catalog
-from segml.config import ExperimentConfig, FeatureConfig, as_date
+from segml.config import ExperimentConfig, FeatureConfig, SparkSettings, as_date
 from segml.errors import ConfigError, InputFileError, SegmlError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import DataFrame as SparkDataFrame
     from pyspark.sql import SparkSession
 
 __all__ = [
@@ -48,6 +51,8 @@ __all__ = [
     "describe_feature",
     "feature_columns",
     "run_features",
+    "normalise_feature_batch",
+    "spark_features",
     "spark_session",
     "training_frame",
 ]
@@ -437,46 +442,63 @@ class _DuckDBEngine:
         self._spill.cleanup()
 
 
-def spark_session(app_name: str = "segml", shuffle_partitions: int = 4) -> SparkSession:
-    """A local Spark session configured like the DuckDB engine: UTC, two cores, few shuffle partitions.
+def spark_session(settings: SparkSettings | None = None, shuffle_partitions: int = 4) -> SparkSession:
+    """The Spark session of the ``spark:`` settings, configured like the DuckDB engine (UTC, few partitions).
 
     Parameters
     ----------
-    app_name:
-        Spark application name.
+    settings:
+        The ``spark:`` section (master, app name, extra conf, warehouse dir); default ``local[2]``.
     shuffle_partitions:
-        ``spark.sql.shuffle.partitions`` (Spark's default of 200 is slow on one machine).
+        ``spark.sql.shuffle.partitions`` unless ``settings.conf`` sets it (Spark's 200 is slow on one machine).
 
     Returns
     -------
     SparkSession
-        The active session if one exists (its settings are kept, except the time zone, which is set to UTC),
-        else a new ``local[2]`` session.
+        The active session when its master is ``settings.master`` (its settings are kept, except the time
+        zone, which is set to UTC), else a new session.
 
     Raises
     ------
     SegmlError
-        pyspark is not installed (``pip install segml[spark]``).
+        pyspark is not installed (``pip install segml[spark]``), or another session is active on a different
+        master (Spark runs one per process: stop it first).
     """
     try:
         from pyspark.sql import SparkSession
     except ImportError:  # pragma: no cover - depends on the install
-        raise SegmlError("features.engine=spark needs pyspark: pip install 'segml[spark]'") from None
+        raise SegmlError("engine: spark needs pyspark: pip install 'segml[spark]'") from None
+    settings = settings or SparkSettings()
+    settings.check("spark")
     active = SparkSession.getActiveSession()
     if active is not None:
+        running = active.sparkContext.master
+        if running != settings.master:
+            raise SegmlError(
+                f"spark.master: {settings.master} asked for, but a Spark session is already active on "
+                f"{running}; stop it (spark.stop()) or set spark.master: {running}"
+            )
         active.conf.set("spark.sql.session.timeZone", "UTC")
         return active
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName(app_name)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "2g")
-        .getOrCreate()
-    )
+    options = {
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": "2g",
+        **settings.conf,
+        # after the user's conf: dates are UTC calendar days on both engines (the section refuses others)
+        "spark.sql.session.timeZone": "UTC",
+    }
+    if settings.warehouse_dir is not None:
+        options["spark.sql.warehouse.dir"] = settings.warehouse_dir
+    # Python workers run PYSPARK_PYTHON (pyspark's default is whatever `python3` is on PATH): default to
+    # this interpreter, or spark.pyspark.python when the executors' Python lives elsewhere
+    os.environ.setdefault("PYSPARK_PYTHON", settings.conf.get("spark.pyspark.python", sys.executable))
+    builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
+    for key, value in options.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
 
@@ -484,8 +506,14 @@ def spark_session(app_name: str = "segml", shuffle_partitions: int = 4) -> Spark
 class _SparkEngine:
     """Runs the same SQL texts through a SparkSession; intermediate tables are cached temp views."""
 
-    def __init__(self, session: SparkSession | None = None) -> None:
-        self.spark = session or spark_session()
+    def __init__(self, settings: SparkSettings | None = None) -> None:
+        active = None
+        if settings is None:  # the Python API without settings: an active session on any master is used
+            with contextlib.suppress(ImportError):  # spark_session says how to install pyspark
+                from pyspark.sql import SparkSession
+
+                active = SparkSession.getActiveSession()
+        self.spark = active or spark_session(settings)
         self._cached: list[Any] = []
         self._views: list[str] = []
 
@@ -518,11 +546,13 @@ class _SparkEngine:
 
 
 @contextlib.contextmanager
-def _open_engine(engine: str, spec: FeatureConfig | None = None) -> Iterator[_SqlEngine]:
+def _open_engine(
+    engine: str, spec: FeatureConfig | None = None, spark: SparkSettings | None = None
+) -> Iterator[_SqlEngine]:
     if engine == "duckdb":
         runner: Any = _DuckDBEngine(spec.threads if spec else None, spec.memory_limit if spec else None)
     elif engine == "spark":
-        runner = _SparkEngine()
+        runner = _SparkEngine(spark)
     else:
         raise ConfigError(f"features.engine: {engine!r} is not one of 'duckdb', 'spark'")
     try:
@@ -716,6 +746,7 @@ def build_features(
     *,
     engine: Engine = "duckdb",
     undated: Undated = "exclude",
+    spark: SparkSettings | None = None,
 ) -> pd.DataFrame:
     """Point-in-time customer features at a cutoff.
 
@@ -740,6 +771,9 @@ def build_features(
         ``"exclude"`` (default): customers without a signup date enter with their first purchase.
         ``"include"``: they are in the population at every cutoff (``data.customers.undated: include``;
         warns once per process with :class:`UndatedCustomersWarning`).
+    spark:
+        The ``spark:`` settings of the session for ``engine="spark"``; default: the active session (any
+        master), else ``local[2]``.
 
     Returns
     -------
@@ -756,8 +790,55 @@ def build_features(
     """
     _check_spec(spec)
     as_of = as_date(as_of, "as_of")
-    with _open_engine(engine, spec) as runner:
+    with _open_engine(engine, spec, spark) as runner:
         return _features_at(runner, transactions, [as_of], spec, customers, undated=undated)
+
+
+@contextlib.contextmanager
+def spark_features(
+    transactions: str | Path,
+    as_of: dt.date,
+    spec: FeatureConfig,
+    customers: TableSource | None = None,
+    *,
+    spark: SparkSettings | None = None,
+    undated: Undated = "exclude",
+) -> Iterator[tuple[SparkDataFrame, list[str]]]:
+    """The :func:`build_features` query at one cutoff as a lazy Spark DataFrame (nothing is collected).
+
+    Its columns are the engine's: attributes are under SQL-safe aliases, types as Spark computed them. Pass
+    each batch through :func:`normalise_feature_batch` (with the attribute names yielded here) to get exactly
+    the rows :func:`build_features` returns. The DataFrame is valid inside the ``with`` block only (its
+    intermediate tables are cached views dropped on exit).
+
+    Parameters
+    ----------
+    transactions:
+        Clean transactions as a parquet path every executor can read.
+    as_of, spec, customers, undated:
+        As for :func:`build_features`.
+    spark:
+        The ``spark:`` settings, as for :func:`build_features`.
+
+    Yields
+    ------
+    (pyspark.sql.DataFrame, list[str])
+        The feature rows and the attribute column names (in alias order).
+    """
+    _check_spec(spec)
+    as_of = as_date(as_of, "as_of")
+    _check_undated(undated, customers is not None)
+    with _open_engine("spark", spec, spark) as runner:
+        _register_transactions(runner, transactions)
+        attributes = _register_customers(runner, customers) if customers is not None else []
+        runner.materialise("cutoffs", _dates_table_sql({"as_of": [as_of]}))
+        sql = _features_sql(spec, as_of, attributes, customers is not None, False, undated)
+        yield runner.spark.sql(sql), attributes
+
+
+def normalise_feature_batch(batch: pa.Table, spec: FeatureConfig, attributes: Sequence[str]) -> pd.DataFrame:
+    """Rows of a :func:`spark_features` DataFrame (an Arrow batch) as :func:`build_features` types them."""
+    return _normalise_features(batch, spec, attributes)
 
 
 def _label_windows(
@@ -799,6 +880,7 @@ def build_labels(
     *,
     label_end: dt.date | None = None,
     engine: Engine = "duckdb",
+    spark: SparkSettings | None = None,
 ) -> pd.DataFrame:
     """Future-value labels for the window ``(cutoff, cutoff + horizon_days]``, clipped at ``label_end``.
 
@@ -814,6 +896,8 @@ def build_labels(
         Last day with data (inclusive); the window is cut there. ``label_days`` records the observed length.
     engine:
         ``"duckdb"`` or ``"spark"``.
+    spark:
+        The ``spark:`` settings, as for :func:`build_features`.
 
     Returns
     -------
@@ -829,7 +913,7 @@ def build_labels(
     """
     cutoff = as_date(cutoff, "cutoff")
     label_end = as_date(label_end, "label_end") if label_end is not None else None
-    with _open_engine(engine) as runner:
+    with _open_engine(engine, spark=spark) as runner:
         _register_transactions(runner, transactions)
         labels = _labels_at(runner, [cutoff], horizon_days, label_end)
     return labels.drop(columns="cutoff").reset_index(drop=True)
@@ -845,6 +929,7 @@ def training_frame(
     label_end: dt.date | None = None,
     engine: Engine = "duckdb",
     undated: Undated = "exclude",
+    spark: SparkSettings | None = None,
 ) -> pd.DataFrame:
     """Features at several historical cutoffs joined with the labels that followed each.
 
@@ -853,7 +938,7 @@ def training_frame(
 
     Parameters
     ----------
-    transactions, spec, customers, engine, undated:
+    transactions, spec, customers, engine, undated, spark:
         As for :func:`build_features` (the population rule applies at every cutoff).
     cutoffs:
         Cutoff dates (duplicates are ignored).
@@ -875,7 +960,7 @@ def training_frame(
         raise ConfigError("cutoffs: at least one cutoff date is needed for a training frame")
     label_end = as_date(label_end, "label_end") if label_end is not None else None
     _, ends = _label_windows(dates, horizon_days, label_end)
-    with _open_engine(engine, spec) as runner:
+    with _open_engine(engine, spec, spark) as runner:
         return _features_at(runner, transactions, dates, spec, customers, label_ends=ends, undated=undated)
 
 
@@ -924,10 +1009,10 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
             keep = ["customer_id", *(["signup_date"] if "signup_date" in names else []), *wanted]
             customers = pd.read_parquet(customers, columns=keep)
     console = Console(stderr=True)
-    with console.status(f"features {cfg.name} as of {as_of} ({cfg.features.engine})"):
+    with console.status(f"features {cfg.name} as of {as_of} ({cfg.engine})"):
         undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"
         frame = build_features(
-            tx_path, as_of, cfg.features, customers, engine=cfg.features.engine, undated=undated
+            tx_path, as_of, cfg.features, customers, engine=cfg.engine, undated=undated, spark=cfg.spark
         )
         target = cfg.paths.features_file(as_of)
         write_parquet(frame, target)

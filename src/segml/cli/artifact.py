@@ -28,6 +28,15 @@ def _secret(key_file: Path | None) -> bytes | None:
     return None if key_file is None else read_key(key_file)
 
 
+def _print_ingest(report: dict, console) -> None:
+    console.print(
+        f"ingest: {report.get('rows_in', 0):,} rows in, {report.get('rows_kept', 0):,} kept, "
+        f"{report.get('rows_quarantined', 0):,} quarantined",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add ``export``, ``grade`` and ``verify`` to ``app``."""
     from segml.cli import ExperimentArg, SetOpt, console, load_config, out, user_errors
@@ -136,18 +145,63 @@ def register(app: typer.Typer) -> None:
         periods: Annotated[
             int | None, typer.Option("--periods", help="Hysteresis periods (with --previous).")
         ] = None,
+        engine: Annotated[
+            str,
+            typer.Option(
+                "--engine",
+                help="duckdb (one machine, --out is a file) or spark (features and scoring on Spark, --out "
+                "is a Parquet folder).",
+            ),
+        ] = "duckdb",
+        partition_by: Annotated[
+            list[str] | None,
+            typer.Option("--partition-by", help="With --engine spark: partition the output (repeatable)."),
+        ] = None,
+        master: Annotated[
+            str, typer.Option("--master", help="With --engine spark: local[N], spark://host:port, yarn, ...")
+        ] = "local[2]",
+        spark_conf: Annotated[
+            list[str] | None,
+            typer.Option("--spark-conf", help="With --engine spark: a KEY=VALUE Spark setting (repeatable)."),
+        ] = None,
+        work_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--work-dir",
+                help="With --engine spark: folder for the clean input (on a cluster: storage every "
+                "executor reads). Default: a temporary folder.",
+            ),
+        ] = None,
     ) -> None:
         """Grade customers from raw transactions with a verified artifact."""
         import time
 
         from segml.artifact.load import grade as grade_customers
         from segml.artifact.load import load_artifact
-        from segml.errors import InputFileError
+        from segml.errors import ConfigError, InputFileError
         from segml.storage import atomic_path
 
+        if engine not in ("duckdb", "spark"):
+            raise ConfigError(f"--engine: {engine!r} is not one of 'duckdb', 'spark'")
         suffix = out_file.suffix.lower()
-        if suffix not in (".parquet", ".csv"):
-            raise InputFileError(f"{out_file}: --out must end in .parquet or .csv")
+        if engine == "spark":
+            spark_only = None
+            if previous is not None:
+                spark_only = "--previous"
+            elif refit_boundaries:
+                spark_only = "--refit-boundaries"
+            elif suffix == ".csv":
+                spark_only = "a .csv --out"
+            if spark_only:
+                raise ConfigError(
+                    f"--engine spark: {spark_only} is not supported; grade with --engine duckdb"
+                )
+        else:
+            for given, option in ((partition_by, "--partition-by"), (spark_conf, "--spark-conf")):
+                if given:
+                    raise ConfigError(f"{option} needs --engine spark")
+            if suffix not in (".parquet", ".csv"):
+                raise InputFileError(f"{out_file}: --out must end in .parquet or .csv")
         t0 = time.perf_counter()
         loaded = load_artifact(artifact, key=_secret(key))  # verifies every file first
         if customers is None and loaded.data.customers is not None:
@@ -158,6 +212,39 @@ def register(app: typer.Typer) -> None:
                 soft_wrap=True,
             )
         report: dict = {}
+        if engine == "spark":
+            from segml.artifact.spark_grade import grade_on_spark
+            from segml.config import SparkSettings, from_mapping
+
+            conf = {}
+            for item in spark_conf or []:
+                name, sep, value = item.partition("=")
+                if not sep or not name.strip():
+                    raise ConfigError(f"--spark-conf {item!r}: expected KEY=VALUE")
+                conf[name.strip()] = value
+            settings = from_mapping(SparkSettings, {"master": master, "conf": conf}, "spark")
+            counts = grade_on_spark(
+                loaded,
+                transactions,
+                out_file,
+                customers,
+                as_of=as_of,
+                mapping=mapping,
+                reasons=reasons,
+                partition_by=partition_by or [],
+                spark=settings,
+                work_dir=work_dir,
+                report=report,
+            )
+            _print_ingest(report, console)
+            shares = ", ".join(f"{code} {n:,}" for code, n in counts.items())
+            out.print(
+                f"grade {loaded.name} {loaded.version} on Spark ({settings.master}): {sum(counts.values()):,} "
+                f"customers ({shares}) in {time.perf_counter() - t0:.1f} s -> {out_file}/",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
         graded = grade_customers(
             loaded,
             transactions,
@@ -178,12 +265,7 @@ def register(app: typer.Typer) -> None:
         counts = graded["grade"].value_counts()
         shares = ", ".join(f"{code} {counts[code]:,}" for code in sorted(counts.index))
         as_of_text = str(graded["as_of"].iloc[0].date()) if len(graded) else "—"
-        console.print(
-            f"ingest: {report.get('rows_in', 0):,} rows in, {report.get('rows_kept', 0):,} kept, "
-            f"{report.get('rows_quarantined', 0):,} quarantined",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _print_ingest(report, console)
         out.print(
             f"grade {loaded.name} {loaded.version} as of {as_of_text}: {len(graded):,} customers ({shares}) "
             f"in {time.perf_counter() - t0:.1f} s -> {out_file}",
