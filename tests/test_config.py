@@ -134,6 +134,16 @@ def test_engine_and_its_alias(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=r"engine: 'polars' is not one of 'duckdb', 'spark'"):
         load_experiment(_write(tmp_path, MINIMAL + "engine: polars\n"))
+    # built in code: either place naming spark is enough
+    import dataclasses
+
+    from segml.config import FeatureConfig
+
+    base = load_experiment(_write(tmp_path, MINIMAL))
+    built = dataclasses.replace(base, features=FeatureConfig(engine="spark"))
+    assert built.engine == built.features.engine == "spark"
+    built = dataclasses.replace(base, engine="spark")
+    assert built.engine == built.features.engine == "spark"
 
 
 def test_spark_section(tmp_path: Path) -> None:

@@ -458,6 +458,14 @@ class ExperimentConfig:
     #: the ``--set`` strings applied when loading
     overrides: list[str] = field(default_factory=list, metadata={"internal": True})
 
+    def __post_init__(self) -> None:
+        # a configuration built in code may name the engine in either place: one of them saying spark is
+        # enough (a loaded YAML has them equal already, see _resolve_engine)
+        if self.engine == "spark" or getattr(self.features, "engine", "duckdb") == "spark":
+            self.engine = "spark"
+            if getattr(self.features, "engine", None) != "spark" and isinstance(self.features, FeatureConfig):
+                self.features = dataclasses.replace(self.features, engine="spark")
+
     @property
     def paths(self) -> ExperimentPaths:
         return ExperimentPaths(self.root, self.name)
