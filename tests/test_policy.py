@@ -667,3 +667,14 @@ def test_margin_value_measure_grades_on_margin():
     spend_only = features.drop(columns="margin_365d")
     with pytest.raises(InputFileError, match="margin_365d"):
         by_margin.fit(spend_only, potential)
+
+
+def test_tafeng_grades_on_margin():
+    """Ta Feng maps its line cost (ASSET): the policy's current value is margin over the longest window."""
+    from segml.config import load_experiment
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_experiment(root / "experiments" / "tafeng.yaml", root=root)
+    assert cfg.data.transactions[0].columns["cost"] == "ASSET"
+    policy = GradePolicy.from_config(cfg.policy)
+    assert (policy.value_measure, policy.value_feature) == ("margin", "margin_365d")
