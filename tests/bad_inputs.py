@@ -42,6 +42,15 @@ def _csv(*rows: str, header: str = HEADER) -> bytes:
     return (header + GOOD + "".join(f"{row}\n" for row in rows)).encode("utf-8")
 
 
+#: the good rows with a line cost (``cost`` role) after the order id
+COST_GOOD = "".join(f"{line},{5 + i}\n" for i, line in enumerate(GOOD.splitlines()))
+COST_COLUMNS = "{customer_id: id, timestamp: ts, amount: value, order_id: order, cost: cost}"
+
+
+def _cost_csv(*rows: str, good: str = COST_GOOD) -> bytes:
+    return ("id,ts,value,order,cost\n" + good + "".join(f"{row}\n" for row in rows)).encode("utf-8")
+
+
 INGEST_CASES = [
     Case(
         "short-row",
@@ -350,6 +359,30 @@ INGEST_CASES = [
         "quarantine",
         ("missing_customer_id",),
         file="tx.parquet",
+    ),
+    Case(
+        "text-cost",
+        "a line cost 'abc' (role cost)",
+        "quarantine",
+        ("non_numeric_amount",),
+        data=_cost_csv("c1,2024-01-05,3,o99,abc"),
+        columns=COST_COLUMNS,
+    ),
+    Case(
+        "cost-wrong-column",
+        "role cost mapped to a text column",
+        "error",
+        ("tx.csv", "'cost'", "role cost"),
+        data=_cost_csv(good="".join(f"{line},n/a\n" for line in GOOD.splitlines())),
+        columns=COST_COLUMNS,
+    ),
+    Case(
+        "cost-and-margin",
+        "both a cost and a margin role mapped",
+        "error",
+        ("data.transactions.0.columns", "'cost' or 'margin'"),
+        data=_cost_csv(),
+        columns="{customer_id: id, timestamp: ts, amount: value, cost: cost, margin: value}",
     ),
 ]
 

@@ -32,10 +32,10 @@ def built(synthetic):
     raw_columns: list[list[str]] = []
     normalise = features._normalise_features
 
-    def recording(table, spec, attributes, with_labels=False):
+    def recording(table, spec, attributes, with_labels=False, *, with_margin=False):
         aliases = dict(zip(features._attribute_aliases(attributes), attributes, strict=True))
         raw_columns.append([aliases.get(name, name) for name in table.column_names])
-        return normalise(table, spec, attributes, with_labels)
+        return normalise(table, spec, attributes, with_labels, with_margin=with_margin)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(features, "_normalise_features", recording)
@@ -43,14 +43,19 @@ def built(synthetic):
         training = features.training_frame(
             transactions, [AS_OF - dt.timedelta(days=90), AS_OF], 90, SPEC, customers
         )
+        # with a line margin (a cost role mapped at ingest) the margin features join the table
+        with_margin = transactions.assign(margin=transactions["amount"] * 0.25)
+        margin_frame = features.build_features(with_margin, AS_OF, SPEC, customers)
+        margin_training = features.training_frame(with_margin, [AS_OF], 90, SPEC, customers)
     attributes = [c for c in customers.columns if c not in ("customer_id", "signup_date")]
-    return raw_columns, frame, training, attributes
+    return raw_columns, frame, training, attributes, margin_frame, margin_training
 
 
 def test_every_built_column_has_a_catalog_entry(built):
-    raw_columns, frame, training, attributes = built
+    raw_columns, frame, training, attributes, margin_frame, margin_training = built
     assert attributes == ["industry", "size", "region", "org_type"]
-    for columns in [*raw_columns, list(frame.columns), list(training.columns)]:
+    tables = [frame, training, margin_frame, margin_training]
+    for columns in [*raw_columns, *(list(t.columns) for t in tables)]:
         assert catalog.uncatalogued(columns, attributes) == [], (
             "a column the feature engine builds has no entry in segml.catalog: add one"
         )
@@ -59,10 +64,20 @@ def test_every_built_column_has_a_catalog_entry(built):
     assert built_features == ["customer_id", "as_of", "has_purchases", *catalog.numeric_features(SPEC)]
     stale = {e.name for e in catalog.entries(SPEC)} - set(training.columns)
     assert stale == set()
+    margin_features = [c for c in margin_frame.columns if c not in attributes]
+    numeric = catalog.numeric_features(SPEC, with_margin=True)
+    assert margin_features == ["customer_id", "as_of", "has_purchases", *numeric]
+    assert set(numeric) - set(catalog.numeric_features(SPEC)) == {
+        "margin_total",
+        "margin_rate",
+        *(f"margin_{w}d" for w in SPEC.windows),
+    }
+    stale = {e.name for e in catalog.entries(SPEC, with_margin=True)} - set(margin_training.columns)
+    assert stale == set()
 
 
 def test_attributes_are_handled_generically_by_dtype(built):
-    _, frame, _, attributes = built
+    _, frame, _, attributes, _, _ = built
     for name in attributes:
         entry = catalog.entry(name, frame[name].dtype)
         assert entry.role == "attribute" and entry.kind == "categorical"
@@ -88,7 +103,14 @@ def test_entries_carry_kind_fill_transform_and_seasonality():
         "gross_spend",
         "return_amount",
         "quantity_total",
+        "margin_total",  # deseasonalised like the spend totals when a model reads it
     )
+    # the margin features: money like spend, built only with a margin column
+    assert catalog.kind("margin_45d") == "money" and catalog.entry("margin_45d").seasonality == "window"
+    assert catalog.entry("margin_45d").requires == "margin" and catalog.window_days("margin_45d") == 45
+    assert catalog.kind("margin_rate") == "ratio" and catalog.fill_rule("margin_rate") == "median"
+    assert catalog.entry("margin_rate").wording == catalog.Wording("percent", "margin is ", " of gross spend")
+    assert "margin_total" not in catalog.numeric_features()
     assert catalog.describe("orders_45d") == "number of purchase days in the last 45 days"
     assert catalog.entry("spend_45d").wording == catalog.Wording("money", "spent ", " in the last 45 days")
     assert catalog.non_feature_columns() == {

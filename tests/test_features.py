@@ -160,6 +160,15 @@ def reference_features(
     out["product_breadth"] = breadth.reindex(ids).replace(0, np.nan).astype(float)
     out["quantity_total"] = rows.groupby("customer_id")["quantity"].sum(min_count=1)
     out["churn_risk_ratio"] = out["recency_days"] / out["interpurchase_mean_days"]
+    with_margin = "margin" in tx.columns
+    if with_margin:
+        margin_days = rows.groupby(["customer_id", "day"])["margin"].sum().reset_index()
+        margin_days["age"] = (cutoff - margin_days["day"]).dt.days
+        out["margin_total"] = margin_days.groupby("customer_id")["margin"].sum()
+        for w in spec.windows:
+            recent = margin_days[margin_days["age"] < w].groupby("customer_id")["margin"]
+            out[f"margin_{w}d"] = recent.sum().reindex(ids).fillna(0.0)
+        out["margin_rate"] = (out["margin_total"] / out["gross_spend"]).where(out["gross_spend"] > 0)
     out.insert(0, "has_purchases", True)
     out = out.reset_index()
 
@@ -185,6 +194,7 @@ def reference_features(
             "trend_ratio",
             "active_months_share",
             "repurchase",
+            *(["margin_total", *[f"margin_{w}d" for w in spec.windows]] if with_margin else []),
         ]
         for name in zero_filled:
             new[name] = 0.0
@@ -195,9 +205,10 @@ def reference_features(
         out = out.drop(columns="signup_date")
     out["as_of"] = pd.Series(cutoff, index=out.index).astype("datetime64[ns]")
     out = out.sort_values("customer_id").reset_index(drop=True)
-    columns = ["customer_id", "as_of", "has_purchases", *NUMERIC_FEATURES(spec), *attributes]
+    numeric = NUMERIC_FEATURES(spec, with_margin=with_margin)
+    columns = ["customer_id", "as_of", "has_purchases", *numeric, *attributes]
     out = out[columns]
-    out[NUMERIC_FEATURES(spec)] = out[NUMERIC_FEATURES(spec)].astype("float64")
+    out[numeric] = out[numeric].astype("float64")
     out["has_purchases"] = out["has_purchases"].astype(bool)
     for name in attributes:
         out[name] = out[name].astype(object).where(out[name].notna(), None)
@@ -247,6 +258,47 @@ def customers() -> pd.DataFrame:
 def test_features_match_independent_pandas(transactions, as_of):
     actual = build_features(transactions, as_of, SPEC)
     assert_same(actual, reference_features(transactions, as_of, SPEC))
+
+
+def with_margin(tx: pd.DataFrame) -> pd.DataFrame:
+    """The fixture with a line margin: 30% of the amount less 2 per line, so small lines lose money and
+    returns give margin back (the sign follows the amount)."""
+    return tx.assign(margin=np.round(tx["amount"] * 0.3 - 2.0 * np.sign(tx["amount"]), 2))
+
+
+@pytest.mark.parametrize("as_of", [AS_OF, dt.date(2024, 1, 10), dt.date(2024, 4, 20), dt.date(2025, 1, 1)])
+def test_margin_features_match_independent_pandas(transactions, customers, as_of):
+    tx = with_margin(transactions)
+    assert_same(build_features(tx, as_of, SPEC), reference_features(tx, as_of, SPEC))
+    actual = build_features(tx, as_of, SPEC, customers)
+    assert_same(actual, reference_features(tx, as_of, SPEC, customers))
+    # the other features are those of the table without margin, column for column
+    plain = build_features(transactions, as_of, SPEC, customers)
+    assert_same(actual[plain.columns], plain)
+
+
+def test_margin_features_hand_checked(transactions, customers):
+    spec = FeatureConfig(windows=[30, 90], threads=1)
+    features = build_features(with_margin(transactions), AS_OF, spec, customers).set_index("customer_id")
+    margin = [c for c in features.columns if c.startswith("margin_")]
+    assert margin == ["margin_total", "margin_30d", "margin_90d", "margin_rate"]
+    one = features.loc["00001"]
+    # per line up to the cutoff: 30 -> 7, 20 -> 4, -5 -> 0.5, 12.5 -> 1.75, 40 -> 10, 7 -> 0.1
+    assert one["margin_total"] == pytest.approx(7 + 4 + 0.5 + 1.75 + 10 + 0.1)
+    assert one["margin_30d"] == pytest.approx(10.1)
+    assert one["margin_rate"] == pytest.approx(23.35 / 109.5)
+    three = features.loc["00003"]  # 100 -> 28 (90 days before: outside 90d), -150 -> -43 (71 days before)
+    assert three["margin_total"] == pytest.approx(-15.0) and three["margin_90d"] == pytest.approx(-43.0)
+    never = features.loc["00007"]  # signed up, never bought: no margin, and no rate without spend
+    assert never["margin_total"] == 0.0 and np.isnan(never["margin_rate"])
+    assert list(features.columns) == feature_columns(spec, ["industry", "size"], with_margin=True)[1:]
+    assert describe_feature("margin_45d") == "margin (spend minus cost, returns netted) in the last 45 days"
+
+
+def test_no_margin_column_no_margin_features(transactions):
+    features = build_features(transactions, AS_OF, SPEC)
+    assert not [c for c in features.columns if c.startswith("margin")]
+    assert list(features.columns) == feature_columns(SPEC)
 
 
 def test_features_with_customers_match_independent_pandas(transactions, customers):

@@ -85,3 +85,12 @@ def test_synthetic_training_frame_equal(spark, synthetic):
     )
     assert len(duck) > 200
     assert_same(on_spark, duck)
+
+
+def test_fixture_margin_features_equal(spark):
+    tx, customers = FIXTURE.with_margin(FIXTURE.make_transactions()), FIXTURE.make_customers()
+    duck = build_features(tx, FIXTURE.AS_OF, SPEC, customers)
+    on_spark = build_features(tx, FIXTURE.AS_OF, SPEC, customers, engine="spark")
+    assert "margin_rate" in on_spark.columns
+    assert_same(on_spark, duck)
+    assert_same(on_spark, FIXTURE.reference_features(tx, FIXTURE.AS_OF, SPEC, customers))

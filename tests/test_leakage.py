@@ -131,22 +131,58 @@ def _mutations() -> dict[str, Callable[[], list[list[str]]]]:
     }
 
 
+def _with_cost(rows: list[list[str]]) -> list[list[str]]:
+    """The rows with a line cost column: 70% of the amount (a bad amount gets cost 1)."""
+    out = []
+    for row in rows:
+        try:
+            cost = f"{float(row[RAW_HEADER.index('amt')]) * 0.7:.2f}"
+        except ValueError:
+            cost = "1"
+        out.append([*row, cost])
+    return out
+
+
+def _cost_mutations() -> dict[str, Callable[[], list[list[str]]]]:
+    """Post-cutoff changes that only a line cost can make."""
+    first, second = POST[0], POST[1]
+    cost = len(RAW_HEADER)
+
+    def changed(index: int, value: str) -> list[list[str]]:
+        rows = _with_cost(RAW_ROWS)
+        rows[index][cost] = value
+        return rows
+
+    return {
+        "change_cost": lambda: changed(first, "39999.50"),
+        "cost_above_amount": lambda: changed(second, "1234567"),
+        "bad_cost": lambda: changed(first, "n/a"),
+    }
+
+
 def _write_raw(root: Path, rows: list[list[str]]) -> None:
     raw = root / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(RAW_HEADER), *(",".join(r) for r in rows)]
+    header = [*RAW_HEADER, "cost"] if rows and len(rows[0]) > len(RAW_HEADER) else RAW_HEADER
+    lines = [",".join(header), *(",".join(r) for r in rows)]
     (raw / "orders.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (raw / "customers.csv").write_text(CUSTOMERS_CSV, encoding="utf-8")
 
 
-def _features_through_ingest(root: Path, rows: list[list[str]]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """Features at the cutoff, the clean transactions ingest wrote and its quarantined row count."""
+def _features_through_ingest(
+    root: Path, rows: list[list[str]], *, cost: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Features at the cutoff, the clean transactions ingest wrote and its quarantined row count (``cost``:
+    the rows carry a line cost column, mapped to the ``cost`` role)."""
     from segml.ingest import run_ingest
 
     _write_raw(root, rows)
     experiment = root / "experiments" / "leak.yaml"
     experiment.parent.mkdir(parents=True, exist_ok=True)
-    experiment.write_text(EXPERIMENT_YAML, encoding="utf-8")
+    yaml = EXPERIMENT_YAML
+    if cost:
+        yaml = yaml.replace("        product_id: sku\n", "        product_id: sku\n        cost: cost\n")
+    experiment.write_text(yaml, encoding="utf-8")
     cfg = load_experiment(experiment, [], root=root)
     result = run_ingest(cfg, today=dt.date(2025, 12, 31))
     features = build_features(result.transactions_path, CUTOFF, cfg.features, result.customers_path)
@@ -168,6 +204,41 @@ def test_raw_fixture_has_rows_on_both_sides(baseline):
     # C005, C006 and C999 only buy after the cutoff; C006 signs up after it; C007 never buys
     assert baseline["customer_id"].tolist() == ["C001", "C002", "C003", "C004", "C007"]
     assert baseline.set_index("customer_id").loc["C001", "n_purchase_days"] == 3
+
+
+@pytest.fixture(scope="module")
+def baseline_cost_run(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    return _features_through_ingest(tmp_path_factory.mktemp("cost"), _with_cost(RAW_ROWS), cost=True)
+
+
+def test_cost_fixture_builds_margin_features(baseline_cost_run, baseline):
+    features = baseline_cost_run[0]
+    margin = [c for c in features.columns if c.startswith("margin_")]
+    assert margin == ["margin_total", "margin_30d", "margin_90d", "margin_180d", "margin_365d", "margin_rate"]
+    one = features.set_index("customer_id").loc["C001"]
+    assert one["margin_total"] == pytest.approx(0.3 * one["monetary_total"])
+    pd.testing.assert_frame_equal(features.drop(columns=margin), baseline, check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "mutation", [*sorted(_mutations()), *(f"cost:{name}" for name in sorted(_cost_mutations()))]
+)
+def test_post_cutoff_changes_do_not_leak_into_margin(tmp_path, baseline_cost_run, mutation):
+    baseline_features, baseline_clean, baseline_quarantined = baseline_cost_run
+    if mutation.startswith("cost:"):
+        rows = _cost_mutations()[mutation.removeprefix("cost:")]()
+    else:
+        rows = _with_cost(_mutations()[mutation]())
+    assert [r for r in rows if not _is_after_cutoff(r)] == [
+        r for r in _with_cost(RAW_ROWS) if not _is_after_cutoff(r)
+    ]
+    features, clean, quarantined = _features_through_ingest(tmp_path, rows, cost=True)
+    clean_columns = ["customer_id", "order_id", "timestamp", "amount", "margin", "product_id"]
+    changed = (
+        not clean[clean_columns].equals(baseline_clean[clean_columns]) or quarantined != baseline_quarantined
+    )
+    assert changed, "the mutation reached neither the clean file nor the quarantine"
+    pd.testing.assert_frame_equal(features, baseline_features, check_exact=True)
 
 
 @pytest.mark.parametrize("mutation", sorted(_mutations()))
@@ -277,3 +348,43 @@ def test_training_frame_features_do_not_see_later_cutoffs_data():
     alone = build_features(cut, early, SPEC)
     part = frame[frame["cutoff"] == pd.Timestamp(early)].reset_index(drop=True)[alone.columns]
     pd.testing.assert_frame_equal(part, alone, check_exact=True)
+
+
+CLEAN_MARGIN = CLEAN.assign(margin=np.round(CLEAN["amount"] * 0.35 - 4.0, 2))  # some lines lose money
+CLEAN_MARGIN_BASELINE = build_features(CLEAN_MARGIN, CUTOFF, SPEC)
+
+
+@pytest.mark.filterwarnings("ignore:The behavior of DataFrame concatenation:FutureWarning")
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    appended=post_rows,
+    appended_margins=st.lists(st.floats(min_value=-1e9, max_value=1e9, allow_nan=False), min_size=8),
+    deleted=st.sets(st.sampled_from(list(CLEAN_POST))),
+    new_margins=st.dictionaries(
+        st.sampled_from(list(CLEAN_POST)),
+        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+        max_size=5,
+    ),
+)
+def test_post_cutoff_rows_never_change_margin_features(appended, appended_margins, deleted, new_margins):
+    assert [c for c in CLEAN_MARGIN_BASELINE.columns if c.startswith("margin")]
+    frame = CLEAN_MARGIN.copy()
+    for index, margin in new_margins.items():
+        frame.loc[index, "margin"] = margin
+    frame = frame.drop(index=sorted(deleted))
+    if appended:
+        extra = pd.DataFrame(
+            appended,
+            columns=["customer_id", "order_id", "days", "second", "amount", "quantity", "product_id"],
+        )
+        extra["timestamp"] = (
+            pd.Timestamp(CUTOFF)
+            + pd.to_timedelta(extra["days"], unit="D")
+            + pd.to_timedelta(extra["second"], unit="s")
+        )
+        extra["margin"] = appended_margins[: len(extra)]
+        extra["channel"], extra["source"], extra["source_row"] = "web", "orders", 0
+        extra["is_return"], extra["is_outlier"] = extra["amount"] < 0, False
+        frame = pd.concat([frame, extra[CLEAN_MARGIN.columns]], ignore_index=True)
+    features = build_features(frame, CUTOFF, SPEC)
+    pd.testing.assert_frame_equal(features, CLEAN_MARGIN_BASELINE, check_exact=True)

@@ -595,3 +595,86 @@ def test_axis_potential_keeps_the_growth_axis_on_another_forecast():
     assert (matrix_table(grades).to_numpy() > 0).all()
     with pytest.raises(InputFileError, match="axis_potential: 3 values"):
         fitted.grade(features, repeat_value, axis_potential=np.ones(3))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# policy.value_measure: revenue | margin (resolved when the experiment is loaded)
+
+_MEASURE_EXPERIMENT = """
+data:
+  transactions:
+    - path: t.csv
+      columns: {{customer_id: id, timestamp: ts, amount: amt{cost}}}
+cutoffs:
+  calibration_end: 2024-01-31
+features:
+  windows: [30, 61]
+{policy}
+"""
+
+
+def _load_measure(tmp_path: Path, *, cost: bool, policy: str = ""):
+    from segml.config import load_experiment
+
+    path = tmp_path / "exp.yaml"
+    text = _MEASURE_EXPERIMENT.format(cost=", cost: c" if cost else "", policy=policy)
+    path.write_text(text, encoding="utf-8")
+    return load_experiment(path, root=tmp_path)
+
+
+def test_value_measure_defaults_to_margin_when_a_cost_is_mapped(tmp_path):
+    cfg = _load_measure(tmp_path, cost=True)
+    policy = GradePolicy.from_config(cfg.policy)
+    assert (policy.value_measure, policy.value_feature) == ("margin", "margin_61d")
+    assert policy.to_dict()["value_measure"] == "margin"
+    assert GradePolicy.from_config(policy.to_dict(), merge_defaults=False) == policy
+
+
+def test_value_measure_defaults_to_revenue_without_cost(tmp_path):
+    policy = GradePolicy.from_config(_load_measure(tmp_path, cost=False).policy)
+    assert (policy.value_measure, policy.value_feature) == (None, "spend_61d")
+    # the policy document is the one written before value_measure existed
+    assert "value_measure" not in policy.to_dict()
+    explicit = _load_measure(tmp_path, cost=False, policy="policy:\n  value_measure: revenue\n")
+    assert GradePolicy.from_config(explicit.policy).value_feature == "spend_61d"
+
+
+def test_value_measure_revenue_with_a_cost_and_explicit_feature(tmp_path):
+    cfg = _load_measure(tmp_path, cost=True, policy="policy:\n  value_measure: revenue\n")
+    assert GradePolicy.from_config(cfg.policy).value_feature == "spend_61d"
+    cfg = _load_measure(tmp_path, cost=True, policy="policy:\n  value_feature: margin_30d\n")
+    assert GradePolicy.from_config(cfg.policy).value_feature == "margin_30d"
+
+
+def test_value_measure_margin_without_cost_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"policy\.value_measure: margin needs a 'cost' or 'margin' role"):
+        _load_measure(tmp_path, cost=False, policy="policy:\n  value_measure: margin\n")
+    with pytest.raises(ConfigError, match=r"policy\.value_feature: feature 'margin_61d' is not built"):
+        _load_measure(tmp_path, cost=False, policy="policy:\n  value_feature: margin_61d\n")
+    with pytest.raises(ConfigError, match=r"policy\.value_measure"):
+        _load_measure(tmp_path, cost=True, policy="policy:\n  value_measure: profit\n")
+
+
+def test_margin_value_measure_grades_on_margin():
+    features, potential = _growth_population(600)
+    rng = np.random.default_rng(3)
+    # a margin that ranks customers differently from their spend
+    features = features.assign(margin_365d=features["spend_365d"] * rng.uniform(-0.2, 0.5, len(features)))
+    by_margin = GradePolicy.from_config({"value_measure": "margin", "value_feature": "margin_365d"})
+    graded = by_margin.fit(features, potential).grade(features, potential)
+    by_spend = GradePolicy.from_config({}).fit(features, potential).grade(features, potential)
+    assert not graded["grade"].equals(by_spend["grade"])
+    spend_only = features.drop(columns="margin_365d")
+    with pytest.raises(InputFileError, match="margin_365d"):
+        by_margin.fit(spend_only, potential)
+
+
+def test_tafeng_grades_on_margin():
+    """Ta Feng maps its line cost (ASSET): the policy's current value is margin over the longest window."""
+    from segml.config import load_experiment
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_experiment(root / "experiments" / "tafeng.yaml", root=root)
+    assert cfg.data.transactions[0].columns["cost"] == "ASSET"
+    policy = GradePolicy.from_config(cfg.policy)
+    assert (policy.value_measure, policy.value_feature) == ("margin", "margin_365d")

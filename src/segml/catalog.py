@@ -21,6 +21,13 @@ Windowed families
 for the windows of a :class:`~segml.config.FeatureConfig` and :func:`entry` recognises any window
 (``spend_45d``), so a window list such as Ta Feng's ``[7, 30, 60]`` needs no catalog change.
 
+Margin features
+---------------
+``margin_total``, ``margin_{w}d`` and ``margin_rate`` exist only when the clean transactions carry ``margin``
+(a ``cost`` or ``margin`` role is mapped): their entries have ``requires="margin"`` and :func:`entries` /
+:func:`numeric_features` list them only with ``with_margin=True``, so a table built without margin has
+exactly the columns it had before the margin roles existed.
+
 Customer attributes
 -------------------
 Attribute columns come from the customers file under the user's own names (``industry``, ``org type``, …),
@@ -153,6 +160,8 @@ class FeatureEntry:
         Window length in days for an expanded :class:`WindowFamily` member, else None.
     family:
         Stem of the :class:`WindowFamily` (``"spend"``) for its members, else None.
+    requires:
+        ``"margin"`` for the columns built only when the clean transactions carry ``margin``, else None.
     """
 
     name: str
@@ -168,6 +177,7 @@ class FeatureEntry:
     drift: bool = False
     window: int | None = None
     family: str | None = None
+    requires: Literal["margin"] | None = None
 
     @property
     def fill_rule(self) -> Fill:
@@ -198,6 +208,7 @@ class WindowFamily:
     seasonality: Seasonality = "none"
     key_windows: tuple[int, ...] = ()
     drift_windows: tuple[int, ...] = ()
+    requires: Literal["margin"] | None = None
 
     def name(self, window: int) -> str:
         return f"{self.stem}_{int(window)}d"
@@ -217,6 +228,7 @@ class WindowFamily:
             drift=w in self.drift_windows,
             window=w,
             family=self.stem,
+            requires=self.requires,
         )
 
 
@@ -421,6 +433,31 @@ _CATALOG: tuple[FeatureEntry | WindowFamily, ...] = (
         key=True,
         drift=True,
     ),
+    # built only when the clean transactions carry margin (a cost or margin role is mapped)
+    _feature(
+        "margin_total",
+        "money",
+        "margin to date (spend minus cost, returns netted; may be negative)",
+        Wording("money", "margin to date is ", ""),
+        seasonality="history",
+        requires="margin",
+    ),
+    WindowFamily(
+        "margin",
+        "money",
+        "margin (spend minus cost, returns netted) in the last {w} days",
+        Wording("money", "earned a margin of ", " in the last {w} days"),
+        seasonality="window",
+        requires="margin",
+    ),
+    _feature(
+        "margin_rate",
+        "ratio",
+        "margin to date as a share of gross spend to date (missing without spend)",
+        Wording("percent", "margin is ", " of gross spend"),
+        fill="median",
+        requires="margin",
+    ),
     # training frames only (segml.features.training_frame): the row's cutoff and its labels
     FeatureEntry("cutoff", "date", "cutoff", "the cutoff of a training row (equal to as_of)", numeric=False),
     FeatureEntry(
@@ -457,7 +494,7 @@ _INDEX: dict[str, int] = {
 
 def window_pattern() -> re.Pattern[str]:
     """Regex of every trailing-window column name: group 1 the family stem, group 2 the window in days
-    (``^(spend|orders)_(\\d+)d$``)."""
+    (``^(spend|orders|margin)_(\\d+)d$``)."""
     return _WINDOW_PATTERN
 
 
@@ -471,12 +508,14 @@ def seasonal_window_pattern() -> re.Pattern[str]:
 # Lookups
 
 
-def entries(spec: FeatureConfig | None = None) -> list[FeatureEntry]:
+def entries(spec: FeatureConfig | None = None, *, with_margin: bool = False) -> list[FeatureEntry]:
     """Every catalog entry in catalog order, window families expanded for ``spec.windows`` (default
-    :class:`~segml.config.FeatureConfig`)."""
+    :class:`~segml.config.FeatureConfig`); the margin entries only ``with_margin``."""
     windows = list((spec or FeatureConfig()).windows)
     out: list[FeatureEntry] = []
     for item in _CATALOG:
+        if item.requires == "margin" and not with_margin:
+            continue
         if isinstance(item, WindowFamily):
             out.extend(item.member(w) for w in windows)
         else:
@@ -553,14 +592,15 @@ def window_days(name: str) -> int | None:
     return int(match.group(2)) if match else None
 
 
-def descriptions(spec: FeatureConfig | None = None) -> dict[str, str]:
-    """``{column: description}`` of every catalog column for ``spec``'s windows."""
-    return {e.name: e.description for e in entries(spec)}
+def descriptions(spec: FeatureConfig | None = None, *, with_margin: bool = False) -> dict[str, str]:
+    """``{column: description}`` of every catalog column for ``spec``'s windows (margin ones ``with_margin``)."""
+    return {e.name: e.description for e in entries(spec, with_margin=with_margin)}
 
 
-def numeric_features(spec: FeatureConfig | None = None) -> list[str]:
-    """The model-ready numeric feature columns in catalog order (``segml.features.NUMERIC_FEATURES``)."""
-    return [e.name for e in entries(spec) if e.role == "feature" and e.numeric]
+def numeric_features(spec: FeatureConfig | None = None, *, with_margin: bool = False) -> list[str]:
+    """The model-ready numeric feature columns in catalog order (``segml.features.NUMERIC_FEATURES``); the
+    margin features only ``with_margin`` (clean transactions with a ``margin`` column)."""
+    return [e.name for e in entries(spec, with_margin=with_margin) if e.role == "feature" and e.numeric]
 
 
 def label_columns() -> tuple[str, ...]:

@@ -137,7 +137,8 @@ class TransactionSource:
 
     path: str
     #: role -> column name in this file.  Roles: customer_id, timestamp, amount, order_id, quantity,
-    #: unit_price, product_id, channel.  ``amount`` may be omitted when quantity and unit_price are mapped.
+    #: unit_price, product_id, channel, and cost (line cost) or margin (line margin), not both.  ``amount`` may
+    #: be omitted when quantity and unit_price are mapped.
     columns: dict[str, str]
     format: FileFormat = "auto"
     #: name recorded in the ``source`` column of clean transactions (default: file stem)
@@ -565,11 +566,28 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     from segml.features import NUMERIC_FEATURES
     from segml.policy import GradePolicy
 
-    built = set(NUMERIC_FEATURES(cfg.features))
+    with_margin = any(
+        role in source.columns for source in cfg.data.transactions for role in ("cost", "margin")
+    )
+    built = set(NUMERIC_FEATURES(cfg.features, with_margin=with_margin))
+    measure = cfg.policy.get("value_measure") if isinstance(cfg.policy, dict) else None
+    if measure == "margin" and not with_margin:
+        raise ConfigError(
+            "policy.value_measure: margin needs a 'cost' or 'margin' role in data.transactions[].columns "
+            "(none is mapped)"
+        )
+    if measure is None and with_margin:
+        measure = "margin"  # a mapped cost makes margin the value measure unless the policy says revenue
+        cfg.policy = {**cfg.policy, "value_measure": measure}
     default_value = GradePolicy.from_config({}).value_feature
-    if "value_feature" not in cfg.policy and default_value not in built:
-        # the default current-value measure is spend over the longest window this configuration builds
-        cfg.policy = {**cfg.policy, "value_feature": f"spend_{max(cfg.features.windows)}d"}
+    if "value_feature" not in cfg.policy:
+        # the default current-value measure is spend (or margin) over the longest window this configuration
+        # builds
+        longest = max(cfg.features.windows)
+        if measure == "margin":
+            cfg.policy = {**cfg.policy, "value_feature": f"margin_{longest}d"}
+        elif default_value not in built:
+            cfg.policy = {**cfg.policy, "value_feature": f"spend_{longest}d"}
     policy = GradePolicy.from_config(cfg.policy)
     windows = ", ".join(str(w) for w in cfg.features.windows)
     named = {"policy.value_feature": policy.value_feature, "policy.loyalty.feature": policy.loyalty.feature}

@@ -11,6 +11,10 @@ the dialect subset). The work is done in the engine in two steps:
 2. One ``GROUP BY (as_of, customer_id)`` over ``purchase_days JOIN cutoffs ON day <= as_of`` computes all
    features for one or many cutoffs; the result is fetched through Arrow.
 
+Margin features (``margin_total``, ``margin_{w}d``, ``margin_rate``) are built only when the clean transactions
+have a ``margin`` column (ingest writes it when a ``cost`` or ``margin`` role is mapped); without it the SQL and
+the output are exactly those of a table without margin.
+
 The cutoff (``as_of``) is inclusive: rows with ``date(timestamp) <= as_of`` are used, nothing later. ``is_outlier``
 is deliberately not used: ingest's robust (median/MAD) outlier flag depends on every row in the file, including
 rows after a cutoff, so a feature built on it would leak.
@@ -66,6 +70,8 @@ _EngineSource = str | Path | pa.Table
 #: transaction columns the features read (the rest of the clean schema is carried but unused)
 REQUIRED_TRANSACTION_COLUMNS = ("customer_id", "timestamp", "amount")
 OPTIONAL_TRANSACTION_COLUMNS = {"order_id": "STRING", "quantity": "DOUBLE", "product_id": "STRING"}
+#: the line margin (ingest writes it when a cost or margin role is mapped); its presence adds the margin features
+MARGIN_COLUMN = "margin"
 
 #: label columns produced by :func:`build_labels` (besides customer_id), from the feature catalog
 LABEL_COLUMNS = catalog.label_columns()
@@ -95,13 +101,15 @@ def describe_feature(name: str) -> str:
 FEATURE_DESCRIPTIONS: dict[str, str] = catalog.descriptions(FeatureConfig())
 
 
-def NUMERIC_FEATURES(spec: FeatureConfig) -> list[str]:  # noqa: N802 - name fixed by the feature contract
+def NUMERIC_FEATURES(spec: FeatureConfig, *, with_margin: bool = False) -> list[str]:  # noqa: N802 - name fixed by the feature contract
     """The model-ready numeric feature columns, in a fixed order (the feature catalog's).
 
     Parameters
     ----------
     spec:
         Feature configuration (its ``windows`` decide the trailing-window columns).
+    with_margin:
+        Include the margin features (built when the clean transactions carry ``margin``).
 
     Returns
     -------
@@ -111,12 +119,15 @@ def NUMERIC_FEATURES(spec: FeatureConfig) -> list[str]:  # noqa: N802 - name fix
         ``has_purchases`` (same information as ``n_purchase_days > 0``) and attribute columns are excluded.
     """
     _check_spec(spec)
-    return catalog.numeric_features(spec)
+    return catalog.numeric_features(spec, with_margin=with_margin)
 
 
-def feature_columns(spec: FeatureConfig, attributes: Sequence[str] = ()) -> list[str]:
-    """All columns of :func:`build_features` output, in order."""
-    return ["customer_id", "as_of", "has_purchases", *NUMERIC_FEATURES(spec), *attributes]
+def feature_columns(
+    spec: FeatureConfig, attributes: Sequence[str] = (), *, with_margin: bool = False
+) -> list[str]:
+    """All columns of :func:`build_features` output, in order (margin features ``with_margin``)."""
+    numeric = NUMERIC_FEATURES(spec, with_margin=with_margin)
+    return ["customer_id", "as_of", "has_purchases", *numeric, *attributes]
 
 
 def _check_spec(spec: FeatureConfig) -> None:
@@ -155,14 +166,18 @@ def _dates_table_sql(columns: dict[str, Sequence[dt.date]]) -> str:
 
 
 def _transactions_select_sql(source: str, present: set[str]) -> str:
-    """Normalise the transactions source to the columns the features read (absent optional columns -> NULL)."""
+    """Normalise the transactions source to the columns the features read (absent optional columns -> NULL;
+    ``margin`` only when present, as an exact decimal like ``amount``)."""
     optional = [
         f"CAST({name} AS {sql_type}) AS {name}" if name in present else f"CAST(NULL AS {sql_type}) AS {name}"
         for name, sql_type in OPTIONAL_TRANSACTION_COLUMNS.items()
     ]
+    margin = (
+        f", CAST({MARGIN_COLUMN} AS DECIMAL(18, 6)) AS {MARGIN_COLUMN}" if MARGIN_COLUMN in present else ""
+    )
     return (
         "SELECT CAST(customer_id AS STRING) AS customer_id, CAST(timestamp AS DATE) AS day, "
-        "CAST(amount AS DECIMAL(18, 6)) AS amount, " + ", ".join(optional) + f"\nFROM {source}\n"
+        "CAST(amount AS DECIMAL(18, 6)) AS amount, " + ", ".join(optional) + margin + f"\nFROM {source}\n"
         "WHERE customer_id IS NOT NULL AND timestamp IS NOT NULL AND amount IS NOT NULL"
     )
 
@@ -176,7 +191,7 @@ def _customers_select_sql(source: str, present: set[str], aliases: Sequence[str]
     )
 
 
-def _purchase_days_ctes(last_day: dt.date) -> str:
+def _purchase_days_ctes(last_day: dt.date, with_margin: bool = False) -> str:
     """CTEs ``purchase_days`` and ``first_purchases`` over view ``transactions`` up to ``last_day``.
 
     ``purchase_days``: one row per (customer, day) with net spend and its parts, the gap to the previous purchase
@@ -185,13 +200,14 @@ def _purchase_days_ctes(last_day: dt.date) -> str:
     the first time that day, so distinct counts at any cutoff are sums over days.
     """
     until = f"day <= {_date_literal(last_day)}"
+    margin = "\n           SUM(margin) AS day_margin," if with_margin else ""
     return f"""
 daily AS (
     SELECT customer_id, day,
            year(day) * 12 + month(day) AS month_index,
            SUM(amount) AS day_spend,
            SUM(CASE WHEN amount > 0 THEN amount ELSE 0.0 END) AS gross_spend,
-           SUM(CASE WHEN amount < 0 THEN -amount ELSE 0.0 END) AS return_amount,
+           SUM(CASE WHEN amount < 0 THEN -amount ELSE 0.0 END) AS return_amount,{margin}
            SUM(quantity) AS quantity_total,
            MAX(CASE WHEN order_id IS NULL THEN 1 ELSE 0 END) AS has_unordered_rows
     FROM transactions
@@ -227,10 +243,12 @@ def _features_sql(
     with_customers: bool,
     with_labels: bool = False,
     undated: Undated = "exclude",
+    with_margin: bool = False,
 ) -> str:
     """Features for every cutoff in table ``cutoffs(as_of)`` (all <= ``last_day``) from view ``transactions``
     (and view ``customers`` when ``with_customers``), as one query. ``with_labels`` joins table ``labels``
-    and ``label_windows`` (see :func:`_labels_sql`), zero-filled, for training frames."""
+    and ``label_windows`` (see :func:`_labels_sql`), zero-filled, for training frames. ``with_margin`` adds
+    the margin features (the view has a ``margin`` column)."""
     window_aggs = []
     for w in spec.windows:
         window_aggs.append(f"SUM(CASE WHEN age < {w} THEN day_spend ELSE 0.0 END) AS spend_{w}d")
@@ -242,7 +260,22 @@ def _features_sql(
     )
     months = spec.active_months
     window_aggs.append(f"SUM(CASE WHEN months_back < {months} THEN opens_month ELSE 0 END) AS active_months")
-    window_sql = ",\n           ".join(window_aggs)
+    margin_aggs = ""
+    margin_select = ""
+    if with_margin:
+        parts = ["SUM(day_margin) AS margin_total"]
+        parts += [
+            f"SUM(CASE WHEN age < {w} THEN day_margin ELSE 0.0 END) AS margin_{w}d" for w in spec.windows
+        ]
+        margin_aggs = ",\n           " + ",\n           ".join(parts)
+        cols = ["CAST(COALESCE(b.margin_total, 0.0) AS DOUBLE) AS margin_total"]
+        cols += [f"CAST(COALESCE(b.margin_{w}d, 0.0) AS DOUBLE) AS margin_{w}d" for w in spec.windows]
+        cols.append(
+            "CASE WHEN b.gross_spend > 0 THEN CAST(b.margin_total AS DOUBLE) / CAST(b.gross_spend AS DOUBLE) "
+            "ELSE CAST(NULL AS DOUBLE) END AS margin_rate"
+        )
+        margin_select = ",\n       " + ",\n       ".join(cols)
+    window_sql = ",\n           ".join(window_aggs) + margin_aggs
 
     window_cols = [f"CAST(COALESCE(b.spend_{w}d, 0.0) AS DOUBLE) AS spend_{w}d" for w in spec.windows]
     window_cols += [f"CAST(COALESCE(b.orders_{w}d, 0) AS DOUBLE) AS orders_{w}d" for w in spec.windows]
@@ -290,7 +323,7 @@ eligible AS (
         label_select = label_join = ""
 
     return f"""
-WITH {_purchase_days_ctes(last_day)},
+WITH {_purchase_days_ctes(last_day, with_margin)},
 aged AS (
     SELECT c.as_of, p.*,
            CAST(c.as_of - p.day AS INT) AS age,
@@ -358,7 +391,7 @@ SELECT {customer_id} AS customer_id,
        CAST(NULLIF(b.product_breadth, 0) AS DOUBLE) AS product_breadth,
        CAST(b.quantity_total AS DOUBLE) AS quantity_total,
        CAST(CAST(b.as_of - b.last_day AS INT) AS DOUBLE) / NULLIF(b.interpurchase_mean_days, 0.0)
-           AS churn_risk_ratio{attr_select}{label_select}
+           AS churn_risk_ratio{margin_select}{attr_select}{label_select}
 {source}{label_join}
 ORDER BY as_of, customer_id
 """
@@ -610,10 +643,12 @@ _TRANSACTION_ARROW_TYPES = {
     "order_id": pa.string(),
     "quantity": pa.float64(),
     "product_id": pa.string(),
+    MARGIN_COLUMN: pa.float64(),
 }
 
 
-def _register_transactions(runner: _SqlEngine, transactions: TableSource) -> None:
+def _register_transactions(runner: _SqlEngine, transactions: TableSource) -> bool:
+    """Register clean transactions as view ``transactions``; True when they carry ``margin``."""
     present = _source_columns(transactions, "transactions")
     missing = [c for c in REQUIRED_TRANSACTION_COLUMNS if c not in present]
     if missing:
@@ -629,6 +664,7 @@ def _register_transactions(runner: _SqlEngine, transactions: TableSource) -> Non
         source = transactions
     runner.register("transactions_source", source)
     runner.create_view("transactions", _transactions_select_sql("transactions_source", present))
+    return MARGIN_COLUMN in present
 
 
 def _attribute_aliases(attributes: Sequence[str]) -> list[str]:
@@ -668,7 +704,11 @@ def _register_customers(runner: _SqlEngine, customers: TableSource) -> list[str]
 
 
 def _normalise_features(
-    table: pa.Table, spec: FeatureConfig, attributes: Sequence[str], with_labels: bool = False
+    table: pa.Table,
+    spec: FeatureConfig,
+    attributes: Sequence[str],
+    with_labels: bool = False,
+    with_margin: bool = False,
 ) -> pd.DataFrame:
     """Same dtypes from both engines, converted in Arrow: str ids, datetime64[ns] cutoff, bool flag, float64
     features, attributes as str or None (and float64 labels plus a ``cutoff`` column ``with_labels``)."""
@@ -678,7 +718,8 @@ def _normalise_features(
         columns["cutoff"] = as_of
     columns["as_of"] = as_of
     columns["has_purchases"] = table["has_purchases"].cast(pa.bool_())
-    columns.update({name: table[name].cast(pa.float64()) for name in NUMERIC_FEATURES(spec)})
+    numeric = NUMERIC_FEATURES(spec, with_margin=with_margin)
+    columns.update({name: table[name].cast(pa.float64()) for name in numeric})
     for alias, name in zip(_attribute_aliases(attributes), attributes, strict=True):
         columns[name] = table[alias].cast(pa.string())
     if with_labels:
@@ -701,7 +742,7 @@ def _features_at(
 ) -> pd.DataFrame:
     """Features at each cutoff; with ``label_ends`` (one per cutoff) also the labels of (cutoff, end]."""
     _check_undated(undated, customers is not None)
-    _register_transactions(runner, transactions)
+    with_margin = _register_transactions(runner, transactions)
     attributes = _register_customers(runner, customers) if customers is not None else []
     runner.materialise("cutoffs", _dates_table_sql({"as_of": list(cutoffs)}))
     with_labels = label_ends is not None
@@ -711,9 +752,11 @@ def _features_at(
         )
         runner.materialise("labels", _labels_sql(min(cutoffs), max(label_ends), ordered=False))
     raw = runner.fetch(
-        _features_sql(spec, max(cutoffs), attributes, customers is not None, with_labels, undated)
+        _features_sql(
+            spec, max(cutoffs), attributes, customers is not None, with_labels, undated, with_margin
+        )
     )
-    return _normalise_features(raw, spec, attributes, with_labels)
+    return _normalise_features(raw, spec, attributes, with_labels, with_margin=with_margin)
 
 
 class UndatedCustomersWarning(UserWarning):
@@ -755,7 +798,8 @@ def build_features(
     transactions:
         Clean transactions: a parquet path (file or folder) or a DataFrame with the
         :data:`segml.schema.CLEAN_TRANSACTION_COLUMNS` (``customer_id``, ``timestamp`` and ``amount`` are
-        required; ``order_id``, ``quantity`` and ``product_id`` are used when present).
+        required; ``order_id``, ``quantity`` and ``product_id`` are used when present; ``margin`` adds the
+        margin features ``margin_total``, ``margin_{w}d`` and ``margin_rate``).
     as_of:
         Cutoff, inclusive: only rows with ``date(timestamp) <= as_of`` are read.
     spec:
@@ -779,7 +823,8 @@ def build_features(
     -------
     pandas.DataFrame
         One row per customer, sorted by ``customer_id``, index ``0..n-1``, columns
-        :func:`feature_columns` (see docs/features.md for every definition).
+        :func:`feature_columns` (``with_margin`` when the transactions carry ``margin``; see
+        docs/features.md for every definition).
 
     Raises
     ------

@@ -48,12 +48,13 @@ from segml.config import (
 )
 from segml.errors import ConfigError, InputFileError
 from segml.schema import (
-    CLEAN_TRANSACTION_COLUMNS,
     CUSTOMER_ROLES,
+    MARGIN_ROLES,
     ROW_PRECEDENCE,
     TRANSACTION_ROLES,
     QuarantineReason,
     SourceReason,
+    clean_transaction_columns,
 )
 from segml.storage import atomic_path, write_json
 
@@ -110,6 +111,8 @@ _ROLE_COLUMNS = (
     "unit_price",
     "product_id",
     "channel",
+    "cost",
+    "margin",
 )
 
 
@@ -322,6 +325,13 @@ def _transaction_tables(sources: Sequence[TransactionSource], labels: Sequence[s
         )
         _check_required_roles(raw)
         raws.append(raw)
+    with_margin = [any(role in source.columns for role in MARGIN_ROLES) for source in sources]
+    if any(with_margin) and not all(with_margin):
+        lacking = with_margin.index(False)
+        raise ConfigError(
+            f"data.transactions.{lacking}.columns: map 'cost' or 'margin' on every transaction source or on "
+            "none (another source maps one, and margin cannot be summed over sources that lack it)"
+        )
     return raws
 
 
@@ -881,6 +891,8 @@ def _check_required_roles(raw: _RawTable) -> None:
             raise ConfigError(f"{key}.columns: role '{role}' must be mapped")
     if "amount" not in columns and not ("quantity" in columns and "unit_price" in columns):
         raise ConfigError(f"{key}.columns: map 'amount', or both 'quantity' and 'unit_price'")
+    if all(role in columns for role in MARGIN_ROLES):
+        raise ConfigError(f"{key}.columns: map 'cost' or 'margin', not both (margin = amount - cost)")
     if (source.non_product_codes or source.non_product_pattern) and "product_id" not in columns:
         raise ConfigError(f"{key}: non_product_codes/non_product_pattern need columns.product_id")
     if source.cancellation_prefix and "order_id" not in columns:
@@ -913,7 +925,7 @@ def _typed_transactions(
         f"({examined} AND customer_id IS NULL) AS fail_customer_id",
         f"({examined} AND timestamp IS NULL) AS fail_timestamp",
     ]
-    for role in ("amount", "quantity", "unit_price"):
+    for role in ("amount", "quantity", "unit_price", "cost", "margin"):
         parsed = "amount_parsed" if role == "amount" else role
         fails.append(
             f"({examined} AND {_literal(role in mapping)} AND NOT coalesce(isfinite({parsed}), false)) "
@@ -944,6 +956,8 @@ def _typed_transactions(
                 {amount} AS amount_parsed,
                 {number("quantity")} AS quantity,
                 {number("unit_price")} AS unit_price,
+                {number("cost")} AS cost,
+                {number("margin")} AS margin,
                 {text("product_id")} AS product_id,
                 {text("channel")} AS channel,
                 {_RAW} IS NOT NULL AS is_malformed,
@@ -954,7 +968,7 @@ def _typed_transactions(
         )
         SELECT
             source_index, source, source_row, customer_id, order_id, timestamp,
-            amount_parsed AS amount, quantity, unit_price, product_id, channel, is_malformed,
+            amount_parsed AS amount, quantity, unit_price, cost, margin, product_id, channel, is_malformed,
             is_unmatched, is_filtered, duplicate_key,
             {", ".join(fails)},
             {non_product_expr} AS is_non_product,
@@ -990,7 +1004,11 @@ def _refuse_mostly_bad(
             f"or an unterminated quote; first: line {first_row + 1}, {first_text[:80]!r}) — wrong delimiter? "
             f"(columns read from the header: {', '.join(raw.columns)})"
         )
-    roles = [r for r in ("customer_id", "timestamp", "amount", "quantity", "unit_price") if r in mapping]
+    roles = [
+        r
+        for r in ("customer_id", "timestamp", "amount", "quantity", "unit_price", "cost", "margin")
+        if r in mapping
+    ]
     counts = con.execute(
         f"SELECT {', '.join(f'count(*) FILTER (WHERE fail_{r})' for r in roles)} FROM {table}"
     ).fetchall()[0]
@@ -1027,7 +1045,8 @@ def _reason_conditions(rules: CleaningRules, max_date: dt.date) -> dict[Quaranti
         R.TIMESTAMP_OUT_OF_RANGE: f"coalesce(timestamp < TIMESTAMP '{rules.min_date.isoformat()}', false)",
         R.FUTURE_TIMESTAMP: f"coalesce(CAST(timestamp AS DATE) > DATE '{max_date.isoformat()}', false)",
         R.NON_NUMERIC_AMOUNT: (
-            "(fail_amount OR fail_quantity OR fail_unit_price OR NOT coalesce(isfinite(amount), false))"
+            "(fail_amount OR fail_quantity OR fail_unit_price OR fail_cost OR fail_margin "
+            "OR NOT coalesce(isfinite(amount), false))"
         ),
         R.NON_PRODUCT: "is_non_product",
         R.DUPLICATE_ROW: "is_duplicate",  # computed in a second step, among rows passing earlier reasons
@@ -1092,7 +1111,8 @@ def _classify(
         SELECT *,
             CASE {reason_case} ELSE NULL END AS reason,
             CASE WHEN is_return THEN -abs(amount) ELSE amount END AS amount_signed,
-            CASE WHEN is_return THEN -abs(quantity) ELSE quantity END AS quantity_signed
+            CASE WHEN is_return THEN -abs(quantity) ELSE quantity END AS quantity_signed,
+            {_MARGIN_SIGNED} AS margin_signed
         FROM rows_checked
         """
     )
@@ -1145,19 +1165,52 @@ def _ingest_tables(
     _classify(con, typed, rules, max_date)
     outlier_rule = _flag_outliers(con, rules)
 
+    with_margin = _with_margin(raws)
     clean_select = ", ".join(
         f"CAST({_CLEAN_SOURCES.get(col, col)} AS {col_type}) AS {col}"
-        for col, col_type in CLEAN_TRANSACTION_COLUMNS.items()
+        for col, col_type in clean_transaction_columns(with_margin).items()
     )
     con.execute(f"CREATE TABLE clean_out AS SELECT {clean_select} FROM classified WHERE reason IS NULL")
     _build_quarantine(con, raws, "classified", "quarantine_out", with_source=True)
 
     report = _transaction_report(con, raws, rules, max_date, today, outlier_rule)
+    if with_margin:
+        report["margin"] = _margin_report(con)
     report["customers_file"] = _ingest_customers(con, customers, rules) if customers is not None else None
     return report
 
 
-_CLEAN_SOURCES = {"amount": "amount_signed", "quantity": "quantity_signed"}
+_CLEAN_SOURCES = {"amount": "amount_signed", "quantity": "quantity_signed", "margin": "margin_signed"}
+#: a return nets its margin as its amount nets: a mapped cost is reversed with the amount (margin of a return
+#: = -(|amount| - |cost|)); a mapped margin changes sign exactly when the amount does (a positive amount made
+#: negative by a negative quantity or a cancellation), so a file that records returns signed keeps its margins
+_MARGIN_SIGNED = (
+    "CASE WHEN cost IS NOT NULL THEN (CASE WHEN is_return THEN -abs(amount) ELSE amount END)"
+    " - (CASE WHEN is_return THEN -abs(cost) ELSE cost END)"
+    " WHEN is_return AND amount > 0 THEN -margin ELSE margin END"
+)
+
+
+def _with_margin(raws: Sequence[_RawTable]) -> bool:
+    """True when the sources map ``cost`` or ``margin`` (all of them do, or none: see _transaction_tables)."""
+    return any(role in raw.source.columns for raw in raws for role in MARGIN_ROLES)
+
+
+def _margin_report(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Margin of the kept rows: total, returns' share of it and the lines sold below cost."""
+    total, returns_margin, negative = con.execute(
+        """
+        SELECT round(coalesce(fsum(margin_signed), 0), 6),
+               round(coalesce(fsum(margin_signed) FILTER (WHERE is_return), 0), 6),
+               count(*) FILTER (WHERE margin_signed < 0 AND NOT is_return)
+        FROM classified WHERE reason IS NULL
+        """
+    ).fetchall()[0]
+    return {
+        "margin_total_kept": float(total),
+        "returns_margin": float(returns_margin),
+        "negative_margin_lines": int(negative),
+    }
 
 
 def _build_quarantine(

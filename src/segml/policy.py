@@ -5,7 +5,8 @@ Everything comes from the ``policy:`` section of the experiment YAML, merged ove
 
 How a customer is graded
 ------------------------
-1. Three raw measures per customer: current value (``value_feature``, default ``spend_365d``), potential
+1. Three raw measures per customer: current value (``value_feature``, default ``spend_365d``, or
+   ``margin_<longest window>d`` when ``value_measure`` is ``margin``: see :data:`ValueMeasure`), potential
    value (the model's predicted future spend) and loyalty
    (``(1 - w) * active_months_share + w * repurchase``, ``w = loyalty.repurchase_weight``, default 0.25).
 2. Each measure becomes a percentile rank against a reference distribution frozen at training (stored
@@ -172,6 +173,13 @@ class Hysteresis:
         return self.margin > 0
 
 
+#: what current value is measured in: net spend (``revenue``) or margin (``margin``, needs a ``cost`` or
+#: ``margin`` role on the transaction sources). Unset, :func:`segml.config.check_experiment` picks margin when
+#: the sources map one and revenue otherwise, and points the default ``value_feature`` at the longest window
+#: of that measure (``margin_365d`` / ``spend_365d``); an explicit ``value_feature`` wins.
+ValueMeasure = Literal["revenue", "margin"]
+
+
 @dataclass
 class GradePolicy:
     """A validated grade policy (unfitted). Build with :meth:`from_config`; fit with :meth:`fit`."""
@@ -190,6 +198,8 @@ class GradePolicy:
     reference_quantiles: int = 1001
     #: grade stability between successive gradings (monitor steps, ``segml grade --previous``)
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
+    #: ``revenue`` or ``margin`` (:data:`ValueMeasure`); None until the experiment check resolves it
+    value_measure: ValueMeasure | None = None
 
     def __post_init__(self) -> None:
         _validate_policy(self)
@@ -249,8 +259,13 @@ class GradePolicy:
         return dataclasses.replace(self, weights=weights)
 
     def to_dict(self) -> dict[str, Any]:
-        """The complete policy as a plain mapping (round-trips through :meth:`from_config`)."""
-        return dataclasses.asdict(self)
+        """The complete policy as a plain mapping (round-trips through :meth:`from_config`). An unresolved
+        ``value_measure`` (None: no margin mapped, none asked for) is left out, so such a policy writes the
+        document it wrote before the key existed."""
+        out = dataclasses.asdict(self)
+        if out["value_measure"] is None:
+            del out["value_measure"]
+        return out
 
     # -- fitting -----------------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The data contract: column roles, clean-transaction schema and quarantine reasons.
 
 A user's file may use any column names; the experiment YAML maps them to these roles. Ingest produces
-clean transactions with exactly :data:`CLEAN_TRANSACTION_COLUMNS` and a quarantine file holding the
+clean transactions with exactly :data:`CLEAN_TRANSACTION_COLUMNS` (plus ``margin`` when a ``cost`` or ``margin``
+role is mapped, see :func:`clean_transaction_columns`) and a quarantine file holding the
 original columns plus ``reason`` (one of :class:`QuarantineReason` or :class:`SourceReason`) and, for a malformed CSV line, its raw
 text (``raw_line``).
 """
@@ -20,7 +21,11 @@ TRANSACTION_ROLES = (
     "unit_price",
     "product_id",
     "channel",
+    "cost",  # line cost (same currency as amount): margin = amount - cost
+    "margin",  # line margin as the file records it (instead of cost)
 )
+#: the roles that give clean transactions a ``margin`` column; a source maps at most one of them
+MARGIN_ROLES = ("cost", "margin")
 REQUIRED_TRANSACTION_ROLES = ("customer_id", "timestamp")  # plus amount, or quantity and unit_price
 
 #: clean transactions written by ingest, in this order, with these DuckDB types
@@ -37,6 +42,22 @@ CLEAN_TRANSACTION_COLUMNS: dict[str, str] = {
     "is_return": "BOOLEAN",
     "is_outlier": "BOOLEAN",  # flagged, kept (see OutlierRule)
 }
+#: written after ``amount`` only when the sources map ``cost`` or ``margin`` (may be negative; returns net)
+MARGIN_COLUMN = ("margin", "DOUBLE")
+
+
+def clean_transaction_columns(with_margin: bool) -> dict[str, str]:
+    """The clean-transaction schema: :data:`CLEAN_TRANSACTION_COLUMNS`, plus ``margin`` after ``amount``
+    when ``with_margin`` (the sources map a ``cost`` or ``margin`` role)."""
+    if not with_margin:
+        return dict(CLEAN_TRANSACTION_COLUMNS)
+    out: dict[str, str] = {}
+    for name, sql_type in CLEAN_TRANSACTION_COLUMNS.items():
+        out[name] = sql_type
+        if name == "amount":
+            out[MARGIN_COLUMN[0]] = MARGIN_COLUMN[1]
+    return out
+
 
 #: customer attribute roles with a meaning of their own; any other mapped role is a free attribute
 CUSTOMER_ROLES = ("customer_id", "signup_date")
@@ -51,7 +72,9 @@ class QuarantineReason(StrEnum):
     UNPARSEABLE_TIMESTAMP = "unparseable_timestamp"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"  # before cleaning.min_date
     FUTURE_TIMESTAMP = "future_timestamp"  # after cleaning.max_date (default: ingest day)
-    NON_NUMERIC_AMOUNT = "non_numeric_amount"  # amount, quantity or unit price not a finite number
+    NON_NUMERIC_AMOUNT = (
+        "non_numeric_amount"  # amount, quantity, unit price, cost or margin not a finite number
+    )
     NON_PRODUCT = "non_product"  # postage, fees, manual adjustments (code list / pattern)
     DUPLICATE_ROW = "duplicate_row"  # see CleaningRules.duplicates
     ZERO_AMOUNT = "zero_amount"  # only when cleaning.zero_amount = quarantine
