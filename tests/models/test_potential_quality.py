@@ -25,7 +25,7 @@ from segml.models.potential import PotentialValueModel
 
 REPO = Path(__file__).resolve().parents[2]
 #: lapsed customers' mean forecast ÷ mean realised spend may not exceed this (the start commit's 1.44)
-LAPSED_RATIO_FLOOR = 1.5  # measured 1.46x on main (start commit 1.44x): a reported miss
+LAPSED_RATIO_FLOOR = 1.4  # measured 1.34x with the recency calibration (1.46x without; start commit 1.44x)
 TAFENG = Path(os.environ.get("SEGML_TAFENG", REPO.parent / "shared" / "data" / "tafeng"))
 
 
@@ -111,18 +111,20 @@ def test_tafeng_ranking_and_money_floors(tafeng):
         f"past spend {tafeng['past_spend']}, BG/NBD {tafeng['btyd']}, blend {tafeng['model'].params_.get('blend')}"
     )
     assert high > -0.015  # the start commit's whole interval was below this
-    # measured on main with the population rule (undated customers enter at their first purchase): decile MAPE
-    # 26.5 %, total error +15.1 % — worse than the start commit's 23 % and than BG/NBD's 18.6 %: a reported
-    # miss; these floors only stop it from getting worse
-    assert potential["decile_mape"] < 0.28
+    # measured on main with the population rule (undated customers enter at their first purchase) and the
+    # recency calibration: decile MAPE 22.2 %, total error +12.0 % (26.5 %, +15.1 % without the calibration;
+    # start commit 23 %) — still worse than BG/NBD's 18.6 %: a reported miss; these floors only stop it from
+    # getting worse
+    assert potential["decile_mape"] < 0.235
     assert potential["decile_mape"] < tafeng["past_spend"]["decile_mape"]
-    assert abs(potential["total_error"]) <= 0.16
+    assert abs(potential["total_error"]) <= 0.135
 
 
 @pytest.mark.slow
 def test_tafeng_lapsed_customers_are_not_over_forecast(tafeng):
     """Customers whose last purchase is more than 30 days before the cutoff (8,142): mean forecast against
-    their mean realised holdout spend (1,151). Start commit 1,654 (1.44×); on main 1,685 (1.46×)."""
+    their mean realised holdout spend (1,151). Start commit 1,654 (1.44×); on main 1,685 (1.46×) without the
+    recency calibration, 1,544 (1.34×) with it."""
     lapsed = tafeng["lapsed"]
     print(f"Ta Feng lapsed > 30 days: {lapsed}")
     assert lapsed["predicted_mean"] <= LAPSED_RATIO_FLOOR * lapsed["realised_mean"]
