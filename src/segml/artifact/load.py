@@ -492,7 +492,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 # Grade
 
 
-def _with_missing_attributes(features: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.DataFrame:
+def with_missing_attributes(features: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.DataFrame:
     """Attribute columns of the training population, added as missing when no customers file was given (the
     model sends a missing attribute down its missing branch, as it does for an unseen level)."""
     features = features.copy()
@@ -503,6 +503,36 @@ def _with_missing_attributes(features: pd.DataFrame, feature_spec: dict[str, Any
         dtype = "string" if column.get("dtype") == "string" else "float64"
         features[name] = pd.Series(pd.NA if dtype == "string" else np.nan, index=features.index, dtype=dtype)
     return features
+
+
+def clean_for_grading(
+    artifact: GradingArtifact,
+    transactions: TableInput | Sequence[TableInput],
+    customers: TableInput | None,
+    mapping: dict[str, Any] | None,
+    folder: Path,
+    as_of: dt.date | str | None,
+    report: dict[str, Any] | None,
+) -> tuple[CleanInputs, dt.date]:
+    """Clean the raw inputs with the artifact's rules into ``folder`` and resolve the grading cutoff (the
+    latest clean transaction day unless ``as_of`` is given); refuses input of which no row survives."""
+    from segml.config import parse_date
+
+    clean = clean_inputs(artifact.data, transactions, customers, mapping, folder)
+    if report is not None:
+        report.update(clean.report)
+    if clean.report.get("rows_kept", 0) == 0:
+        raise InputFileError(
+            f"transactions: none of the {clean.report.get('rows_in', 0):,} rows survived cleaning "
+            f"(quarantined by reason: {clean.report.get('by_reason')})"
+        )
+    if as_of is None:
+        cutoff = dt.date.fromisoformat(clean.report["date_max"])
+    elif isinstance(as_of, str):
+        cutoff = parse_date(as_of, "--as-of")
+    else:
+        cutoff = as_of
+    return clean, cutoff
 
 
 def grade(
@@ -545,31 +575,19 @@ def grade(
     pandas.DataFrame
         The ``grades.parquet`` columns plus ``artifact_version``, sorted by customer_id.
     """
-    from segml.config import parse_date
     from segml.features import build_features
 
     artifact = artifact_dir if isinstance(artifact_dir, GradingArtifact) else load_artifact(artifact_dir)
     if isinstance(mapping, str | Path):
         mapping = read_mapping(mapping)
     with tempfile.TemporaryDirectory(prefix="segml-grade-") as tmp:
-        clean = clean_inputs(artifact.data, transactions, customers, mapping, Path(tmp))
-        if report is not None:
-            report.update(clean.report)
-        if clean.report.get("rows_kept", 0) == 0:
-            raise InputFileError(
-                f"transactions: none of the {clean.report.get('rows_in', 0):,} rows survived cleaning "
-                f"(quarantined by reason: {clean.report.get('by_reason')})"
-            )
-        if as_of is None:
-            cutoff = dt.date.fromisoformat(clean.report["date_max"])
-        elif isinstance(as_of, str):
-            cutoff = parse_date(as_of, "--as-of")
-        else:
-            cutoff = as_of
+        clean, cutoff = clean_for_grading(
+            artifact, transactions, customers, mapping, Path(tmp), as_of, report
+        )
         spec = dataclasses.replace(artifact.feature_config, engine="duckdb")
         features = build_features(clean.transactions, cutoff, spec, clean.customers)
         if clean.customers is None:
-            features = _with_missing_attributes(features, artifact.feature_spec)
+            features = with_missing_attributes(features, artifact.feature_spec)
     if features.empty:
         raise InputFileError(f"transactions: no customer has data on or before {cutoff}")
     return artifact.score(features, reasons=reasons, refit_boundaries=refit_boundaries, as_of=cutoff)

@@ -32,12 +32,12 @@ import pyarrow as pa
 from segml.artifact.load import (
     GradingArtifact,
     TableInput,
-    _with_missing_attributes,
-    clean_inputs,
+    clean_for_grading,
     load_artifact,
     read_mapping,
+    with_missing_attributes,
 )
-from segml.config import SparkSettings, parse_date
+from segml.config import SparkSettings
 from segml.errors import InputFileError
 
 #: Parquet columns a grades dataset may be partitioned by (a few values each; never a customer-level column)
@@ -110,7 +110,7 @@ class _BatchGrader:
                 continue
             features = normalise_feature_batch(pa.Table.from_batches([batch]), spec, self.attributes)
             if not self.with_customers:
-                features = _with_missing_attributes(features, self.artifact.feature_spec)
+                features = with_missing_attributes(features, self.artifact.feature_spec)
             graded = self.artifact.score(features, reasons=self.reasons, as_of=self.cutoff)
             table = pa.Table.from_pandas(graded, schema=self.schema, preserve_index=False)
             yield from table.to_batches()
@@ -192,20 +192,9 @@ def grade_on_spark(
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="segml-grade-", dir=work_dir) as tmp:
-        clean = clean_inputs(artifact.data, transactions, customers, mapping, Path(tmp))
-        if report is not None:
-            report.update(clean.report)
-        if clean.report.get("rows_kept", 0) == 0:
-            raise InputFileError(
-                f"transactions: none of the {clean.report.get('rows_in', 0):,} rows survived cleaning "
-                f"(quarantined by reason: {clean.report.get('by_reason')})"
-            )
-        if as_of is None:
-            cutoff = dt.date.fromisoformat(clean.report["date_max"])
-        elif isinstance(as_of, str):
-            cutoff = parse_date(as_of, "--as-of")
-        else:
-            cutoff = as_of
+        clean, cutoff = clean_for_grading(
+            artifact, transactions, customers, mapping, Path(tmp), as_of, report
+        )
         schema = _grades_schema(artifact, reasons, cutoff)
         spec = dataclasses.replace(artifact.feature_config, engine="spark")
         with spark_features(clean.transactions, cutoff, spec, clean.customers, spark=spark) as (
