@@ -94,3 +94,14 @@ def test_fixture_margin_features_equal(spark):
     assert "margin_rate" in on_spark.columns
     assert_same(on_spark, duck)
     assert_same(on_spark, FIXTURE.reference_features(tx, FIXTURE.AS_OF, SPEC, customers))
+
+
+@pytest.mark.parametrize("as_of", [FIXTURE.AS_OF, dt.date(2024, 4, 20)])
+def test_fixture_invoice_features_equal(spark, as_of):
+    tx, customers, invoices = FIXTURE.make_transactions(), FIXTURE.make_customers(), FIXTURE.make_invoices()
+    duck = build_features(tx, as_of, SPEC, customers, invoices=invoices)
+    on_spark = build_features(tx, as_of, SPEC, customers, engine="spark", invoices=invoices)
+    assert "overdue_amount" in on_spark.columns
+    assert_same(on_spark, duck)
+    expected = FIXTURE.reference_features(tx, as_of, SPEC, customers)
+    assert_same(on_spark, FIXTURE.with_reference_invoices(expected, invoices, as_of, SPEC))
