@@ -966,6 +966,7 @@ def spark_features(
     *,
     spark: SparkSettings | None = None,
     undated: Undated = "exclude",
+    invoices: str | Path | None = None,
 ) -> Iterator[tuple[SparkDataFrame, list[str]]]:
     """The :func:`build_features` query at one cutoff as a lazy Spark DataFrame (nothing is collected).
 
@@ -982,6 +983,9 @@ def spark_features(
         As for :func:`build_features`.
     spark:
         The ``spark:`` settings, as for :func:`build_features`.
+    invoices:
+        Optional clean invoices as a parquet path every executor can read; adds the invoice features (pass
+        ``with_invoices=True`` to :func:`normalise_feature_batch` then).
 
     Yields
     ------
@@ -994,14 +998,21 @@ def spark_features(
     with _open_engine("spark", spec, spark) as runner:
         _register_transactions(runner, transactions)
         attributes = _register_customers(runner, customers) if customers is not None else []
+        if invoices is not None:
+            _register_invoices(runner, invoices)
         runner.materialise("cutoffs", _dates_table_sql({"as_of": [as_of]}))
-        sql = _features_sql(spec, as_of, attributes, customers is not None, False, undated)
+        sql = _features_sql(
+            spec, as_of, attributes, customers is not None, False, undated, with_invoices=invoices is not None
+        )
         yield runner.spark.sql(sql), attributes
 
 
-def normalise_feature_batch(batch: pa.Table, spec: FeatureConfig, attributes: Sequence[str]) -> pd.DataFrame:
-    """Rows of a :func:`spark_features` DataFrame (an Arrow batch) as :func:`build_features` types them."""
-    return _normalise_features(batch, spec, attributes)
+def normalise_feature_batch(
+    batch: pa.Table, spec: FeatureConfig, attributes: Sequence[str], *, with_invoices: bool = False
+) -> pd.DataFrame:
+    """Rows of a :func:`spark_features` DataFrame (an Arrow batch) as :func:`build_features` types them
+    (``with_invoices`` when it was given invoices)."""
+    return _normalise_features(batch, spec, attributes, with_invoices=with_invoices)
 
 
 def _label_windows(
