@@ -34,6 +34,8 @@ class Case:
     cleaning: str = ""  # ingest: extra YAML lines of data.cleaning
     columns: str = "{customer_id: id, timestamp: ts, amount: value, order_id: order}"
     tamper: str = ""  # artifact: name of a tampering in test_bad_inputs.TAMPERINGS
+    invoices: bytes = b""  # ingest: an invoices file (``data.invoices``) beside the good transactions
+    invoice_columns: str = ""  # ingest: the invoices' role mapping (default INVOICE_COLUMNS)
     slow: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -50,6 +52,127 @@ COST_COLUMNS = "{customer_id: id, timestamp: ts, amount: value, order_id: order,
 def _cost_csv(*rows: str, good: str = COST_GOOD) -> bytes:
     return ("id,ts,value,order,cost\n" + good + "".join(f"{row}\n" for row in rows)).encode("utf-8")
 
+
+INVOICE_HEADER = "inv,cust,issued,due,paid,total\n"
+#: good invoices of the GOOD customers: issued in January, due 30 days later, every third one unpaid
+INVOICE_GOOD = "".join(
+    f"n{i},c{i % 7},2024-01-{1 + i:02d},2024-01-{31 if i < 1 else 30:02d},"
+    f"{'' if i % 3 == 0 else f'2024-02-{1 + i:02d}'},{100 + i}.25\n"
+    for i in range(20)
+)
+INVOICE_COLUMNS = "{invoice_id: inv, customer_id: cust, issued: issued, due: due, paid: paid, amount: total}"
+
+
+def _invoices_csv(*rows: str, good: str = INVOICE_GOOD) -> bytes:
+    return (INVOICE_HEADER + good + "".join(f"{row}\n" for row in rows)).encode("utf-8")
+
+
+def _invoice_case(case_id: str, what: str, reason: str, row: str) -> Case:
+    """A good transactions file and an invoices file with one bad row among good ones."""
+    return Case(case_id, what, "quarantine", (reason,), data=_csv(), invoices=_invoices_csv(row))
+
+
+INVOICE_CASES = [
+    _invoice_case("invoice-short-row", "an invoice row with too few fields", "malformed_row", "n90,c1"),
+    _invoice_case(
+        "invoice-missing-id",
+        "an invoice without an invoice id",
+        "missing_invoice_id",
+        ",c1,2024-01-02,2024-02-01,,10",
+    ),
+    _invoice_case(
+        "invoice-missing-customer",
+        "an invoice without a customer id",
+        "missing_customer_id",
+        "n91,,2024-01-02,2024-02-01,,10",
+    ),
+    _invoice_case(
+        "invoice-bad-issued",
+        "an invoice issued on '2024-13-45'",
+        "bad_date",
+        "n92,c1,2024-13-45,2024-02-01,,10",
+    ),
+    _invoice_case(
+        "invoice-bad-paid",
+        "an invoice paid on 'soon'",
+        "bad_date",
+        "n93,c1,2024-01-02,2024-02-01,soon,10",
+    ),
+    _invoice_case(
+        "invoice-text-amount",
+        "an invoice amount 'ten'",
+        "non_numeric_amount",
+        "n94,c1,2024-01-02,2024-02-01,,ten",
+    ),
+    _invoice_case(
+        "invoice-due-before-issued",
+        "an invoice due before it was issued",
+        "due_before_issued",
+        "n95,c1,2024-01-10,2024-01-05,,10",
+    ),
+    _invoice_case(
+        "invoice-paid-before-issued",
+        "an invoice paid before it was issued",
+        "paid_before_issued",
+        "n96,c1,2024-01-10,2024-02-10,2024-01-09,10",
+    ),
+    _invoice_case(
+        "invoice-negative-amount",
+        "an invoice of -10",
+        "negative_amount",
+        "n97,c1,2024-01-10,2024-02-10,,-10",
+    ),
+    _invoice_case(
+        "invoice-duplicate",
+        "an invoice id given twice (the earliest issued is kept)",
+        "duplicate_invoice",
+        "n1,c3,2024-01-20,2024-02-20,,55",
+    ),
+    Case(
+        "invoice-role-missing",
+        "data.invoices without a paid role",
+        "error",
+        ("data.invoices.columns", "'paid'"),
+        data=_csv(),
+        invoices=_invoices_csv(),
+        invoice_columns="{invoice_id: inv, customer_id: cust, issued: issued, due: due, amount: total}",
+    ),
+    Case(
+        "invoice-unknown-role",
+        "data.invoices with an unknown role",
+        "error",
+        ("data.invoices.columns", "unknown role 'status'"),
+        data=_csv(),
+        invoices=_invoices_csv(),
+        invoice_columns=INVOICE_COLUMNS.replace("}", ", status: paid}"),
+    ),
+    Case(
+        "invoice-column-absent",
+        "an invoice role mapped to a column the file lacks",
+        "error",
+        ("invoices.csv", "'settled'", "role paid"),
+        data=_csv(),
+        invoices=_invoices_csv(),
+        invoice_columns=INVOICE_COLUMNS.replace("paid: paid", "paid: settled"),
+    ),
+    Case(
+        "invoice-wrong-date-column",
+        "the invoices' issued role mapped to a text column",
+        "error",
+        ("invoices.csv", "'cust'", "role issued"),
+        data=_csv(),
+        invoices=_invoices_csv(),
+        invoice_columns=INVOICE_COLUMNS.replace("issued: issued", "issued: cust"),
+    ),
+    Case(
+        "invoice-file-empty",
+        "an empty invoices file",
+        "error",
+        ("invoices.csv", "empty"),
+        data=_csv(),
+        invoices=b"\n",
+    ),
+]
 
 INGEST_CASES = [
     Case(
@@ -384,6 +507,7 @@ INGEST_CASES = [
         data=_cost_csv(),
         columns="{customer_id: id, timestamp: ts, amount: value, cost: cost, margin: value}",
     ),
+    *INVOICE_CASES,
 ]
 
 ARTIFACT_CASES = [

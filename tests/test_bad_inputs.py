@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from bad_inputs import ARTIFACT_CASES, GOOD, HEADER, INGEST_CASES, Case, render_markdown
+from bad_inputs import (
+    ARTIFACT_CASES,
+    GOOD,
+    HEADER,
+    INGEST_CASES,
+    INVOICE_COLUMNS,
+    Case,
+    render_markdown,
+)
 from conftest import REPO, make_project
 from test_artifact import _train  # ingest + train the smoke experiment, as test_artifact does
 from typer.testing import CliRunner
@@ -31,6 +39,7 @@ data:
     - path: raw/{file}
       columns: {columns}
 {source}
+{invoices}
   cleaning:
     max_date: 2030-12-31
     min_date: 2000-01-01
@@ -89,6 +98,11 @@ def test_ingest_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     name = "tx.csv" if case.file == "absent" else case.file
     if case.file != "absent":
         (tmp_path / "raw" / name).write_bytes(data)
+    invoices = ""
+    if case.invoices:
+        (tmp_path / "raw" / "invoices.csv").write_bytes(case.invoices)
+        columns = case.invoice_columns or INVOICE_COLUMNS
+        invoices = f"  invoices:\n    path: raw/invoices.csv\n    columns: {columns}"
     experiment = tmp_path / "experiments" / "exp.yaml"
     experiment.parent.mkdir()
     experiment.write_text(
@@ -97,6 +111,7 @@ def test_ingest_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             columns=case.columns,
             source=_indent(case.source, 6),
             cleaning=_indent(case.cleaning, 4),
+            invoices=invoices,
         ),
         encoding="utf-8",
     )
@@ -109,6 +124,17 @@ def test_ingest_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert report["rows_in"] == report["rows_kept"] + report["rows_quarantined"]
     for key in ("rows_in", "rows_kept", "rows_quarantined", "by_reason", "customers"):
         assert key in report
+    if case.invoices:  # the transactions are good: the invoices carry the case
+        assert report["rows_quarantined"] == 0, report["by_reason"]
+        block = report["invoices"]
+        assert block["rows_in"] == block["rows_kept"] + block["rows_quarantined"]
+        assert block["rows_in"] == case.invoices.decode("utf-8").count("\n") - 1
+        assert sorted(block["by_reason"]) == sorted(case.expect)
+        quarantine = pd.read_parquet(interim / "quarantine_invoices.parquet")
+        assert set(quarantine["reason"]) == set(case.expect), quarantine[["source_row", "reason"]]
+        assert len(pd.read_parquet(interim / "invoices.parquet")) == block["rows_kept"]
+        return
+    assert "invoices" not in report  # no data.invoices: the report is what it was before invoices existed
     quarantine = pd.read_parquet(interim / "quarantine.parquet")
     if case.outcome == "ok":
         assert report["rows_quarantined"] == 0, report["by_reason"]

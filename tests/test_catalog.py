@@ -32,10 +32,10 @@ def built(synthetic):
     raw_columns: list[list[str]] = []
     normalise = features._normalise_features
 
-    def recording(table, spec, attributes, with_labels=False, *, with_margin=False):
+    def recording(table, spec, attributes, with_labels=False, **sources):
         aliases = dict(zip(features._attribute_aliases(attributes), attributes, strict=True))
         raw_columns.append([aliases.get(name, name) for name in table.column_names])
-        return normalise(table, spec, attributes, with_labels, with_margin=with_margin)
+        return normalise(table, spec, attributes, with_labels, **sources)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(features, "_normalise_features", recording)
@@ -49,6 +49,72 @@ def built(synthetic):
         margin_training = features.training_frame(with_margin, [AS_OF], 90, SPEC, customers)
     attributes = [c for c in customers.columns if c not in ("customer_id", "signup_date")]
     return raw_columns, frame, training, attributes, margin_frame, margin_training
+
+
+def _invoices(transactions: pd.DataFrame) -> pd.DataFrame:
+    """One invoice per purchase day of the first 400 rows: due 30 days later, paid 0-59 days after issue or
+    (every seventh) not at all."""
+    head = transactions.head(400).reset_index(drop=True)
+    issued = pd.to_datetime(head["timestamp"]).dt.normalize()
+    lag = pd.to_timedelta((head.index * 13) % 60, unit="D")
+    paid = (issued + lag).where(head.index % 7 != 0)
+    return pd.DataFrame(
+        {
+            "invoice_id": [f"I{i}" for i in head.index],
+            "customer_id": head["customer_id"].astype(str),
+            "issued": issued,
+            "due": issued + pd.Timedelta(days=30),
+            "paid": paid,
+            "amount": head["amount"].abs(),
+        }
+    )
+
+
+INVOICE_FEATURES = [
+    "invoices_n",
+    "days_late_mean",
+    "paid_on_time_share",
+    "outstanding_amount",
+    "overdue_amount",
+    "days_late_trend",
+]
+
+
+@pytest.fixture(scope="module")
+def invoice_tables(synthetic):
+    """With clean invoices (``data.invoices``): the feature table and a training frame."""
+    transactions, customers = synthetic
+    invoices = _invoices(transactions)
+    frame = features.build_features(transactions, AS_OF, SPEC, customers, invoices=invoices)
+    training = features.training_frame(transactions, [AS_OF], 90, SPEC, customers, invoices=invoices)
+    return frame, training
+
+
+def test_invoice_columns_have_catalog_entries_and_only_with_invoices(built, invoice_tables):
+    _, frame, _, attributes, margin_frame, _ = built
+    invoice_frame, invoice_training = invoice_tables
+    for columns in (list(invoice_frame.columns), list(invoice_training.columns)):
+        assert catalog.uncatalogued(columns, attributes) == []
+    numeric = catalog.numeric_features(SPEC, with_invoices=True)
+    assert [c for c in invoice_frame.columns if c not in attributes] == [
+        "customer_id",
+        "as_of",
+        "has_purchases",
+        *numeric,
+    ]
+    assert numeric == [*catalog.numeric_features(SPEC), *INVOICE_FEATURES]
+    assert features.NUMERIC_FEATURES(SPEC, with_invoices=True) == numeric
+    stale = {e.name for e in catalog.entries(SPEC, with_invoices=True)} - set(invoice_training.columns)
+    assert stale == set()
+    # absent, not zero-filled, without invoices; the other columns are unchanged by them
+    assert not set(INVOICE_FEATURES) & (set(frame.columns) | set(margin_frame.columns))
+    pd.testing.assert_frame_equal(invoice_frame.drop(columns=INVOICE_FEATURES), frame, check_exact=True)
+    for name in INVOICE_FEATURES:
+        item = catalog.entry(name)
+        assert item.requires == "invoices" and item.wording is not None and item.description
+        assert item.seasonality == "none"
+    assert catalog.kind("overdue_amount") == "money" and catalog.kind("paid_on_time_share") == "share"
+    assert catalog.kind("invoices_n") == "count" and catalog.kind("days_late_mean") == "days"
 
 
 def test_every_built_column_has_a_catalog_entry(built):

@@ -613,3 +613,190 @@ def test_btyd_columns_equal_lifetimes_on_cdnow():
     np.testing.assert_array_equal(ours["btyd_recency_days"], theirs["recency"])
     np.testing.assert_array_equal(ours["t_days"], theirs["T"])
     np.testing.assert_allclose(ours["btyd_monetary"], theirs["monetary_value"], rtol=1e-9, atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Invoice features (data.invoices): strictly as known at the cutoff
+
+INVOICE_FEATURES = [
+    "invoices_n",
+    "days_late_mean",
+    "paid_on_time_share",
+    "outstanding_amount",
+    "overdue_amount",
+    "days_late_trend",
+]
+
+
+def make_invoices() -> pd.DataFrame:
+    """Clean invoices (as ingest writes them) around the cutoff 2024-06-30.
+
+    * 00001: late (10 days), on time (paid 90 days before the cutoff: the earlier period of a 90-day trend),
+      late (10 days, recent), paid after the cutoff (open and overdue at the cutoff), due after the cutoff
+      (open, not overdue), and one issued after the cutoff (does not count).
+    * 00002: due on the cutoff day and unpaid (counted as due, not overdue).
+    * 00003: paid on its due date (on time, 0 days late; recent only, so no trend).
+    * 00004: no invoices. 00007: never bought, one overdue invoice. Z999: not a customer (ignored).
+    """
+    rows = [
+        ("N1", "00001", "2024-01-10", "2024-02-09", "2024-02-19", 50.0),
+        ("N2", "00001", "2024-03-05", "2024-04-04", "2024-04-01", 12.5),
+        ("N3", "00001", "2024-05-01", "2024-05-31", "2024-06-10", 40.0),
+        ("N4", "00001", "2024-06-01", "2024-06-20", "2024-07-05", 70.0),
+        ("N5", "00001", "2024-06-20", "2024-07-20", None, 30.0),
+        ("N6", "00001", "2024-07-02", "2024-08-01", "2024-07-03", 999.0),
+        ("N7", "00002", "2024-06-01", "2024-06-30", None, 25.0),
+        ("N8", "00003", "2024-04-01", "2024-04-15", "2024-04-15", 100.0),
+        ("N9", "00007", "2024-06-05", "2024-06-25", None, 15.0),
+        ("N10", "Z999", "2024-01-05", "2024-02-05", None, 500.0),
+        ("N11", "00006", "2023-01-03", "2023-02-02", "2023-03-04", 20.0),
+        ("N12", "00006", "2024-03-31", "2024-04-30", "2024-05-02", 60.0),
+        ("N13", "00006", "2024-06-30", "2024-07-30", None, 90.0),
+    ]
+    frame = pd.DataFrame(rows, columns=["invoice_id", "customer_id", "issued", "due", "paid", "amount"])
+    for name in ("issued", "due", "paid"):
+        frame[name] = pd.to_datetime(frame[name])
+    frame["source_row"] = np.arange(1, len(frame) + 1, dtype="int64")
+    return frame
+
+
+def reference_invoice_features(invoices: pd.DataFrame, as_of: dt.date, spec: FeatureConfig) -> pd.DataFrame:
+    """The invoice features per customer with an invoice issued by the cutoff, in plain pandas."""
+    cutoff = pd.Timestamp(as_of)
+    issued = invoices[invoices["issued"] <= cutoff].copy()
+    known = issued["paid"].notna() & (issued["paid"] <= cutoff)
+    issued["late"] = (issued["paid"] - issued["due"]).dt.days.clip(lower=0).where(known)
+    issued["due_by_cutoff"] = issued["due"] <= cutoff
+    issued["on_time"] = issued["due_by_cutoff"] & known & (issued["paid"] <= issued["due"])
+    issued["open"] = np.where(known, 0.0, issued["amount"])
+    issued["overdue"] = np.where(~known & (issued["due"] < cutoff), issued["amount"], 0.0)
+    paid_age = (cutoff - issued["paid"]).dt.days
+    issued["late_recent"] = issued["late"].where(paid_age < spec.trend_window)
+    issued["late_earlier"] = issued["late"].where(paid_age >= spec.trend_window)
+    by = issued.groupby("customer_id")
+    out = pd.DataFrame(
+        {
+            "invoices_n": by.size().astype(float),
+            "days_late_mean": by["late"].mean(),
+            "paid_on_time_share": by["on_time"].sum() / by["due_by_cutoff"].sum().replace(0, np.nan),
+            "outstanding_amount": by["open"].sum(),
+            "overdue_amount": by["overdue"].sum(),
+            "days_late_trend": by["late_recent"].mean() - by["late_earlier"].mean(),
+        }
+    )
+    return out.astype("float64")
+
+
+def with_reference_invoices(
+    expected: pd.DataFrame, invoices: pd.DataFrame, as_of: dt.date, spec: FeatureConfig
+) -> pd.DataFrame:
+    """``expected`` (a reference feature table) with the invoice features, in build_features' column order."""
+    reference = reference_invoice_features(invoices, as_of, spec)
+    out = expected.merge(reference, left_on="customer_id", right_index=True, how="left")
+    for name in ("invoices_n", "outstanding_amount", "overdue_amount"):
+        out[name] = out[name].fillna(0.0)
+    numeric = NUMERIC_FEATURES(spec, with_invoices=True)
+    attributes = [c for c in expected.columns if c not in ("customer_id", "as_of", "has_purchases", *numeric)]
+    return out[["customer_id", "as_of", "has_purchases", *numeric, *attributes]]
+
+
+@pytest.fixture(scope="module")
+def invoices() -> pd.DataFrame:
+    return make_invoices()
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    [AS_OF, dt.date(2024, 1, 10), dt.date(2024, 4, 20), dt.date(2024, 6, 20), dt.date(2025, 1, 1)],
+)
+@pytest.mark.parametrize("trend_window", [90, 30])
+def test_invoice_features_match_independent_pandas(transactions, customers, invoices, as_of, trend_window):
+    spec = FeatureConfig(threads=1, trend_window=trend_window)
+    for people in (None, customers):
+        actual = build_features(transactions, as_of, spec, people, invoices=invoices)
+        expected = reference_features(transactions, as_of, spec, people)
+        assert_same(actual, with_reference_invoices(expected, invoices, as_of, spec))
+        # the other columns are exactly those of the table without invoices
+        plain = build_features(transactions, as_of, spec, people)
+        pd.testing.assert_frame_equal(actual.drop(columns=INVOICE_FEATURES), plain, check_exact=True)
+
+
+def test_invoice_features_hand_checked(transactions, customers, invoices):
+    features = build_features(transactions, AS_OF, SPEC, customers, invoices=invoices).set_index(
+        "customer_id"
+    )
+    one = features.loc["00001", INVOICE_FEATURES]
+    # N1-N5 issued by the cutoff (N6 after it); paid by the cutoff: N1 (10 late), N2 (on time), N3 (10 late)
+    assert one["invoices_n"] == 5.0
+    assert one["days_late_mean"] == pytest.approx(20.0 / 3.0)
+    # due by the cutoff: N1-N4; N4 is paid after the cutoff, so at the cutoff it is open and not on time
+    assert one["paid_on_time_share"] == 0.25
+    assert one["outstanding_amount"] == 70.0 + 30.0  # N4 (paid after the cutoff) and N5 (unpaid)
+    assert one["overdue_amount"] == 70.0  # N5 is due after the cutoff: open but not overdue
+    # recent (paid in the last 90 days): N3 (10); earlier: N1 (10) and N2 (0, paid exactly 90 days before)
+    assert one["days_late_trend"] == pytest.approx(10.0 - 5.0)
+    two = features.loc["00002"]  # due on the cutoff day, unpaid: due (not on time) but not overdue
+    assert two["invoices_n"] == 1 and two["paid_on_time_share"] == 0.0 and np.isnan(two["days_late_mean"])
+    assert two["outstanding_amount"] == 25.0 and two["overdue_amount"] == 0.0
+    three = features.loc["00003"]  # paid on the due date: on time, no days late; no earlier payment: no trend
+    assert three["days_late_mean"] == 0.0 and three["paid_on_time_share"] == 1.0
+    assert three["outstanding_amount"] == 0.0 and np.isnan(three["days_late_trend"])
+    four = features.loc["00004"]  # no invoices: 0 for counts and amounts, missing for means and shares
+    assert four["invoices_n"] == 0.0 and four["outstanding_amount"] == 0.0 and four["overdue_amount"] == 0.0
+    assert four[["days_late_mean", "paid_on_time_share", "days_late_trend"]].isna().all()
+    seven = features.loc["00007"]  # never bought, in the population by signup: its overdue invoice counts
+    assert seven["overdue_amount"] == 15.0 and not seven["has_purchases"]
+    assert "Z999" not in features.index  # invoices of people outside the population are ignored
+    assert list(features.columns) == feature_columns(SPEC, ["industry", "size"], with_invoices=True)[1:]
+    assert (
+        describe_feature("overdue_amount") == "amount of unpaid invoices whose due date is before the cutoff"
+    )
+
+
+def test_invoice_training_frame_equals_features_at_each_cutoff(transactions, customers, invoices):
+    cutoffs = [dt.date(2024, 4, 20), AS_OF]
+    frame = training_frame(transactions, cutoffs, 90, SPEC, customers, invoices=invoices)
+    for cutoff in cutoffs:
+        rows = frame[frame["cutoff"] == pd.Timestamp(cutoff)].reset_index(drop=True)
+        alone = build_features(transactions, cutoff, SPEC, customers, invoices=invoices)
+        pd.testing.assert_frame_equal(rows[alone.columns], alone, check_exact=True)
+
+
+def test_invoice_input_errors(transactions, invoices):
+    with pytest.raises(InputFileError, match="missing column.*paid"):
+        build_features(transactions, AS_OF, SPEC, invoices=invoices.drop(columns="paid"))
+
+
+def test_run_features_reads_clean_invoices(tmp_path, transactions, invoices):
+    from segml.config import load_experiment
+    from segml.features import run_features
+
+    path = tmp_path / "experiments" / "paid.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        f"""
+data:
+  transactions:
+    - path: raw/tx.parquet
+      columns: {{customer_id: customer_id, timestamp: timestamp, amount: amount}}
+  invoices:
+    path: raw/invoices.csv
+    columns: {{invoice_id: inv, customer_id: cust, issued: issued, due: due, paid: paid, amount: total}}
+cutoffs:
+  calibration_end: {AS_OF.isoformat()}
+features:
+  windows: [30, 90]
+  threads: 1
+""",
+        encoding="utf-8",
+    )
+    cfg = load_experiment(path, root=tmp_path)
+    cfg.paths.interim.mkdir(parents=True)
+    transactions.to_parquet(cfg.paths.clean_transactions, index=False)
+    with pytest.raises(SegmlError, match="clean invoices not found.*segml ingest"):
+        run_features(cfg, AS_OF)
+    invoices.to_parquet(cfg.paths.clean_invoices, index=False)
+    written, _ = run_features(cfg, AS_OF)
+    expected = build_features(transactions, AS_OF, cfg.features, invoices=invoices)
+    assert_same(pd.read_parquet(written), expected)
+    assert set(INVOICE_FEATURES) <= set(expected.columns)

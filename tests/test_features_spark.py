@@ -94,3 +94,30 @@ def test_fixture_margin_features_equal(spark):
     assert "margin_rate" in on_spark.columns
     assert_same(on_spark, duck)
     assert_same(on_spark, FIXTURE.reference_features(tx, FIXTURE.AS_OF, SPEC, customers))
+
+
+@pytest.mark.parametrize("as_of", [FIXTURE.AS_OF, dt.date(2024, 4, 20)])
+def test_fixture_invoice_features_equal(spark, as_of):
+    tx, customers, invoices = FIXTURE.make_transactions(), FIXTURE.make_customers(), FIXTURE.make_invoices()
+    duck = build_features(tx, as_of, SPEC, customers, invoices=invoices)
+    on_spark = build_features(tx, as_of, SPEC, customers, engine="spark", invoices=invoices)
+    assert "overdue_amount" in on_spark.columns
+    assert_same(on_spark, duck)
+    expected = FIXTURE.reference_features(tx, as_of, SPEC, customers)
+    assert_same(on_spark, FIXTURE.with_reference_invoices(expected, invoices, as_of, SPEC))
+
+
+def test_lazy_spark_features_with_invoices_equal(spark, tmp_path):
+    import pyarrow as pa
+
+    from segml.features import normalise_feature_batch, spark_features
+
+    tx, invoices = FIXTURE.make_transactions(), FIXTURE.make_invoices()
+    tx_path, invoices_path = tmp_path / "tx.parquet", tmp_path / "invoices.parquet"
+    # as ingest writes them: Spark reads microsecond timestamps, not pandas' nanoseconds
+    tx.to_parquet(tx_path, index=False, coerce_timestamps="us")
+    invoices.to_parquet(invoices_path, index=False, coerce_timestamps="us")
+    with spark_features(tx_path, FIXTURE.AS_OF, SPEC, invoices=invoices_path) as (frame, attributes):
+        batch = pa.Table.from_batches(frame._collect_as_arrow())
+        lazy = normalise_feature_batch(batch, SPEC, attributes, with_invoices=True)
+    assert_same(lazy, build_features(tx, FIXTURE.AS_OF, SPEC, invoices=invoices))

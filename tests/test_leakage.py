@@ -388,3 +388,203 @@ def test_post_cutoff_rows_never_change_margin_features(appended, appended_margin
         frame = pd.concat([frame, extra[CLEAN_MARGIN.columns]], ignore_index=True)
     features = build_features(frame, CUTOFF, SPEC)
     pd.testing.assert_frame_equal(features, CLEAN_MARGIN_BASELINE, check_exact=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Invoices (data.invoices): no invoice event after the cutoff reaches a feature. An event after the cutoff is an
+# invoice issued after it, or a payment dated after it (of an invoice issued before it, too).
+
+INVOICE_HEADER = ["inv", "cust", "issued", "due", "paid", "total"]
+INVOICE_ROWS = [
+    ["V1", "C001", "2024-01-05", "2024-02-04", "2024-02-10", "120.00"],  # paid before the cutoff, late
+    ["V2", "C001", "2024-05-01", "2024-05-31", "2024-07-10", "80.00"],  # paid after the cutoff: open, overdue
+    ["V3", "C002", "2024-06-10", "2024-07-10", "", "45.00"],  # open, due after the cutoff
+    ["V4", "C003", "2024-03-01", "2024-03-31", "2024-03-30", "60.00"],  # on time
+    ["V5", "C007", "2024-04-15", "2024-05-15", "", "30.00"],  # never bought: overdue
+    ["V6", "C001", "2024-07-05", "2024-08-04", "2024-08-01", "300.00"],  # issued after the cutoff
+    ["V7", "C004", "2024-09-01", "2024-10-01", "", "70.00"],  # issued after the cutoff
+    ["V8", "C002", "2024-02-01", "2024-03-02", "2024-09-15", "25.00"],  # paid long after the cutoff
+]
+INVOICES_YAML = """  invoices:
+    path: raw/invoices.csv
+    format: csv
+    columns: {invoice_id: inv, customer_id: cust, issued: issued, due: due, paid: paid, amount: total}
+"""
+INVOICE_FEATURES = [
+    "invoices_n",
+    "days_late_mean",
+    "paid_on_time_share",
+    "outstanding_amount",
+    "overdue_amount",
+    "days_late_trend",
+]
+
+
+def _invoice_with(changes: dict[tuple[str, str], str]) -> list[list[str]]:
+    """The invoice rows with ``(invoice id, column) -> value`` changes."""
+    rows = [list(r) for r in INVOICE_ROWS]
+    for (invoice, column), value in changes.items():
+        row = next(r for r in rows if r[0] == invoice)
+        row[INVOICE_HEADER.index(column)] = value
+    return rows
+
+
+def _invoice_mutations() -> dict[str, Callable[[], list[list[str]]]]:
+    return {
+        "change_payment_after_cutoff": lambda: _invoice_with({("V2", "paid"): "2024-12-01"}),
+        "payment_after_cutoff_moved_to_the_day_after": lambda: _invoice_with({("V8", "paid"): "2024-07-01"}),
+        "delete_payment_after_cutoff": lambda: _invoice_with({("V2", "paid"): "", ("V8", "paid"): ""}),
+        "pay_open_invoices_after_cutoff": lambda: _invoice_with(
+            {("V3", "paid"): "2024-07-20", ("V5", "paid"): "2024-08-01"}
+        ),
+        "change_later_invoice_amount": lambda: _invoice_with({("V6", "total"): "99999.99"}),
+        "change_later_invoice_customer": lambda: _invoice_with(
+            {("V7", "cust"): "C003", ("V6", "cust"): "C999"}
+        ),
+        "change_later_invoice_dates": lambda: _invoice_with(
+            {("V6", "due"): "2024-07-06", ("V7", "issued"): "2025-01-01", ("V7", "due"): "2025-02-01"}
+        ),
+        "delete_later_invoices": lambda: [r for r in INVOICE_ROWS if r[0] not in ("V6", "V7")],
+        "later_invoice_repeats_an_earlier_id": lambda: [
+            *INVOICE_ROWS,
+            ["V1", "C003", "2024-08-01", "2024-09-01", "", "5.00"],
+            ["V4", "C002", "2024-07-01", "2024-07-31", "2024-07-02", "15.00"],
+        ],
+        "bad_later_invoices": lambda: [
+            *INVOICE_ROWS,
+            ["V9", "C001", "2024-08-01", "2024-09-01", "2024-07-31", "10"],  # paid before issued
+            ["V10", "C002", "2024-08-01", "2024-07-02", "", "10"],  # due before issued
+            ["V11", "C003", "2024-08-01", "2024-09-01", "", "-10"],  # negative
+        ],
+    }
+
+
+def _invoice_features_through_ingest(
+    root: Path, invoice_rows: list[list[str]]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Features at the cutoff from the raw fixture plus an invoices file, the clean invoices and the
+    quarantined invoice rows ingest wrote."""
+    from segml.ingest import run_ingest
+
+    _write_raw(root, RAW_ROWS)
+    lines = [",".join(INVOICE_HEADER), *(",".join(r) for r in invoice_rows)]
+    (root / "raw" / "invoices.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    experiment = root / "experiments" / "leak.yaml"
+    experiment.parent.mkdir(parents=True, exist_ok=True)
+    experiment.write_text(EXPERIMENT_YAML.replace("  cleaning:\n", INVOICES_YAML + "  cleaning:\n"))
+    cfg = load_experiment(experiment, [], root=root)
+    result = run_ingest(cfg, today=dt.date(2025, 12, 31))
+    features = build_features(
+        result.transactions_path, CUTOFF, cfg.features, result.customers_path, invoices=result.invoices_path
+    )
+    quarantine = pd.read_parquet(cfg.paths.quarantine_invoices)
+    return features, pd.read_parquet(result.invoices_path), quarantine
+
+
+@pytest.fixture(scope="module")
+def baseline_invoice_run(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return _invoice_features_through_ingest(tmp_path_factory.mktemp("invoices"), INVOICE_ROWS)
+
+
+def test_invoice_fixture_builds_invoice_features(baseline_invoice_run, baseline):
+    features, clean, quarantine = baseline_invoice_run
+    assert len(clean) == len(INVOICE_ROWS) and quarantine.empty
+    pd.testing.assert_frame_equal(features.drop(columns=INVOICE_FEATURES), baseline, check_exact=True)
+    one = features.set_index("customer_id").loc["C001"]
+    # V1 (paid before the cutoff, 6 days late) and V2 (paid after it: open and overdue at the cutoff)
+    assert one["invoices_n"] == 2 and one["days_late_mean"] == 6.0
+    assert one["outstanding_amount"] == one["overdue_amount"] == 80.0 and one["paid_on_time_share"] == 0.0
+
+
+@pytest.mark.parametrize("mutation", sorted(_invoice_mutations()))
+def test_post_cutoff_invoice_events_do_not_leak(tmp_path, baseline_invoice_run, mutation):
+    baseline_features, baseline_clean, baseline_quarantine = baseline_invoice_run
+    features, clean, quarantine = _invoice_features_through_ingest(tmp_path, _invoice_mutations()[mutation]())
+    changed = not clean.equals(baseline_clean) or len(quarantine) != len(baseline_quarantine)
+    assert changed, "the mutation reached neither the clean invoices nor their quarantine"
+    pd.testing.assert_frame_equal(features, baseline_features, check_exact=True)
+
+
+def _clean_invoices() -> pd.DataFrame:
+    rng = np.random.default_rng(23)
+    n = 120
+    issued = pd.Timestamp(CUTOFF) + pd.to_timedelta(rng.integers(-500, 200, n), unit="D")
+    paid = issued + pd.to_timedelta(rng.integers(0, 120, n), unit="D")
+    return pd.DataFrame(
+        {
+            "invoice_id": [f"I{i}" for i in range(n)],
+            "customer_id": rng.choice(sorted(CLEAN["customer_id"].unique()), n),
+            "issued": issued,
+            "due": issued + pd.to_timedelta(rng.integers(0, 60, n), unit="D"),
+            "paid": paid.where(rng.random(n) < 0.8),
+            "amount": np.round(rng.lognormal(4, 1, n), 2),
+            "source_row": np.arange(1, n + 1),
+        }
+    )
+
+
+CLEAN_INVOICES = _clean_invoices()
+_AFTER = pd.Timestamp(CUTOFF)
+#: invoices issued after the cutoff (anything about them may change) and invoices issued by the cutoff but
+#: paid after it (their payment may move to any later day, or disappear)
+INVOICES_ISSUED_LATER = list(np.flatnonzero(CLEAN_INVOICES["issued"] > _AFTER))
+INVOICES_PAID_LATER = list(
+    np.flatnonzero((CLEAN_INVOICES["issued"] <= _AFTER) & (CLEAN_INVOICES["paid"] > _AFTER))
+)
+CLEAN_INVOICE_BASELINE = build_features(CLEAN, CUTOFF, SPEC, invoices=CLEAN_INVOICES)
+
+later_invoices = st.lists(
+    st.tuples(
+        st.sampled_from(CUSTOMER_POOL),
+        st.integers(min_value=1, max_value=400),  # issued this many days after the cutoff
+        st.integers(min_value=0, max_value=90),  # due after issue
+        st.one_of(st.none(), st.integers(min_value=0, max_value=200)),  # paid after issue
+        st.floats(min_value=0, max_value=1e9, allow_nan=False),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    appended=later_invoices,
+    deleted=st.sets(st.sampled_from(INVOICES_ISSUED_LATER)),
+    repaid=st.dictionaries(
+        st.sampled_from(INVOICES_PAID_LATER),
+        st.one_of(st.none(), st.integers(min_value=1, max_value=500)),  # days after the cutoff, or unpaid
+        max_size=6,
+    ),
+    new_amounts=st.dictionaries(
+        st.sampled_from(INVOICES_ISSUED_LATER), st.floats(min_value=0, max_value=1e9), max_size=5
+    ),
+)
+def test_post_cutoff_invoice_events_never_change_features(appended, deleted, repaid, new_amounts):
+    assert len(INVOICES_ISSUED_LATER) > 10 and len(INVOICES_PAID_LATER) > 3
+    assert CLEAN_INVOICE_BASELINE["outstanding_amount"].gt(0).any()
+    frame = CLEAN_INVOICES.copy()
+    for index, days in repaid.items():
+        frame.loc[index, "paid"] = pd.NaT if days is None else _AFTER + pd.Timedelta(days=days)
+    for index, amount in new_amounts.items():
+        frame.loc[index, "amount"] = amount
+    frame = frame.drop(index=sorted(deleted))
+    if appended:
+        extra = pd.DataFrame(appended, columns=["customer_id", "days", "due_days", "paid_days", "amount"])
+        extra["issued"] = _AFTER + pd.to_timedelta(extra["days"], unit="D")
+        extra["due"] = extra["issued"] + pd.to_timedelta(extra["due_days"], unit="D")
+        extra["paid"] = extra["issued"] + pd.to_timedelta(extra["paid_days"], unit="D")
+        extra["invoice_id"], extra["source_row"] = "NEW", 0
+        frame = pd.concat([frame, extra[CLEAN_INVOICES.columns]], ignore_index=True)
+    features = build_features(CLEAN, CUTOFF, SPEC, invoices=frame)
+    pd.testing.assert_frame_equal(features, CLEAN_INVOICE_BASELINE, check_exact=True)
+
+
+def test_invoice_training_frame_does_not_see_later_cutoffs_invoices():
+    """In a multi-cutoff frame, the invoice features of an early cutoff equal those built from the invoices
+    as they stood at that cutoff (issued by then; payments after it erased)."""
+    early = dt.date(2024, 1, 31)
+    frame = training_frame(CLEAN, [early, CUTOFF], 90, SPEC, invoices=CLEAN_INVOICES)
+    as_known = CLEAN_INVOICES[CLEAN_INVOICES["issued"] <= pd.Timestamp(early)].copy()
+    as_known["paid"] = as_known["paid"].where(as_known["paid"] <= pd.Timestamp(early))
+    alone = build_features(CLEAN, early, SPEC, invoices=as_known)
+    part = frame[frame["cutoff"] == pd.Timestamp(early)].reset_index(drop=True)[alone.columns]
+    pd.testing.assert_frame_equal(part, alone, check_exact=True)

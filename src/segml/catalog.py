@@ -28,6 +28,12 @@ Margin features
 :func:`numeric_features` list them only with ``with_margin=True``, so a table built without margin has
 exactly the columns it had before the margin roles existed.
 
+Invoice features
+----------------
+``invoices_n``, ``days_late_mean``, ``paid_on_time_share``, ``outstanding_amount``, ``overdue_amount`` and
+``days_late_trend`` exist only when the experiment has a ``data.invoices`` file (``requires="invoices"``,
+listed only with ``with_invoices=True``), in the same way.
+
 Customer attributes
 -------------------
 Attribute columns come from the customers file under the user's own names (``industry``, ``org type``, …),
@@ -95,6 +101,10 @@ Transform = Literal["signed_log1p", "none"]
 #: customer's whole history (since the first purchase), or not at all
 Seasonality = Literal["window", "history", "none"]
 
+#: the optional input a column needs: ``margin`` (clean transactions with a margin column) or ``invoices``
+#: (a ``data.invoices`` file)
+Requires = Literal["margin", "invoices"]
+
 #: kinds whose values are amounts or counts: heavy-tailed, log-transformed before clustering
 _LOG_KINDS = frozenset({"money", "count"})
 #: default fill per kind (entries may override, e.g. the lapse columns fill with the fit maximum)
@@ -161,7 +171,8 @@ class FeatureEntry:
     family:
         Stem of the :class:`WindowFamily` (``"spend"``) for its members, else None.
     requires:
-        ``"margin"`` for the columns built only when the clean transactions carry ``margin``, else None.
+        ``"margin"`` for the columns built only when the clean transactions carry ``margin``, ``"invoices"``
+        for those built only from a ``data.invoices`` file, else None.
     """
 
     name: str
@@ -177,7 +188,7 @@ class FeatureEntry:
     drift: bool = False
     window: int | None = None
     family: str | None = None
-    requires: Literal["margin"] | None = None
+    requires: Requires | None = None
 
     @property
     def fill_rule(self) -> Fill:
@@ -208,7 +219,7 @@ class WindowFamily:
     seasonality: Seasonality = "none"
     key_windows: tuple[int, ...] = ()
     drift_windows: tuple[int, ...] = ()
-    requires: Literal["margin"] | None = None
+    requires: Requires | None = None
 
     def name(self, window: int) -> str:
         return f"{self.stem}_{int(window)}d"
@@ -458,6 +469,54 @@ _CATALOG: tuple[FeatureEntry | WindowFamily, ...] = (
         fill="median",
         requires="margin",
     ),
+    # built only from an invoices file (data.invoices), strictly as known at the cutoff: an invoice counts once
+    # issued on or before the cutoff, and one paid after the cutoff is open at the cutoff
+    _feature(
+        "invoices_n",
+        "count",
+        "number of invoices issued on or before the cutoff",
+        Wording("count", "", " invoices issued"),
+        requires="invoices",
+    ),
+    _feature(
+        "days_late_mean",
+        "days",
+        "average days paid after the due date (0 when on time), over invoices paid by the cutoff",
+        Wording("days", "pays invoices ", " days late on average"),
+        fill="median",
+        requires="invoices",
+    ),
+    _feature(
+        "paid_on_time_share",
+        "share",
+        "share of invoices due by the cutoff that were paid by their due date",
+        Wording("percent", "paid ", " of due invoices on time"),
+        fill="median",
+        requires="invoices",
+    ),
+    _feature(
+        "outstanding_amount",
+        "money",
+        "amount of invoices issued by the cutoff and not paid by it",
+        Wording("money", "has unpaid invoices worth ", ""),
+        requires="invoices",
+    ),
+    _feature(
+        "overdue_amount",
+        "money",
+        "amount of unpaid invoices whose due date is before the cutoff",
+        Wording("money", "has overdue invoices worth ", ""),
+        requires="invoices",
+    ),
+    _feature(
+        "days_late_trend",
+        "days",
+        "days late of invoices paid in the recent period minus that of invoices paid before it (> 0 = paying "
+        "later)",
+        Wording("days", "pays ", " days later than before (negative = earlier)"),
+        fill="zero",
+        requires="invoices",
+    ),
     # training frames only (segml.features.training_frame): the row's cutoff and its labels
     FeatureEntry("cutoff", "date", "cutoff", "the cutoff of a training row (equal to as_of)", numeric=False),
     FeatureEntry(
@@ -508,13 +567,18 @@ def seasonal_window_pattern() -> re.Pattern[str]:
 # Lookups
 
 
-def entries(spec: FeatureConfig | None = None, *, with_margin: bool = False) -> list[FeatureEntry]:
+def entries(
+    spec: FeatureConfig | None = None, *, with_margin: bool = False, with_invoices: bool = False
+) -> list[FeatureEntry]:
     """Every catalog entry in catalog order, window families expanded for ``spec.windows`` (default
-    :class:`~segml.config.FeatureConfig`); the margin entries only ``with_margin``."""
+    :class:`~segml.config.FeatureConfig`); the margin entries only ``with_margin``, the invoice entries only
+    ``with_invoices``."""
     windows = list((spec or FeatureConfig()).windows)
     out: list[FeatureEntry] = []
     for item in _CATALOG:
         if item.requires == "margin" and not with_margin:
+            continue
+        if item.requires == "invoices" and not with_invoices:
             continue
         if isinstance(item, WindowFamily):
             out.extend(item.member(w) for w in windows)
@@ -592,15 +656,24 @@ def window_days(name: str) -> int | None:
     return int(match.group(2)) if match else None
 
 
-def descriptions(spec: FeatureConfig | None = None, *, with_margin: bool = False) -> dict[str, str]:
-    """``{column: description}`` of every catalog column for ``spec``'s windows (margin ones ``with_margin``)."""
-    return {e.name: e.description for e in entries(spec, with_margin=with_margin)}
+def descriptions(
+    spec: FeatureConfig | None = None, *, with_margin: bool = False, with_invoices: bool = False
+) -> dict[str, str]:
+    """``{column: description}`` of every catalog column for ``spec``'s windows (margin ones ``with_margin``,
+    invoice ones ``with_invoices``)."""
+    return {
+        e.name: e.description for e in entries(spec, with_margin=with_margin, with_invoices=with_invoices)
+    }
 
 
-def numeric_features(spec: FeatureConfig | None = None, *, with_margin: bool = False) -> list[str]:
+def numeric_features(
+    spec: FeatureConfig | None = None, *, with_margin: bool = False, with_invoices: bool = False
+) -> list[str]:
     """The model-ready numeric feature columns in catalog order (``segml.features.NUMERIC_FEATURES``); the
-    margin features only ``with_margin`` (clean transactions with a ``margin`` column)."""
-    return [e.name for e in entries(spec, with_margin=with_margin) if e.role == "feature" and e.numeric]
+    margin features only ``with_margin`` (clean transactions with a ``margin`` column), the invoice features
+    only ``with_invoices`` (a ``data.invoices`` file)."""
+    chosen = entries(spec, with_margin=with_margin, with_invoices=with_invoices)
+    return [e.name for e in chosen if e.role == "feature" and e.numeric]
 
 
 def label_columns() -> tuple[str, ...]:

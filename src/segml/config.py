@@ -73,6 +73,14 @@ class ExperimentPaths:
         return self.interim / "customers.parquet"
 
     @property
+    def clean_invoices(self) -> Path:
+        return self.interim / "invoices.parquet"
+
+    @property
+    def quarantine_invoices(self) -> Path:
+        return self.interim / "quarantine_invoices.parquet"
+
+    @property
     def quarantine(self) -> Path:
         return self.interim / "quarantine.parquet"
 
@@ -187,6 +195,41 @@ class CustomerSource:
     encoding: TextEncoding = "utf-8"
 
 
+#: roles of an invoices file; every one must be mapped (an empty ``paid`` field means unpaid)
+INVOICE_ROLES = ("invoice_id", "customer_id", "issued", "due", "paid", "amount")
+
+
+@dataclass
+class InvoiceSource:
+    """Optional invoices file (``data.invoices``): one row per invoice with its issue, due and payment dates.
+
+    Every role of :data:`INVOICE_ROLES` is mapped: ``invoice_id``, ``customer_id``, ``issued`` and ``due``
+    (dates), ``paid`` (date; empty = not paid yet) and ``amount`` (invoice total, currency).
+    """
+
+    path: str
+    #: role -> column name in this file
+    columns: dict[str, str]
+    format: FileFormat = "auto"
+    #: strptime-style format of the text date columns (e.g. "%d.%m.%Y"); None lets DuckDB parse ISO dates
+    timestamp_format: str | None = None
+    delimiter: str | None = None
+    #: text encoding of a CSV or whitespace file
+    encoding: TextEncoding = "utf-8"
+
+    def check(self, where: str) -> None:
+        unknown = [role for role in self.columns if role not in INVOICE_ROLES]
+        if unknown:
+            raise ConfigError(
+                f"{where}.columns: unknown role '{unknown[0]}' (roles: {', '.join(INVOICE_ROLES)})"
+            )
+        missing = [role for role in INVOICE_ROLES if role not in self.columns]
+        if missing:
+            raise ConfigError(
+                f"{where}.columns: role '{missing[0]}' must be mapped (roles: {', '.join(INVOICE_ROLES)})"
+            )
+
+
 @dataclass
 class OutlierRule:
     """Per-row outlier handling. Rows are flagged (``is_outlier``), never removed, unless
@@ -243,6 +286,8 @@ class CleaningRules:
 class DataConfig:
     transactions: list[TransactionSource]
     customers: CustomerSource | None = None
+    #: optional invoices file (payment behaviour features); see :class:`InvoiceSource`
+    invoices: InvoiceSource | None = None
     currency: str = "USD"
     cleaning: CleaningRules = field(default_factory=CleaningRules)
 
@@ -569,7 +614,9 @@ def check_experiment(cfg: ExperimentConfig) -> None:
     with_margin = any(
         role in source.columns for source in cfg.data.transactions for role in ("cost", "margin")
     )
-    built = set(NUMERIC_FEATURES(cfg.features, with_margin=with_margin))
+    built = set(
+        NUMERIC_FEATURES(cfg.features, with_margin=with_margin, with_invoices=cfg.data.invoices is not None)
+    )
     measure = cfg.policy.get("value_measure") if isinstance(cfg.policy, dict) else None
     if measure == "margin" and not with_margin:
         raise ConfigError(

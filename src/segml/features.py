@@ -11,6 +11,10 @@ the dialect subset). The work is done in the engine in two steps:
 2. One ``GROUP BY (as_of, customer_id)`` over ``purchase_days JOIN cutoffs ON day <= as_of`` computes all
    features for one or many cutoffs; the result is fetched through Arrow.
 
+Invoice features (``invoices_n``, ``days_late_mean``, ``paid_on_time_share``, ``outstanding_amount``,
+``overdue_amount``, ``days_late_trend``) are built only when clean invoices are given (``data.invoices``); an
+invoice counts at a cutoff once issued on or before it, and its payment only when paid on or before it.
+
 Margin features (``margin_total``, ``margin_{w}d``, ``margin_rate``) are built only when the clean transactions
 have a ``margin`` column (ingest writes it when a ``cost`` or ``margin`` role is mapped); without it the SQL and
 the output are exactly those of a table without margin.
@@ -101,7 +105,9 @@ def describe_feature(name: str) -> str:
 FEATURE_DESCRIPTIONS: dict[str, str] = catalog.descriptions(FeatureConfig())
 
 
-def NUMERIC_FEATURES(spec: FeatureConfig, *, with_margin: bool = False) -> list[str]:  # noqa: N802 - name fixed by the feature contract
+def NUMERIC_FEATURES(  # noqa: N802 - name fixed by the feature contract
+    spec: FeatureConfig, *, with_margin: bool = False, with_invoices: bool = False
+) -> list[str]:
     """The model-ready numeric feature columns, in a fixed order (the feature catalog's).
 
     Parameters
@@ -110,6 +116,8 @@ def NUMERIC_FEATURES(spec: FeatureConfig, *, with_margin: bool = False) -> list[
         Feature configuration (its ``windows`` decide the trailing-window columns).
     with_margin:
         Include the margin features (built when the clean transactions carry ``margin``).
+    with_invoices:
+        Include the invoice features (built when clean invoices are given: ``data.invoices``).
 
     Returns
     -------
@@ -119,14 +127,19 @@ def NUMERIC_FEATURES(spec: FeatureConfig, *, with_margin: bool = False) -> list[
         ``has_purchases`` (same information as ``n_purchase_days > 0``) and attribute columns are excluded.
     """
     _check_spec(spec)
-    return catalog.numeric_features(spec, with_margin=with_margin)
+    return catalog.numeric_features(spec, with_margin=with_margin, with_invoices=with_invoices)
 
 
 def feature_columns(
-    spec: FeatureConfig, attributes: Sequence[str] = (), *, with_margin: bool = False
+    spec: FeatureConfig,
+    attributes: Sequence[str] = (),
+    *,
+    with_margin: bool = False,
+    with_invoices: bool = False,
 ) -> list[str]:
-    """All columns of :func:`build_features` output, in order (margin features ``with_margin``)."""
-    numeric = NUMERIC_FEATURES(spec, with_margin=with_margin)
+    """All columns of :func:`build_features` output, in order (margin features ``with_margin``, invoice
+    features ``with_invoices``)."""
+    numeric = NUMERIC_FEATURES(spec, with_margin=with_margin, with_invoices=with_invoices)
     return ["customer_id", "as_of", "has_purchases", *numeric, *attributes]
 
 
@@ -191,6 +204,54 @@ def _customers_select_sql(source: str, present: set[str], aliases: Sequence[str]
     )
 
 
+def _invoices_select_sql(source: str) -> str:
+    """Normalise clean invoices to the columns the invoice features read (dates as DATE, amounts exact)."""
+    return (
+        "SELECT CAST(customer_id AS STRING) AS customer_id, CAST(issued AS DATE) AS issued, "
+        "CAST(due AS DATE) AS due, CAST(paid AS DATE) AS paid, CAST(amount AS DECIMAL(18, 6)) AS amount\n"
+        f"FROM {source}\nWHERE customer_id IS NOT NULL AND issued IS NOT NULL AND due IS NOT NULL "
+        "AND amount IS NOT NULL"
+    )
+
+
+def _invoice_stats_cte(trend_window: int) -> str:
+    """CTE ``invoice_stats``: per (cutoff, customer), the invoices as known at the cutoff.
+
+    Only invoices issued on or before the cutoff count; a payment is known only when its date is on or before
+    the cutoff, so an invoice paid later is open at the cutoff. Days late = max(0, paid - due)."""
+    known = "i.paid IS NOT NULL AND i.paid <= c.as_of"
+    late = "CAST(GREATEST(CAST(i.paid - i.due AS INT), 0) AS DOUBLE)"
+    paid_age = "CAST(c.as_of - i.paid AS INT)"
+    return f"""
+invoice_stats AS (
+    SELECT c.as_of, i.customer_id,
+           COUNT(*) AS invoices_n,
+           AVG(CASE WHEN {known} THEN {late} END) AS days_late_mean,
+           SUM(CASE WHEN i.due <= c.as_of THEN 1 ELSE 0 END) AS invoices_due,
+           SUM(CASE WHEN i.due <= c.as_of AND {known} AND i.paid <= i.due THEN 1 ELSE 0 END)
+               AS invoices_on_time,
+           SUM(CASE WHEN {known} THEN 0.0 ELSE i.amount END) AS outstanding_amount,
+           SUM(CASE WHEN NOT ({known}) AND i.due < c.as_of THEN i.amount ELSE 0.0 END) AS overdue_amount,
+           AVG(CASE WHEN {known} AND {paid_age} < {int(trend_window)} THEN {late} END) AS late_recent,
+           AVG(CASE WHEN {known} AND {paid_age} >= {int(trend_window)} THEN {late} END) AS late_earlier
+    FROM invoices i
+    JOIN cutoffs c ON i.issued <= c.as_of
+    GROUP BY c.as_of, i.customer_id
+)"""
+
+
+#: invoice feature columns of the final SELECT (``iv`` = invoice_stats); customers without invoices get 0 for
+#: counts and amounts, NULL for means and shares
+_INVOICE_SELECT = (
+    "CAST(COALESCE(iv.invoices_n, 0) AS DOUBLE) AS invoices_n",
+    "CAST(iv.days_late_mean AS DOUBLE) AS days_late_mean",
+    "CAST(iv.invoices_on_time AS DOUBLE) / CAST(NULLIF(iv.invoices_due, 0) AS DOUBLE) AS paid_on_time_share",
+    "CAST(COALESCE(iv.outstanding_amount, 0.0) AS DOUBLE) AS outstanding_amount",
+    "CAST(COALESCE(iv.overdue_amount, 0.0) AS DOUBLE) AS overdue_amount",
+    "CAST(iv.late_recent - iv.late_earlier AS DOUBLE) AS days_late_trend",
+)
+
+
 def _purchase_days_ctes(last_day: dt.date, with_margin: bool = False) -> str:
     """CTEs ``purchase_days`` and ``first_purchases`` over view ``transactions`` up to ``last_day``.
 
@@ -244,11 +305,13 @@ def _features_sql(
     with_labels: bool = False,
     undated: Undated = "exclude",
     with_margin: bool = False,
+    with_invoices: bool = False,
 ) -> str:
     """Features for every cutoff in table ``cutoffs(as_of)`` (all <= ``last_day``) from view ``transactions``
     (and view ``customers`` when ``with_customers``), as one query. ``with_labels`` joins table ``labels``
     and ``label_windows`` (see :func:`_labels_sql`), zero-filled, for training frames. ``with_margin`` adds
-    the margin features (the view has a ``margin`` column)."""
+    the margin features (the view has a ``margin`` column); ``with_invoices`` the invoice features from view
+    ``invoices``."""
     window_aggs = []
     for w in spec.windows:
         window_aggs.append(f"SUM(CASE WHEN age < {w} THEN day_spend ELSE 0.0 END) AS spend_{w}d")
@@ -322,6 +385,15 @@ eligible AS (
     else:
         label_select = label_join = ""
 
+    if with_invoices:
+        invoice_cte = "," + _invoice_stats_cte(spec.trend_window)
+        invoice_select = ",\n       " + ",\n       ".join(_INVOICE_SELECT)
+        invoice_join = (
+            f"\nLEFT JOIN invoice_stats iv ON iv.as_of = {as_of} AND iv.customer_id = {customer_id}"
+        )
+    else:
+        invoice_cte = invoice_select = invoice_join = ""
+
     return f"""
 WITH {_purchase_days_ctes(last_day, with_margin)},
 aged AS (
@@ -361,7 +433,7 @@ buyers AS (
     SELECT d.*, fc.product_breadth, fc.n_order_ids
     FROM day_stats d
     LEFT JOIN first_counts fc ON fc.as_of = d.as_of AND fc.customer_id = d.customer_id
-){eligible}
+){eligible}{invoice_cte}
 SELECT {customer_id} AS customer_id,
        {as_of} AS as_of,
        b.customer_id IS NOT NULL AS has_purchases,
@@ -391,8 +463,8 @@ SELECT {customer_id} AS customer_id,
        CAST(NULLIF(b.product_breadth, 0) AS DOUBLE) AS product_breadth,
        CAST(b.quantity_total AS DOUBLE) AS quantity_total,
        CAST(CAST(b.as_of - b.last_day AS INT) AS DOUBLE) / NULLIF(b.interpurchase_mean_days, 0.0)
-           AS churn_risk_ratio{margin_select}{attr_select}{label_select}
-{source}{label_join}
+           AS churn_risk_ratio{margin_select}{invoice_select}{attr_select}{label_select}
+{source}{invoice_join}{label_join}
 ORDER BY as_of, customer_id
 """
 
@@ -667,6 +739,31 @@ def _register_transactions(runner: _SqlEngine, transactions: TableSource) -> boo
     return MARGIN_COLUMN in present
 
 
+#: clean invoice columns the invoice features read (ingest writes them, see docs/ingest.md)
+INVOICE_COLUMNS = {
+    "customer_id": pa.string(),
+    "issued": pa.date32(),
+    "due": pa.date32(),
+    "paid": pa.date32(),
+    "amount": pa.float64(),
+}
+
+
+def _register_invoices(runner: _SqlEngine, invoices: TableSource) -> None:
+    """Register clean invoices as view ``invoices``."""
+    present = _source_columns(invoices, "invoices")
+    missing = [c for c in INVOICE_COLUMNS if c not in present]
+    if missing:
+        raise InputFileError(
+            f"{_label(invoices, 'invoices')}: missing column(s) {', '.join(missing)} "
+            f"(clean invoices need {', '.join(INVOICE_COLUMNS)})"
+        )
+    source: _EngineSource
+    source = _typed_table(invoices, INVOICE_COLUMNS) if isinstance(invoices, pd.DataFrame) else invoices
+    runner.register("invoices_source", source)
+    runner.create_view("invoices", _invoices_select_sql("invoices_source"))
+
+
 def _attribute_aliases(attributes: Sequence[str]) -> list[str]:
     """SQL-safe names for attribute columns (their own names may be keywords or contain spaces, and the two
     engines quote identifiers differently); the original names are restored on the Arrow result."""
@@ -709,6 +806,7 @@ def _normalise_features(
     attributes: Sequence[str],
     with_labels: bool = False,
     with_margin: bool = False,
+    with_invoices: bool = False,
 ) -> pd.DataFrame:
     """Same dtypes from both engines, converted in Arrow: str ids, datetime64[ns] cutoff, bool flag, float64
     features, attributes as str or None (and float64 labels plus a ``cutoff`` column ``with_labels``)."""
@@ -718,7 +816,7 @@ def _normalise_features(
         columns["cutoff"] = as_of
     columns["as_of"] = as_of
     columns["has_purchases"] = table["has_purchases"].cast(pa.bool_())
-    numeric = NUMERIC_FEATURES(spec, with_margin=with_margin)
+    numeric = NUMERIC_FEATURES(spec, with_margin=with_margin, with_invoices=with_invoices)
     columns.update({name: table[name].cast(pa.float64()) for name in numeric})
     for alias, name in zip(_attribute_aliases(attributes), attributes, strict=True):
         columns[name] = table[alias].cast(pa.string())
@@ -739,11 +837,15 @@ def _features_at(
     customers: TableSource | None,
     label_ends: Sequence[dt.date] | None = None,
     undated: Undated = "exclude",
+    invoices: TableSource | None = None,
 ) -> pd.DataFrame:
     """Features at each cutoff; with ``label_ends`` (one per cutoff) also the labels of (cutoff, end]."""
     _check_undated(undated, customers is not None)
     with_margin = _register_transactions(runner, transactions)
     attributes = _register_customers(runner, customers) if customers is not None else []
+    with_invoices = invoices is not None
+    if invoices is not None:
+        _register_invoices(runner, invoices)
     runner.materialise("cutoffs", _dates_table_sql({"as_of": list(cutoffs)}))
     with_labels = label_ends is not None
     if label_ends is not None:
@@ -753,10 +855,19 @@ def _features_at(
         runner.materialise("labels", _labels_sql(min(cutoffs), max(label_ends), ordered=False))
     raw = runner.fetch(
         _features_sql(
-            spec, max(cutoffs), attributes, customers is not None, with_labels, undated, with_margin
+            spec,
+            max(cutoffs),
+            attributes,
+            customers is not None,
+            with_labels,
+            undated,
+            with_margin,
+            with_invoices,
         )
     )
-    return _normalise_features(raw, spec, attributes, with_labels, with_margin=with_margin)
+    return _normalise_features(
+        raw, spec, attributes, with_labels, with_margin=with_margin, with_invoices=with_invoices
+    )
 
 
 class UndatedCustomersWarning(UserWarning):
@@ -790,6 +901,7 @@ def build_features(
     engine: Engine = "duckdb",
     undated: Undated = "exclude",
     spark: SparkSettings | None = None,
+    invoices: TableSource | None = None,
 ) -> pd.DataFrame:
     """Point-in-time customer features at a cutoff.
 
@@ -818,13 +930,17 @@ def build_features(
     spark:
         The ``spark:`` settings of the session for ``engine="spark"``; default: the active session (any
         master), else ``local[2]``.
+    invoices:
+        Optional clean invoices (path or DataFrame: ``customer_id``, ``issued``, ``due``, ``paid``,
+        ``amount``), as ingest writes them from ``data.invoices``; adds the invoice features, computed from
+        what is known at ``as_of`` (invoices issued by then; a payment after ``as_of`` leaves the invoice open).
 
     Returns
     -------
     pandas.DataFrame
         One row per customer, sorted by ``customer_id``, index ``0..n-1``, columns
-        :func:`feature_columns` (``with_margin`` when the transactions carry ``margin``; see
-        docs/features.md for every definition).
+        :func:`feature_columns` (``with_margin`` when the transactions carry ``margin``, ``with_invoices``
+        when ``invoices`` are given; see docs/features.md for every definition).
 
     Raises
     ------
@@ -836,7 +952,9 @@ def build_features(
     _check_spec(spec)
     as_of = as_date(as_of, "as_of")
     with _open_engine(engine, spec, spark) as runner:
-        return _features_at(runner, transactions, [as_of], spec, customers, undated=undated)
+        return _features_at(
+            runner, transactions, [as_of], spec, customers, undated=undated, invoices=invoices
+        )
 
 
 @contextlib.contextmanager
@@ -848,6 +966,7 @@ def spark_features(
     *,
     spark: SparkSettings | None = None,
     undated: Undated = "exclude",
+    invoices: str | Path | None = None,
 ) -> Iterator[tuple[SparkDataFrame, list[str]]]:
     """The :func:`build_features` query at one cutoff as a lazy Spark DataFrame (nothing is collected).
 
@@ -864,6 +983,9 @@ def spark_features(
         As for :func:`build_features`.
     spark:
         The ``spark:`` settings, as for :func:`build_features`.
+    invoices:
+        Optional clean invoices as a parquet path every executor can read; adds the invoice features (pass
+        ``with_invoices=True`` to :func:`normalise_feature_batch` then).
 
     Yields
     ------
@@ -876,14 +998,21 @@ def spark_features(
     with _open_engine("spark", spec, spark) as runner:
         _register_transactions(runner, transactions)
         attributes = _register_customers(runner, customers) if customers is not None else []
+        if invoices is not None:
+            _register_invoices(runner, invoices)
         runner.materialise("cutoffs", _dates_table_sql({"as_of": [as_of]}))
-        sql = _features_sql(spec, as_of, attributes, customers is not None, False, undated)
+        sql = _features_sql(
+            spec, as_of, attributes, customers is not None, False, undated, with_invoices=invoices is not None
+        )
         yield runner.spark.sql(sql), attributes
 
 
-def normalise_feature_batch(batch: pa.Table, spec: FeatureConfig, attributes: Sequence[str]) -> pd.DataFrame:
-    """Rows of a :func:`spark_features` DataFrame (an Arrow batch) as :func:`build_features` types them."""
-    return _normalise_features(batch, spec, attributes)
+def normalise_feature_batch(
+    batch: pa.Table, spec: FeatureConfig, attributes: Sequence[str], *, with_invoices: bool = False
+) -> pd.DataFrame:
+    """Rows of a :func:`spark_features` DataFrame (an Arrow batch) as :func:`build_features` types them
+    (``with_invoices`` when it was given invoices)."""
+    return _normalise_features(batch, spec, attributes, with_invoices=with_invoices)
 
 
 def _label_windows(
@@ -975,6 +1104,7 @@ def training_frame(
     engine: Engine = "duckdb",
     undated: Undated = "exclude",
     spark: SparkSettings | None = None,
+    invoices: TableSource | None = None,
 ) -> pd.DataFrame:
     """Features at several historical cutoffs joined with the labels that followed each.
 
@@ -983,8 +1113,9 @@ def training_frame(
 
     Parameters
     ----------
-    transactions, spec, customers, engine, undated, spark:
-        As for :func:`build_features` (the population rule applies at every cutoff).
+    transactions, spec, customers, engine, undated, spark, invoices:
+        As for :func:`build_features` (the population rule and the invoices' point-in-time rule apply at
+        every cutoff).
     cutoffs:
         Cutoff dates (duplicates are ignored).
     horizon_days:
@@ -1006,7 +1137,16 @@ def training_frame(
     label_end = as_date(label_end, "label_end") if label_end is not None else None
     _, ends = _label_windows(dates, horizon_days, label_end)
     with _open_engine(engine, spec, spark) as runner:
-        return _features_at(runner, transactions, dates, spec, customers, label_ends=ends, undated=undated)
+        return _features_at(
+            runner,
+            transactions,
+            dates,
+            spec,
+            customers,
+            label_ends=ends,
+            undated=undated,
+            invoices=invoices,
+        )
 
 
 def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
@@ -1016,7 +1156,8 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
     ----------
     cfg:
         The experiment; reads ``cfg.paths.clean_transactions`` and, when ``data.customers`` is configured and
-        ingest wrote it, ``cfg.paths.clean_customers`` (restricted to ``data.customers.attributes`` if set).
+        ingest wrote it, ``cfg.paths.clean_customers`` (restricted to ``data.customers.attributes`` if set);
+        with ``data.invoices``, ``cfg.paths.clean_invoices`` (required then).
     as_of:
         Cutoff date (inclusive).
 
@@ -1053,11 +1194,26 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
                 )
             keep = ["customer_id", *(["signup_date"] if "signup_date" in names else []), *wanted]
             customers = pd.read_parquet(customers, columns=keep)
+    invoices: TableSource | None = None
+    if cfg.data.invoices is not None:
+        invoices = cfg.paths.clean_invoices
+        if not invoices.is_file():
+            raise SegmlError(
+                f"{invoices}: clean invoices not found (data.invoices is configured); run "
+                f"`segml ingest {experiment}` first"
+            )
     console = Console(stderr=True)
     with console.status(f"features {cfg.name} as of {as_of} ({cfg.engine})"):
         undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"
         frame = build_features(
-            tx_path, as_of, cfg.features, customers, engine=cfg.engine, undated=undated, spark=cfg.spark
+            tx_path,
+            as_of,
+            cfg.features,
+            customers,
+            engine=cfg.engine,
+            undated=undated,
+            spark=cfg.spark,
+            invoices=invoices,
         )
         target = cfg.paths.features_file(as_of)
         write_parquet(frame, target)

@@ -32,6 +32,7 @@ import datetime as dt
 import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,12 @@ import duckdb
 import pandas as pd
 
 from segml.config import (
+    INVOICE_ROLES,
     CleaningRules,
     CustomerSource,
     DuplicateKey,
     ExperimentConfig,
+    InvoiceSource,
     SourceJoin,
     TransactionSource,
 )
@@ -64,10 +67,42 @@ __all__ = [
     "run_ingest",
     "ingest_frames",
     "QUARANTINE_CUSTOMERS_FILE",
+    "InvoiceReason",
+    "CLEAN_INVOICE_COLUMNS",
 ]
 
 #: file name of quarantined customer-attribute rows, next to the other ingest outputs
 QUARANTINE_CUSTOMERS_FILE = "quarantine_customers.parquet"
+
+
+class InvoiceReason(StrEnum):
+    """Why an invoice row was quarantined; a row with several faults gets the first reason in this order."""
+
+    MALFORMED_ROW = "malformed_row"  # a CSV line with too few/many fields or an unterminated quote
+    MISSING_INVOICE_ID = "missing_invoice_id"
+    MISSING_CUSTOMER_ID = "missing_customer_id"
+    BAD_DATE = "bad_date"  # issued or due empty or not a date, or paid not empty and not a date
+    NON_NUMERIC_AMOUNT = "non_numeric_amount"  # amount empty or not a finite number
+    DUE_BEFORE_ISSUED = "due_before_issued"
+    PAID_BEFORE_ISSUED = "paid_before_issued"
+    NEGATIVE_AMOUNT = "negative_amount"
+    #: an invoice id seen before: among rows with no other fault, the earliest issued is kept (then the first
+    #: in file order), so a later invoice can never displace an earlier one
+    DUPLICATE_INVOICE = "duplicate_invoice"
+
+
+#: clean invoices written by ingest (``invoices.parquet``), in this order, with these DuckDB types
+CLEAN_INVOICE_COLUMNS: dict[str, str] = {
+    "invoice_id": "VARCHAR",
+    "customer_id": "VARCHAR",
+    "issued": "DATE",
+    "due": "DATE",
+    "paid": "DATE",  # NULL = not paid (yet)
+    "amount": "DOUBLE",
+    "source_row": "BIGINT",  # 1-based data row number in the invoices file
+}
+_INVOICES_QUERY = "SELECT * FROM invoices_out ORDER BY customer_id, issued, invoice_id, source_row"
+_QUARANTINE_INVOICES_QUERY = "SELECT * FROM quarantine_invoices_out ORDER BY source_row"
 
 _ROW = "__source_row"  # internal 1-based row number column of raw tables
 _RAW = "__raw_line"  # internal: the raw text of a malformed CSV line (NULL for parsed rows)
@@ -129,6 +164,8 @@ class IngestResult:
     report_path: Path
     customers_path: Path | None
     report: dict[str, Any]
+    #: ``invoices.parquet`` (None without ``data.invoices``)
+    invoices_path: Path | None = None
 
 
 @dataclass
@@ -140,6 +177,8 @@ class FrameIngest:
     report: dict[str, Any]
     customers: pd.DataFrame | None = None
     quarantine_customers: pd.DataFrame | None = None
+    invoices: pd.DataFrame | None = None
+    quarantine_invoices: pd.DataFrame | None = None
 
 
 def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> IngestResult:
@@ -181,7 +220,15 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
             _read_file(
                 con, Path(customers_raw.label), data.customers.format, data.customers.delimiter, customers_raw
             )
-        report = _ingest_tables(con, raws, data.cleaning, today=today, customers=customers_raw)
+        invoices_raw = None
+        if data.invoices is not None:
+            invoices_raw = _invoice_table(data.invoices, str(cfg.resolve(data.invoices.path)))
+            _read_file(
+                con, Path(invoices_raw.label), data.invoices.format, data.invoices.delimiter, invoices_raw
+            )
+        report = _ingest_tables(
+            con, raws, data.cleaning, today=today, customers=customers_raw, invoices=invoices_raw
+        )
         report["experiment"] = cfg.name
 
         paths = cfg.paths
@@ -198,6 +245,14 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         else:  # a customers file from an earlier run with another config would be silently stale
             for stale in (paths.clean_customers, quarantine_customers):
                 stale.unlink(missing_ok=True)
+        invoices_path = None
+        if invoices_raw is not None:
+            invoices_path = paths.clean_invoices
+            _copy_parquet(con, _INVOICES_QUERY, invoices_path)
+            _copy_parquet(con, _QUARANTINE_INVOICES_QUERY, paths.quarantine_invoices)
+        else:
+            for stale in (paths.clean_invoices, paths.quarantine_invoices):
+                stale.unlink(missing_ok=True)
         write_json(paths.dq_report, report)
     finally:
         con.close()
@@ -207,6 +262,7 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         report_path=paths.dq_report,
         customers_path=customers_path,
         report=report,
+        invoices_path=invoices_path,
     )
 
 
@@ -219,6 +275,8 @@ def ingest_frames(
     customers: pd.DataFrame | None = None,
     customer_source: CustomerSource | None = None,
     threads: int | None = 1,
+    invoices: pd.DataFrame | None = None,
+    invoice_source: InvoiceSource | None = None,
 ) -> FrameIngest:
     """Run the same cleaning as :func:`run_ingest` on in-memory raw tables (no files read or written).
 
@@ -235,6 +293,8 @@ def ingest_frames(
         The ingest day used when ``rules.max_date`` is not set.
     customers, customer_source:
         Optional raw customer-attribute frame and its configuration.
+    invoices, invoice_source:
+        Optional raw invoices frame and its configuration (``data.invoices``).
     threads:
         DuckDB threads.
 
@@ -258,7 +318,13 @@ def ingest_frames(
                 raise ValueError("customers frame given without customer_source")
             customers_raw = _customer_table(customer_source, customer_source.path)
             _load_frame(con, customers, customers_raw)
-        report = _ingest_tables(con, raws, rules, today=today, customers=customers_raw)
+        invoices_raw = None
+        if invoices is not None:
+            if invoice_source is None:
+                raise ValueError("invoices frame given without invoice_source")
+            invoices_raw = _invoice_table(invoice_source, invoice_source.path)
+            _load_frame(con, invoices, invoices_raw)
+        report = _ingest_tables(con, raws, rules, today=today, customers=customers_raw, invoices=invoices_raw)
         clean = con.sql(_CLEAN_QUERY).df()
         quarantine = con.sql(_QUARANTINE_QUERY).df()
         result = FrameIngest(clean=clean, quarantine=quarantine, report=report)
@@ -267,6 +333,9 @@ def ingest_frames(
             result.quarantine_customers = con.sql(
                 "SELECT * FROM quarantine_customers_out ORDER BY source_row"
             ).df()
+        if invoices_raw is not None:
+            result.invoices = con.sql(_INVOICES_QUERY).df()
+            result.quarantine_invoices = con.sql(_QUARANTINE_INVOICES_QUERY).df()
     finally:
         con.close()
     return result
@@ -284,7 +353,7 @@ class _RawTable:
     name: str  # value of the ``source`` column
     label: str  # how error messages name the file
     config_key: str  # where the source sits in the YAML, for ConfigErrors
-    source: TransactionSource | CustomerSource | SourceJoin
+    source: TransactionSource | CustomerSource | InvoiceSource | SourceJoin
     columns: list[str] = field(default_factory=list)  # original column names, file order
     types: dict[str, str] = field(default_factory=dict)
     rows_in: int = 0
@@ -340,6 +409,13 @@ def _customer_table(source: CustomerSource, label: str) -> _RawTable:
         raise ConfigError("data.customers.columns: role 'customer_id' must be mapped")
     return _RawTable(
         table="raw_customers", name="customers", label=label, config_key="data.customers", source=source
+    )
+
+
+def _invoice_table(source: InvoiceSource, label: str) -> _RawTable:
+    source.check("data.invoices")  # also checked at load; frames built in code come here directly
+    return _RawTable(
+        table="raw_invoices", name="invoices", label=label, config_key="data.invoices", source=source
     )
 
 
@@ -1153,10 +1229,13 @@ def _ingest_tables(
     *,
     today: dt.date | None,
     customers: _RawTable | None,
+    invoices: _RawTable | None = None,
 ) -> dict[str, Any]:
-    """Clean loaded raw tables into ``clean_out`` / ``quarantine_out`` (+ customers); return the DQ report."""
+    """Clean loaded raw tables into ``clean_out`` / ``quarantine_out`` (+ customers, + invoices); return the
+    DQ report (an ``invoices`` section only with invoices, so a report without them is unchanged)."""
     max_date = rules.max_date or today or dt.date.today()
-    for raw in [*raws, *([customers] if customers is not None else [])]:
+    extra = [table for table in (customers, invoices) if table is not None]
+    for raw in [*raws, *extra]:
         raw.nulls = tuple(rules.null_values)
     typed = []
     for index, raw in enumerate(raws):
@@ -1177,6 +1256,8 @@ def _ingest_tables(
     if with_margin:
         report["margin"] = _margin_report(con)
     report["customers_file"] = _ingest_customers(con, customers, rules) if customers is not None else None
+    if invoices is not None:
+        report["invoices"] = _ingest_invoices(con, invoices, rules)
     return report
 
 
@@ -1465,6 +1546,133 @@ def _ingest_customers(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Cle
         "signup_date_unparseable": int(bad_signup),
         "transaction_customers_without_attributes": int(transaction_customers_missing),
         "customers_without_transactions": int(customers_without_transactions),
+    }
+
+
+def _ingest_invoices(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: CleaningRules) -> dict[str, Any]:
+    """Create ``invoices_out`` / ``quarantine_invoices_out``; return the ``invoices`` report section.
+
+    Every rule but the duplicate one looks at the row alone; duplicates are looked for among rows with no
+    other fault, the earliest issued kept (then the first in file order)."""
+    source: InvoiceSource = raw.source  # type: ignore[assignment]
+    _check_format_and_pattern(con, raw)
+    mapping = _map_columns(raw, INVOICE_ROLES)
+    source_table = _trimmed_from(raw, mapping)
+
+    def date(role: str) -> str:
+        return f"CAST({_timestamp_expr(raw, mapping[role], source.timestamp_format)} AS DATE)"
+
+    paid_present = f"{_text_expr(raw, mapping['paid'])} IS NOT NULL"
+    reason = InvoiceReason
+    faults = (
+        (reason.MALFORMED_ROW, "is_malformed"),
+        (reason.MISSING_INVOICE_ID, "invoice_id IS NULL"),
+        (reason.MISSING_CUSTOMER_ID, "customer_id IS NULL"),
+        (reason.BAD_DATE, "issued IS NULL OR due IS NULL OR (paid_present AND paid IS NULL)"),
+        (reason.NON_NUMERIC_AMOUNT, "NOT coalesce(isfinite(amount), false)"),
+        (reason.DUE_BEFORE_ISSUED, "due < issued"),
+        (reason.PAID_BEFORE_ISSUED, "paid < issued"),
+        (reason.NEGATIVE_AMOUNT, "amount < 0"),
+    )
+    fault_case = "CASE " + " ".join(f"WHEN {cond} THEN '{r.value}'" for r, cond in faults) + " END"
+    try:
+        con.execute(
+            f"""
+            CREATE TABLE invoices_faults AS
+            WITH parsed AS (
+                SELECT {_ROW} AS source_row,
+                       {_text_expr(raw, mapping["invoice_id"])} AS invoice_id,
+                       {_text_expr(raw, mapping["customer_id"])} AS customer_id,
+                       {date("issued")} AS issued, {date("due")} AS due, {date("paid")} AS paid,
+                       {paid_present} AS paid_present,
+                       {_number_expr(raw, mapping["amount"])} AS amount,
+                       {_RAW} IS NOT NULL AS is_malformed
+                FROM {source_table}
+            )
+            SELECT *, {fault_case} AS fault FROM parsed
+            """
+        )
+    except duckdb.Error as exc:
+        raise InputFileError(
+            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
+        ) from None
+    con.execute(
+        f"""
+        CREATE TABLE invoices_checked AS
+        SELECT *, CASE WHEN fault IS NOT NULL THEN fault
+                       WHEN row_number() OVER (PARTITION BY fault, invoice_id ORDER BY issued, source_row) > 1
+                       THEN '{reason.DUPLICATE_INVOICE.value}' END AS reason
+        FROM invoices_faults
+        """
+    )
+    bad = con.execute(
+        """
+        SELECT count(*) FILTER (WHERE customer_id IS NULL AND NOT is_malformed),
+               count(*) FILTER (WHERE issued IS NULL AND NOT is_malformed),
+               count(*) FILTER (WHERE due IS NULL AND NOT is_malformed),
+               count(*) FILTER (WHERE paid_present AND paid IS NULL),
+               count(*) FILTER (WHERE NOT coalesce(isfinite(amount), false) AND NOT is_malformed)
+        FROM invoices_checked
+        """
+    ).fetchall()[0]
+    checks = [("customer_id", raw.malformed, "malformed lines (wrong number of fields) — wrong delimiter?")]
+    checks += [
+        (role, count, what)
+        for role, count, what in zip(
+            ("customer_id", "issued", "due", "paid", "amount"),
+            bad,
+            (
+                "empty — wrong column?",
+                "not dates — wrong column, or set timestamp_format?",
+                "not dates — wrong column, or set timestamp_format?",
+                "not dates — wrong column, or set timestamp_format?",
+                "not numbers — wrong column?",
+            ),
+            strict=True,
+        )
+    ]
+    for role, count, what in checks:
+        if count > rules.max_bad_share * raw.rows_in:
+            raise InputFileError(
+                f"{raw.label}: column '{mapping[role]}' (role {role}): {count:,} of {raw.rows_in:,} rows are "
+                f"{what}"
+            )
+    clean_select = ", ".join(
+        f"CAST({col} AS {col_type}) AS {col}" for col, col_type in CLEAN_INVOICE_COLUMNS.items()
+    )
+    con.execute(
+        f"CREATE TABLE invoices_out AS SELECT {clean_select} FROM invoices_checked WHERE reason IS NULL"
+    )
+    _build_quarantine(con, [raw], "invoices_checked", "quarantine_invoices_out", with_source=False)
+    kept, quarantined, unpaid, without_transactions = con.execute(
+        """
+        SELECT (SELECT count(*) FROM invoices_out),
+               (SELECT count(*) FROM quarantine_invoices_out),
+               (SELECT count(*) FROM invoices_out WHERE paid IS NULL),
+               (SELECT count(DISTINCT customer_id) FROM invoices_out
+                 WHERE customer_id NOT IN (SELECT customer_id FROM clean_out))
+        """
+    ).fetchall()[0]
+    if kept + quarantined != raw.rows_in:
+        raise RuntimeError(
+            f"ingest invariant violated for {raw.label}: rows_in {raw.rows_in} != "
+            f"kept {kept} + quarantined {quarantined}"
+        )
+    counts = dict(
+        con.execute(
+            "SELECT reason, count(*) FROM invoices_checked WHERE reason IS NOT NULL GROUP BY reason"
+        ).fetchall()
+    )
+    return {
+        "path": raw.label,
+        "format": raw.format,
+        "columns": dict(source.columns),
+        "rows_in": int(raw.rows_in),
+        "rows_kept": int(kept),
+        "rows_quarantined": int(quarantined),
+        "by_reason": {r.value: int(counts[r.value]) for r in InvoiceReason if counts.get(r.value)},
+        "invoices_unpaid": int(unpaid),
+        "invoice_customers_without_transactions": int(without_transactions),
     }
 
 
