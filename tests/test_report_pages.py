@@ -241,6 +241,59 @@ def test_resource_table_shows_revenue_and_the_incremental_view() -> None:
     assert "Predicted revenue (EUR)" in shown.columns and not any(SNAKE_CASE.match(c) for c in shown.columns)
 
 
+def test_resource_table_adds_margin_when_the_data_has_a_cost() -> None:
+    summary = _summary().assign(
+        future_margin_total=[15000.0, 18000.0, 6000.0, 50.0], future_margin_mean=[1500.0, 600.0, 100.0, 10.0]
+    )
+    table = summaries.resource_table(summary, [], new_customer_code="N")
+    np.testing.assert_allclose(table["margin_per_cost"], [3.0, 4.0, 2.5, 0.5])
+    np.testing.assert_allclose(table["incremental_margin_per_cost"].iloc[:2], [900 / 350, 500 / 110])
+    assert table["incremental_margin_per_cost"].iloc[2:].isna().all()
+    shown = report.present(table, currency="TWD")
+    assert "Predicted margin (TWD)" in shown.columns and not any(SNAKE_CASE.match(c) for c in shown.columns)
+    assert shown["Predicted margin (TWD)"].iloc[0].startswith("15,000")  # money, with thousands separators
+    from segml.report.formatting import column_kind
+
+    assert column_kind("margin_total") == column_kind("revenue_total") == "money"
+    assert "margin_total" not in summaries.resource_table(_summary(), [], new_customer_code="N")
+
+
+def test_predicted_margin_shrinks_each_rate_towards_the_population() -> None:
+    features = pd.DataFrame(
+        {
+            "margin_total": [30.0, -50.0, 10.0, np.nan],
+            "gross_spend": [100.0, 100.0, 900.0, np.nan],  # the last one has not bought
+        }
+    )
+    predicted = np.array([200.0, 200.0, 200.0, 200.0])
+    population = (30 - 50 + 10) / 1100
+    prior = 100.0  # median gross spend of the buyers
+    expected_rates = [
+        (30 + prior * population) / 200,
+        (-50 + prior * population) / 200,
+        (10 + prior * population) / 1000,
+        population,
+    ]
+    np.testing.assert_allclose(summaries.predicted_margin(features, predicted), predicted * expected_rates)
+    assert summaries.predicted_margin(features.drop(columns="margin_total"), predicted) is None
+
+
+def test_grade_summary_carries_predicted_margin() -> None:
+    from segml.policy import grade_summary
+
+    grades = pd.DataFrame(
+        {
+            "grade": ["A", "A", "B"],
+            "score": [0.9, 0.8, 0.1],
+            "grade_name": ["a", "a", "b"],
+            "strategy": ["s", "s", "t"],
+        }
+    )
+    table = grade_summary(grades, [1.0, 2.0, 3.0], [10.0, 20.0, 30.0], future_margin=[1.0, 3.0, 5.0])
+    by_grade = table.set_index("grade")
+    assert by_grade.loc["A", "future_margin_total"] == 4.0 and by_grade.loc["B", "future_margin_mean"] == 5.0
+
+
 def _grades() -> pd.DataFrame:
     return pd.DataFrame(
         {

@@ -1204,6 +1204,7 @@ def grade_summary(
     value: np.ndarray | pd.Series,
     future_value: np.ndarray | pd.Series | None = None,
     policy: GradePolicy | FittedPolicy | None = None,
+    future_margin: np.ndarray | pd.Series | None = None,
 ) -> pd.DataFrame:
     """Per-grade table: size, value concentration, strategy and (with costs) ROI-style columns.
 
@@ -1215,6 +1216,9 @@ def grade_summary(
         Current value per row of ``grades`` (aligned by position), e.g. ``spend_365d``.
     future_value:
         Optional realised (or predicted) future spend per row, for value share and value per cost.
+    future_margin:
+        Optional predicted future margin per row (when the data carries a product cost): adds
+        ``future_margin_total, future_margin_mean`` (+ ``future_margin_per_cost`` with costs).
     policy:
         Gives the grade order (best first, new customers last), every grade even when empty, and
         ``cost_per_customer``. Without it grades are ordered by mean score (new customers last) and no cost
@@ -1242,11 +1246,19 @@ def grade_summary(
                 f"future_value: {future.size} values for {len(grades)} graded customers (aligned by position)"
             )
         frame["future_value"] = future
+    if future_margin is not None:
+        margin = np.asarray(future_margin, dtype=float).reshape(-1)
+        if margin.size != len(grades):
+            raise InputFileError(
+                f"future_margin: {margin.size} values for {len(grades)} graded customers (aligned by position)"
+            )
+        frame["future_margin"] = margin
     sums = frame.groupby("grade", sort=False).agg(
         n=("value", "size"),
         value_total=("value", "sum"),
         score_mean=("score", "mean"),
         **({"future_value_total": ("future_value", "sum")} if future_value is not None else {}),
+        **({"future_margin_total": ("future_margin", "sum")} if future_margin is not None else {}),
     )
     labels = grades.groupby("grade", sort=False)[["grade_name", "strategy"]].first()
 
@@ -1282,6 +1294,9 @@ def grade_summary(
         table["future_value_share"] = _safe_share(table["future_value_total"])
         table["future_value_mean"] = table["future_value_total"] / table["n"].where(table["n"] > 0)
         columns += ["future_value_total", "future_value_share", "future_value_mean"]
+    if future_margin is not None:
+        table["future_margin_mean"] = table["future_margin_total"] / table["n"].where(table["n"] > 0)
+        columns += ["future_margin_total", "future_margin_mean"]
     columns.append("strategy")
     if "cost_per_customer" in table.columns and table["cost_per_customer"].notna().any():
         table["cost_total"] = table["cost_per_customer"] * table["n"]
@@ -1291,6 +1306,11 @@ def grade_summary(
                 table["cost_total"] > 0
             )
             columns.append("future_value_per_cost")
+        if future_margin is not None:
+            table["future_margin_per_cost"] = table["future_margin_total"] / table["cost_total"].where(
+                table["cost_total"] > 0
+            )
+            columns.append("future_margin_per_cost")
     table.index.name = "grade"
     return table[columns].reset_index()
 

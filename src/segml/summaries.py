@@ -122,6 +122,32 @@ def placeholder_cost_codes(policy: Mapping[str, Any], defaults: Mapping[str, Any
     return codes
 
 
+def predicted_margin(features: Any, predicted_value: Any) -> Any | None:
+    """Predicted margin over the horizon: the predicted spend × the customer's own margin rate, shrunk
+    towards the population's (None when the data carries no product cost).
+
+    The rate is ``(margin_total + m · r) / (gross_spend + m)``: ``r`` the population's margin ÷ gross spend,
+    ``m`` the median gross spend of the buyers, so a customer with a typical spend weighs their own history and
+    the population's equally and a customer with little history gets about the population's rate (a single
+    loss-making line does not make a customer's whole forecast negative). Customers without purchases get ``r``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if "margin_total" not in features.columns or "gross_spend" not in features.columns:
+        return None
+    margin = pd.to_numeric(features["margin_total"], errors="coerce").to_numpy(dtype=float)
+    gross = pd.to_numeric(features["gross_spend"], errors="coerce").to_numpy(dtype=float)
+    known = np.isfinite(margin) & np.isfinite(gross) & (gross > 0)
+    if not known.any() or gross[known].sum() <= 0:
+        return None
+    population = float(margin[known].sum() / gross[known].sum())
+    prior = float(np.median(gross[known]))
+    rate = np.full(len(features), population)
+    rate[known] = (margin[known] + prior * population) / (gross[known] + prior)
+    return np.asarray(predicted_value, dtype=float) * rate
+
+
 def resource_table(
     summary: Any, placeholder_codes: Sequence[str] = (), new_customer_code: str | None = None
 ) -> Any:
@@ -143,8 +169,9 @@ def resource_table(
     -------
     pandas.DataFrame
         ``grade, grade_name, n, cost_per_customer, cost_source, cost_total, revenue_total, revenue_mean,
-        revenue_per_cost, incremental_revenue_per_cost``. Revenue is the predicted spend over the horizon (no
-        margin: the data carries no product cost). ``incremental_revenue_per_cost`` compares a grade with the
+        revenue_per_cost, incremental_revenue_per_cost`` (+ ``margin_total, margin_mean, margin_per_cost,
+        incremental_margin_per_cost`` when the summary has ``future_margin_total``: the data carries a product
+        cost). Revenue is the predicted spend over the horizon; margin is :func:`predicted_margin`. ``incremental_revenue_per_cost`` compares a grade with the
         grade below it: (revenue per customer − the lower grade's) ÷ (cost per customer − the lower grade's),
         what one more unit of cost per customer comes with when a customer is served at this grade's level
         instead of the next one's; empty for the lowest grade, the new-customer grade and equal costs.
@@ -183,6 +210,18 @@ def resource_table(
             extra_revenue = table.at[upper, "revenue_mean"] - table.at[lower, "revenue_mean"]
             incremental[upper] = extra_revenue / extra_cost
     table["incremental_revenue_per_cost"] = incremental
+    if "future_margin_total" in summary:
+        # the data carries a product cost: the same view on predicted margin, what the business keeps
+        table["margin_total"] = pd.to_numeric(summary["future_margin_total"], errors="coerce").to_numpy()
+        table["margin_mean"] = pd.to_numeric(summary["future_margin_mean"], errors="coerce").to_numpy()
+        table["margin_per_cost"] = table["margin_total"] / cost
+        incremental = [np.nan] * len(table)
+        for upper, lower in zip(ladder, ladder[1:], strict=False):
+            extra_cost = table.at[upper, "cost_per_customer"] - table.at[lower, "cost_per_customer"]
+            if pd.notna(extra_cost) and extra_cost > 0:
+                extra_margin = table.at[upper, "margin_mean"] - table.at[lower, "margin_mean"]
+                incremental[upper] = extra_margin / extra_cost
+        table["incremental_margin_per_cost"] = incremental
     return table
 
 

@@ -103,7 +103,9 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
     ).fit(now[purchased], graded.loc[purchased, "grade"].to_numpy())
     write_json(ctx.model_state_file("grade_rules"), jsonable(rules.to_dict()))
     value = now[policy.value_feature].fillna(0.0).to_numpy(dtype=float)
-    summary = grade_summary(graded, value, potential, policy=fitted)
+    summary = grade_summary(
+        graded, value, potential, policy=fitted, future_margin=summaries.predicted_margin(now, potential)
+    )
     rules_text = rules.rules_text()
     write_json(
         ctx.reports / "grades_summary.json",

@@ -42,6 +42,13 @@ COLUMN_LABELS: dict[str, str] = {
     "revenue_mean": "Predicted revenue per customer ({currency})",
     "revenue_per_cost": "Revenue per unit of cost",
     "incremental_revenue_per_cost": "Extra revenue per extra unit of cost, vs the grade below",
+    "margin_total": "Predicted margin ({currency})",
+    "margin_mean": "Predicted margin per customer ({currency})",
+    "margin_per_cost": "Margin per unit of cost",
+    "incremental_margin_per_cost": "Extra margin per extra unit of cost, vs the grade below",
+    "future_margin_total": "Predicted margin ({currency})",
+    "future_margin_mean": "Predicted margin per customer ({currency})",
+    "future_margin_per_cost": "Predicted margin per unit of cost",
     "cost_source": "Cost",
     "measure": "Measure",
     "value": "Value",
@@ -83,7 +90,7 @@ MODEL_LABELS: dict[str, str] = {
 }
 
 _SHARE_NAMES = re.compile(r"(^|_)(share|capture|pct|mape)(_|$)|^total_error$")
-_MONEY_NAMES = re.compile(r"(^|_)(value|cost|spend|revenue|amount|actual|predicted)(_|$)")
+_MONEY_NAMES = re.compile(r"(^|_)(value|cost|spend|revenue|margin|amount|actual|predicted)(_|$)")
 _COUNT_NAMES = {"n", "customers", "rows", "rank", "window_days", "transactions"}
 _RATIO_NAMES = re.compile(r"_per_cost$|^value_per_cost$|incremental")
 #: what snake_case looks like (a header must never read like this)
