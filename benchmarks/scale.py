@@ -244,8 +244,12 @@ def worker(step: str, path: str, out_dir: str) -> dict:
 
 
 def worker_main(step: str, path: str, out_dir: str) -> None:
+    import resource
+
     result = worker(step, path, out_dir)
     result["own_peak_rss_mb"] = own_peak_rss_mb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     print(json.dumps(result), flush=True)
 
 
@@ -270,8 +274,12 @@ def _dir_size(path: Path) -> int:
     return total
 
 
-def measure(step: str, path: Path, timeout: float) -> dict:
-    """One run of ``step`` in a fresh child; wall time, peak tree RSS and peak spill size."""
+def measure(step: str, path: Path, timeout: float, max_spill_gb: float = 40.0) -> dict:
+    """One run of ``step`` in a fresh child; wall time, peak tree RSS and peak spill size.
+
+    The child is stopped (and the run reported as not finished) after ``timeout`` seconds or when its spill
+    folder grows beyond ``max_spill_gb`` or the disk has less than 5 GB free.
+    """
     out_dir = DATA_DIR / f"out_{step}"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
@@ -297,9 +305,20 @@ def measure(step: str, path: Path, timeout: float) -> dict:
             if time.perf_counter() - started > timeout:
                 child.kill()
                 child.communicate()
+                shutil.rmtree(out_dir, ignore_errors=True)
                 return {"error": f"timed out after {timeout:.0f}s", "peak_tree_rss_mb": peak_tree / 2**20}
             peak_tree = max(peak_tree, _tree_rss(watched))
             peak_spill = max(peak_spill, _dir_size(spill))
+            if peak_spill > max_spill_gb * 2**30 or shutil.disk_usage(spill).free < 5 * 2**30:
+                child.kill()
+                child.communicate()
+                shutil.rmtree(spill, ignore_errors=True)
+                shutil.rmtree(out_dir, ignore_errors=True)
+                return {
+                    "error": f"stopped after {time.perf_counter() - started:.0f}s, not finished: spill folder "
+                    f"at {peak_spill / 2**30:.1f} GB (limit {max_spill_gb:g} GB or 5 GB of free disk)",
+                    "peak_tree_rss_mb": peak_tree / 2**20,
+                }
             time.sleep(POLL_SECONDS)
     except psutil.NoSuchProcess:
         pass
@@ -317,12 +336,12 @@ def measure(step: str, path: Path, timeout: float) -> dict:
     return result
 
 
-def run_size(step: str, rows: int, repeats: int, timeout: float, info: dict) -> dict:
+def run_size(step: str, rows: int, repeats: int, timeout: float, info: dict, max_spill_gb: float) -> dict:
     path = info["path"]
     runs = []
     for index in range(repeats):
         print(f"{rows:>12,} rows  {step:<9} run {index + 1}/{repeats}", end=" ", flush=True)
-        runs.append(measure(step, path, timeout))
+        runs.append(measure(step, path, timeout, max_spill_gb))
         shown = runs[-1]
         if "error" in shown:
             print(shown["error"], flush=True)
@@ -342,6 +361,8 @@ def run_size(step: str, rows: int, repeats: int, timeout: float, info: dict) -> 
         entry["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
         entry["spill_peak_mb"] = max(r["spill_peak_mb"] for r in ok)
         entry["seconds_per_million_rows"] = entry["seconds"] / (info["rows"] / 1e6)
+        if all("cpu_seconds" in r for r in ok):
+            entry["cpu_seconds"] = statistics.median(r["cpu_seconds"] for r in ok)
     else:
         entry["error"] = next(r["error"] for r in runs if "error" in r)
     return entry
@@ -410,10 +431,13 @@ def markdown_table(results: dict) -> str:
             f"{e['seconds_per_million_rows']:.2f} | {e['peak_rss_mb']:.0f} | {e['spill_peak_mb']:.0f} |"
         )
     lines += ["", "| target | value | threshold | met |", "|---|---:|---:|---|"]
+    notes = results.get("notes", [])
     for name, t in results["targets"].items():
         value = "not measured" if t["value"] is None else f"{t['value']:.2f}"
         met = "not measured" if t["met"] is None else ("yes" if t["met"] else "**no**")
         lines.append(f"| {name} | {value} | ≤ {t['threshold']:g} | {met} |")
+    if notes:
+        lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines)
 
 
@@ -431,6 +455,26 @@ def update_readme(table: str) -> None:
     write_text(README, text)
 
 
+def write_results(out: Path, entries: list[dict], total_seconds: float, *, complete: bool) -> dict:
+    """Write the JSON (after every size, so an interrupted run keeps what it measured)."""
+    from segml.storage import write_json
+
+    results = {
+        "date": dt.date.today().isoformat(),
+        "as_of": AS_OF.isoformat(),
+        "duckdb_threads": THREADS,
+        "duckdb_memory_limit": MEMORY_LIMIT,
+        "data": f"DuckDB range() + hash(row, seed), seed {SEED}, {ROWS_PER_CUSTOMER} rows per customer on average",
+        "machine": machine_info(),
+        "complete": complete,
+        "total_seconds": total_seconds,
+        "runs": sorted(entries, key=lambda e: (e["step"], e["rows"])),
+        "targets": targets(entries),
+    }
+    write_json(out, results)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -440,6 +484,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per size below 10M rows (median)")
     parser.add_argument("--big-repeats", type=int, default=1, help="runs per size of 10M rows and more")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    parser.add_argument(
+        "--max-spill-gb", type=float, default=40.0, help="stop a run whose spill grows beyond"
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the generated files")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-readme", action="store_true")
@@ -465,29 +512,13 @@ def main() -> None:
         print(f"data {path.name}: {n_rows:,} rows, {n_customers:,} customers (written in {gen_seconds:.1f}s)")
         for _, step in [p for p in plan if p[0] == rows]:
             repeats = args.repeats if rows < 10_000_000 else args.big_repeats
-            entries.append(run_size(step, rows, repeats, args.timeout, data[rows]))
+            entries.append(run_size(step, rows, repeats, args.timeout, data[rows], args.max_spill_gb))
             entries[-1]["generate_seconds"] = gen_seconds
+            write_results(args.out, entries, time.perf_counter() - total_started, complete=False)
         if not args.keep_data:
             path.unlink()
     shutil.rmtree(spill_dir(), ignore_errors=True)
-    entries.sort(key=lambda e: (e["step"], e["rows"]))
-    results = {
-        "date": dt.date.today().isoformat(),
-        "as_of": AS_OF.isoformat(),
-        "duckdb_threads": THREADS,
-        "duckdb_memory_limit": MEMORY_LIMIT,
-        "data": f"DuckDB range() + hash(row, seed), seed {SEED}, {ROWS_PER_CUSTOMER} rows per customer on average",
-        "machine": machine_info(),
-        "total_seconds": time.perf_counter() - total_started,
-        "runs": entries,
-        "targets": targets(entries),
-    }
-    from segml.storage import write_json
-
-    for entry in results["runs"]:
-        for run in entry["runs"]:
-            run.pop("path", None)
-    write_json(args.out, results)
+    results = write_results(args.out, entries, time.perf_counter() - total_started, complete=True)
     if not args.no_readme:
         update_readme(markdown_table(results))
     print(markdown_table(results))
