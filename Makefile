@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: help venv run test test-slow test-all lint format bench bench-quality lock clean mlflow-ui lab
+.PHONY: help venv run test test-slow test-all lint format bench bench-quality bench-scale lock clean mlflow-ui lab
 
 help:
-	@echo "make run | test | test-slow | lint | format | bench | bench-quality | mlflow-ui | lab | lock | clean"
+	@echo "make run | test | test-slow | lint | format | bench | bench-quality | bench-scale | mlflow-ui | lab | lock | clean"
 
 # The venv is (re)installed only when pyproject.toml or the lock file change: a second `make run` reuses it.
 $(STAMP): pyproject.toml requirements.lock
@@ -61,6 +61,11 @@ bench: $(STAMP)
 # Not part of CI (about 6 minutes on 2 cores).
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
+
+# DuckDB features at 1M / 30M / 100M transactions and ingest at 1M / 100M, peak RSS of the process tree:
+# benchmarks/results/scale.json. Not part of CI (about 20-30 minutes on 2 cores, a few GB of disk while it runs).
+bench-scale: $(STAMP)
+	nice -n 10 $(BIN)/python benchmarks/scale.py
 
 # MLflow UI on the project's SQLite store, loopback only. The links open each experiment's training runs
 # (the Runs tab: parent run per `segml run` / `segml train`, one nested run per stage) rather than the start page.
