@@ -219,6 +219,16 @@ def test_grade_without_customers_grades_attributes_as_missing(exported, tmp_path
     assert graded["grade"].notna().all()
 
 
+def test_grade_refuses_invoices_the_model_was_not_trained_with(exported, tmp_path: Path) -> None:
+    cfg, path = exported
+    stray = tmp_path / "invoices.csv"
+    stray.write_text("invoice_id,customer_id,issued,due,paid,amount\n", encoding="utf-8")
+    result = _grade_cli(path, tmp_path / "g.parquet", "--invoices", str(stray), cfg=cfg)
+    assert result.exit_code != 0
+    assert "trained without invoices" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "g.parquet").exists()
+
+
 def test_grade_csv_with_own_mapping(exported, tmp_path: Path) -> None:
     """The user's own column names, a CSV file and a --mapping file give the same grades."""
     cfg, path = exported

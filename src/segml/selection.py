@@ -335,6 +335,7 @@ def inner_validation(
     seed: int = 0,
     *,
     undated: str = "exclude",
+    invoices: str | Path | pd.DataFrame | None = None,
     n_boot: int = 200,
     weights_grid: Sequence[Weights] | None = None,
     baseline_settings: dict[str, Any] | None = None,
@@ -360,6 +361,8 @@ def inner_validation(
         Seed of the paired bootstrap.
     undated:
         Population rule for customers without a signup date (``data.customers.undated``).
+    invoices:
+        Optional clean invoices (``data.invoices``), as for :func:`segml.features.build_features`.
     n_boot:
         Bootstrap replicates of the potential model's Gini difference.
     weights_grid:
@@ -380,7 +383,9 @@ def inner_validation(
     start = _first_day(transactions_path, calibration_end)
     cutoff = inner_validation_cutoff(start, calibration_end, horizon_days)
     validation_days = (calibration_end - cutoff).days
-    X = features.build_features(transactions_path, cutoff, feature_config, customers_path, undated=undated)
+    X = features.build_features(
+        transactions_path, cutoff, feature_config, customers_path, undated=undated, invoices=invoices
+    )
     X = X[X["has_purchases"].astype(bool)].reset_index(drop=True)
     if X.empty:
         raise InputFileError(f"transactions: no customer had bought by the inner validation cutoff {cutoff}")

@@ -103,6 +103,10 @@ class TrainingOutputs:
     customers: Path | None
     #: the fallback scorer (present only when the potential model lost inside calibration)
     scorer: Path | None = None
+    #: clean invoices (present only with ``data.invoices``)
+    invoices: Path | None = None
+    #: population rule for customers without a signup date (``data.customers.undated``)
+    undated: str = "exclude"
 
 
 def training_outputs(cfg: ExperimentConfig) -> TrainingOutputs:
@@ -130,11 +134,13 @@ def training_outputs(cfg: ExperimentConfig) -> TrainingOutputs:
             else None
         ),
         scorer=(models / "scorer_production.json") if (models / "scorer_production.json").is_file() else None,
+        invoices=cfg.paths.clean_invoices if cfg.data.invoices is not None else None,
+        undated=cfg.data.customers.undated if cfg.data.customers is not None else "exclude",
     )
     experiment = cfg.source_path or f"experiments/{cfg.name}.yaml"
     for field in dataclasses.fields(outputs):
         path = getattr(outputs, field.name)
-        if path is not None and not path.is_file():
+        if isinstance(path, Path) and not path.is_file():
             raise ArtifactError(
                 f"{path}: missing — run `segml ingest {experiment}` and `segml train {experiment}` first"
             )
@@ -301,7 +307,14 @@ def _write_core_files(
     # the experiment's current grades, rebuilt from the packaged pieces, must match grades.parquet exactly
     dq = json.loads(outputs.dq_report.read_text(encoding="utf-8"))
     data_end = dt.date.fromisoformat(dq["date_max"])
-    now = feature_module.build_features(outputs.transactions, data_end, cfg.features, outputs.customers)
+    now = feature_module.build_features(
+        outputs.transactions,
+        data_end,
+        cfg.features,
+        outputs.customers,
+        undated=outputs.undated,
+        invoices=outputs.invoices,
+    )
     rebuilt = grade_features(
         now, model, policy, reference, as_of=data_end, feature_config=cfg.features, scorer=scorer
     )

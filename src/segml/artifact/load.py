@@ -41,6 +41,7 @@ from segml.config import (
     CustomerSource,
     DataConfig,
     FeatureConfig,
+    InvoiceSource,
     TransactionSource,
     from_mapping,
     read_yaml,
@@ -424,11 +425,30 @@ def _customer_source(
 
 @dataclass
 class CleanInputs:
-    """Clean transactions and customers (paths to parquet files or frames) and the DQ summary."""
+    """Clean transactions, customers and invoices (paths to parquet files or frames) and the DQ summary."""
 
     transactions: Any
     customers: Any
     report: dict[str, Any]
+    invoices: Any = None
+
+
+def _invoice_source(data: DataConfig, mapping: dict[str, Any] | None, invoices: TableInput) -> InvoiceSource:
+    """The invoices mapping of ``--mapping`` (``invoices: {columns: ...}``) or of the artifact, pointed at the
+    given file or frame."""
+    raw = (mapping or {}).get("invoices")
+    if raw is None:
+        if data.invoices is None:
+            raise ConfigError(
+                "invoices given but the artifact's model was trained without invoices (data.invoices): "
+                "grade without them"
+            )
+        raw = dataclasses.asdict(data.invoices)
+    label = "<invoices frame>" if isinstance(invoices, pd.DataFrame) else str(Path(invoices).resolve())
+    entry = {**dict(raw), "path": label}
+    if isinstance(invoices, pd.DataFrame):
+        entry["format"] = "auto"
+    return from_mapping(InvoiceSource, entry, "mapping.invoices")
 
 
 def clean_inputs(
@@ -437,11 +457,13 @@ def clean_inputs(
     customers: TableInput | None,
     mapping: dict[str, Any] | None,
     workdir: Path,
+    invoices: TableInput | None = None,
 ) -> CleanInputs:
     """Map, validate and clean raw inputs with the same rules as ``segml ingest``.
 
     Files go through :func:`segml.ingest.run_ingest` (clean parquet written under ``workdir``); DataFrames
-    through :func:`segml.ingest.ingest_frames`.
+    through :func:`segml.ingest.ingest_frames`. ``invoices`` (raw file or frame, optional) is cleaned with the
+    artifact's (or ``--mapping``'s) ``invoices`` mapping and rules.
     """
     from segml.config import CutoffConfig, ExperimentConfig
     from segml.ingest import ingest_frames, run_ingest
@@ -451,16 +473,26 @@ def clean_inputs(
         raise InputFileError("no transaction input given")
     sources, rules = _sources(data, mapping, files)
     customer_source = _customer_source(data, mapping, customers) if customers is not None else None
+    invoice_source = _invoice_source(data, mapping, invoices) if invoices is not None else None
     frames = [isinstance(f, pd.DataFrame) for f in files]
     if any(frames) and not all(frames):
         raise InputFileError("give transactions either all as files or all as DataFrames")
     if all(frames):
         if customers is not None and not isinstance(customers, pd.DataFrame):
             customers = _read_table(Path(customers))
+        if invoices is not None and not isinstance(invoices, pd.DataFrame):
+            invoices = _read_table(Path(invoices))
         result = ingest_frames(
-            files, sources, rules, customers=customers, customer_source=customer_source, threads=None
+            files,
+            sources,
+            rules,
+            customers=customers,
+            customer_source=customer_source,
+            invoices=invoices,
+            invoice_source=invoice_source,
+            threads=None,
         )
-        return CleanInputs(result.clean, result.customers, result.report)
+        return CleanInputs(result.clean, result.customers, result.report, result.invoices)
     for file in files:
         if not Path(file).is_file():
             raise InputFileError(f"{file}: transactions file not found")
@@ -470,16 +502,26 @@ def clean_inputs(
         customer_path = workdir / "customers_input.parquet"
         customers.to_parquet(customer_path, index=False)
         customer_source = dataclasses.replace(customer_source, path=str(customer_path), format="parquet")
+    if invoices is not None and isinstance(invoices, str | Path) and not Path(invoices).is_file():
+        raise InputFileError(f"{invoices}: invoices file not found")
+    if invoices is not None and isinstance(invoices, pd.DataFrame):
+        invoice_path = workdir / "invoices_input.parquet"
+        invoices.to_parquet(invoice_path, index=False)
+        invoice_source = dataclasses.replace(invoice_source, path=str(invoice_path), format="parquet")
     cfg = ExperimentConfig(
         data=DataConfig(
-            transactions=sources, customers=customer_source, currency=data.currency, cleaning=rules
+            transactions=sources,
+            customers=customer_source,
+            invoices=invoice_source,
+            currency=data.currency,
+            cleaning=rules,
         ),
         cutoffs=CutoffConfig(calibration_end=dt.date(1970, 1, 2)),
         name="grade",
         root=workdir,
     )
     result = run_ingest(cfg)
-    return CleanInputs(result.transactions_path, result.customers_path, result.report)
+    return CleanInputs(result.transactions_path, result.customers_path, result.report, result.invoices_path)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -513,12 +555,19 @@ def clean_for_grading(
     folder: Path,
     as_of: dt.date | str | None,
     report: dict[str, Any] | None,
+    invoices: TableInput | None = None,
 ) -> tuple[CleanInputs, dt.date]:
     """Clean the raw inputs with the artifact's rules into ``folder`` and resolve the grading cutoff (the
-    latest clean transaction day unless ``as_of`` is given); refuses input of which no row survives."""
+    latest clean transaction day unless ``as_of`` is given); refuses input of which no row survives, and
+    an artifact trained with invoices graded without them (its payment features would all be missing)."""
     from segml.config import parse_date
 
-    clean = clean_inputs(artifact.data, transactions, customers, mapping, folder)
+    if invoices is None and artifact.data.invoices is not None:
+        raise InputFileError(
+            f"artifact {artifact.name} {artifact.version} was trained with invoices (data.invoices): its model "
+            "reads payment features — give the invoices file (--invoices FILE)"
+        )
+    clean = clean_inputs(artifact.data, transactions, customers, mapping, folder, invoices)
     if report is not None:
         report.update(clean.report)
     if clean.report.get("rows_kept", 0) == 0:
@@ -545,6 +594,7 @@ def grade(
     *,
     refit_boundaries: bool = False,
     report: dict[str, Any] | None = None,
+    invoices: TableInput | None = None,
 ) -> pd.DataFrame:
     """Grade customers from raw transactions with a verified artifact.
 
@@ -569,6 +619,9 @@ def grade(
         Re-derive share-based grade boundaries on this population (explicit opt-in).
     report:
         When a dict is given, the ingest DQ summary is stored in it (``rows_in``, ``rows_kept``, ...).
+    invoices:
+        Raw invoices file or DataFrame; required when the artifact was trained with ``data.invoices`` (its
+        payment features are computed from it as known at ``as_of``), refused otherwise.
 
     Returns
     -------
@@ -582,10 +635,18 @@ def grade(
         mapping = read_mapping(mapping)
     with tempfile.TemporaryDirectory(prefix="segml-grade-") as tmp:
         clean, cutoff = clean_for_grading(
-            artifact, transactions, customers, mapping, Path(tmp), as_of, report
+            artifact, transactions, customers, mapping, Path(tmp), as_of, report, invoices
         )
         spec = dataclasses.replace(artifact.feature_config, engine="duckdb")
-        features = build_features(clean.transactions, cutoff, spec, clean.customers)
+        undated = artifact.data.customers.undated if artifact.data.customers is not None else "exclude"
+        features = build_features(
+            clean.transactions,
+            cutoff,
+            spec,
+            clean.customers,
+            undated=undated if clean.customers is not None else "exclude",
+            invoices=clean.invoices,
+        )
         if clean.customers is None:
             features = with_missing_attributes(features, artifact.feature_spec)
     if features.empty:

@@ -92,6 +92,7 @@ class _BatchGrader:
         reasons: bool,
         cutoff: dt.date,
         schema: pa.Schema,
+        with_invoices: bool = False,
     ) -> None:
         # the verification result is driver-side bookkeeping; the executors need the model and policy only
         self.artifact = dataclasses.replace(artifact, verified=None)
@@ -100,6 +101,7 @@ class _BatchGrader:
         self.reasons = reasons
         self.cutoff = cutoff
         self.schema = schema
+        self.with_invoices = with_invoices
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from segml.features import normalise_feature_batch
@@ -108,7 +110,9 @@ class _BatchGrader:
         for batch in batches:
             if batch.num_rows == 0:
                 continue
-            features = normalise_feature_batch(pa.Table.from_batches([batch]), spec, self.attributes)
+            features = normalise_feature_batch(
+                pa.Table.from_batches([batch]), spec, self.attributes, with_invoices=self.with_invoices
+            )
             if not self.with_customers:
                 features = with_missing_attributes(features, self.artifact.feature_spec)
             graded = self.artifact.score(features, reasons=self.reasons, as_of=self.cutoff)
@@ -145,6 +149,7 @@ def grade_on_spark(
     spark: SparkSettings | None = None,
     work_dir: Path | str | None = None,
     report: dict[str, Any] | None = None,
+    invoices: Path | str | None = None,
 ) -> dict[str, int]:
     """Grade customers with a verified artifact on Spark and write the grades as a Parquet dataset.
 
@@ -165,6 +170,8 @@ def grade_on_spark(
         multi-machine cluster give a folder every executor can read).
     report:
         When a dict is given, the ingest DQ summary is stored in it (``rows_in``, ``rows_kept``, ...).
+    invoices:
+        Raw invoices file, as for :func:`segml.artifact.load.grade`.
 
     Returns
     -------
@@ -193,16 +200,30 @@ def grade_on_spark(
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="segml-grade-", dir=work_dir) as tmp:
         clean, cutoff = clean_for_grading(
-            artifact, transactions, customers, mapping, Path(tmp), as_of, report
+            artifact, transactions, customers, mapping, Path(tmp), as_of, report, invoices
         )
         schema = _grades_schema(artifact, reasons, cutoff)
         spec = dataclasses.replace(artifact.feature_config, engine="spark")
-        with spark_features(clean.transactions, cutoff, spec, clean.customers, spark=spark) as (
-            features,
-            attributes,
-        ):
+        undated = artifact.data.customers.undated if artifact.data.customers is not None else "exclude"
+        with spark_features(
+            clean.transactions,
+            cutoff,
+            spec,
+            clean.customers,
+            spark=spark,
+            undated=undated if clean.customers is not None else "exclude",
+            invoices=clean.invoices,
+        ) as (features, attributes):
             session = features.sparkSession
-            grader = _BatchGrader(artifact, attributes, clean.customers is not None, reasons, cutoff, schema)
+            grader = _BatchGrader(
+                artifact,
+                attributes,
+                clean.customers is not None,
+                reasons,
+                cutoff,
+                schema,
+                with_invoices=clean.invoices is not None,
+            )
             graded = features.mapInArrow(grader, _spark_schema(schema))
             if partition_by:
                 graded = graded.repartition(*partition_by)

@@ -35,6 +35,14 @@ def _print_ingest(report: dict, console) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    invoices = report.get("invoices")
+    if invoices:
+        console.print(
+            f"ingest invoices: {invoices.get('rows_in', 0):,} rows in, {invoices.get('rows_kept', 0):,} kept, "
+            f"{invoices.get('rows_quarantined', 0):,} quarantined",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -108,6 +116,13 @@ def register(app: typer.Typer) -> None:
         ],
         customers: Annotated[
             Path | None, typer.Option("--customers", help="Optional raw customer-attributes file.")
+        ] = None,
+        invoices: Annotated[
+            Path | None,
+            typer.Option(
+                "--invoices",
+                help="Raw invoices file; required when the model was trained with data.invoices.",
+            ),
         ] = None,
         as_of: Annotated[
             str | None,
@@ -235,6 +250,7 @@ def register(app: typer.Typer) -> None:
                 spark=settings,
                 work_dir=work_dir,
                 report=report,
+                invoices=invoices,
             )
             _print_ingest(report, console)
             shares = ", ".join(f"{code} {n:,}" for code, n in counts.items())
@@ -254,6 +270,7 @@ def register(app: typer.Typer) -> None:
             reasons=reasons,
             refit_boundaries=refit_boundaries,
             report=report,
+            invoices=invoices,
         )
         if previous is not None:
             graded = _with_hysteresis(loaded, graded, previous, margin, periods, console)

@@ -81,6 +81,8 @@ class TrainingInput:
         Optional clean customers (path or DataFrame) with attribute columns.
     start:
         First day of history to use; default the first transaction day.
+    invoices:
+        Optional clean invoices (``data.invoices``): adds the payment features, as known at each cutoff.
     """
 
     transactions: str | Path | pd.DataFrame
@@ -88,6 +90,7 @@ class TrainingInput:
     feature_config: FeatureConfig | None = None
     customers: str | Path | pd.DataFrame | None = None
     start: dt.date | None = None
+    invoices: str | Path | pd.DataFrame | None = None
 
 
 class InvalidParameter(ValueError):

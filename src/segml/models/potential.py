@@ -695,11 +695,13 @@ def _stack(
     spec: FeatureConfig,
     customers: str | Path | pd.DataFrame | None,
     profile: np.ndarray,
+    invoices: str | Path | pd.DataFrame | None = None,
 ) -> _Frame:
     """Features at every cutoff with the net spend (≥ 0) in (cutoff, min(cutoff + horizon, label_end)],
-    turned into a per-day rate (spend / seasonal weight of the window) weighted by the window's length."""
+    turned into a per-day rate (spend / seasonal weight of the window) weighted by the window's length.
+    ``invoices`` (clean, optional) adds the payment features, each as known at its cutoff."""
     stacked = _features_module().training_frame(
-        transactions, cutoffs, horizon_days, spec, customers, label_end=label_end
+        transactions, cutoffs, horizon_days, spec, customers, label_end=label_end, invoices=invoices
     )
     spend = stacked["future_spend"].to_numpy(dtype=float).clip(min=0.0)
     window = stacked["label_days"].to_numpy(dtype=float)
@@ -933,6 +935,7 @@ class PotentialValueModel(BaseEstimator):
         customers: str | Path | pd.DataFrame | None = None,
         *,
         start: dt.date | None = None,
+        invoices: str | Path | pd.DataFrame | None = None,
     ) -> PotentialValueModel:
         """Select and fit the model on data up to ``calibration_end`` (inclusive) only.
 
@@ -951,6 +954,9 @@ class PotentialValueModel(BaseEstimator):
             Optional clean customers (path or DataFrame) with attribute columns.
         start:
             First day of history to use; default the first transaction day.
+        invoices:
+            Optional clean invoices (``data.invoices``): the payment features join the model's inputs, each
+            as known at its cutoff (an invoice paid after a cutoff is open at it).
 
         Returns
         -------
@@ -958,16 +964,18 @@ class PotentialValueModel(BaseEstimator):
             ``self``, fitted.
         """
         if isinstance(transactions, TrainingInput):
-            if calibration_end is not None or spec is not None or customers is not None or start is not None:
+            given = (calibration_end, spec, customers, start, invoices)
+            if any(value is not None for value in given):
                 raise ValueError(
                     "PotentialValueModel.fit: pass either a TrainingInput or the separate inputs, not both"
                 )
-            transactions, calibration_end, spec, customers, start = (
+            transactions, calibration_end, spec, customers, start, invoices = (
                 transactions.transactions,
                 transactions.calibration_end,
                 transactions.feature_config,
                 transactions.customers,
                 transactions.start,
+                transactions.invoices,
             )
         if calibration_end is None:
             raise ValueError("PotentialValueModel.fit: calibration_end is required")
@@ -988,13 +996,20 @@ class PotentialValueModel(BaseEstimator):
                 f"cutoffs: the training period {start}..{calibration_end} ({span} days) is too short to "
                 f"select a model on a validation cutoff inside it (needs at least {4 * step} days)"
             )
-        numeric = list(_features_module().NUMERIC_FEATURES(spec))
+        numeric = list(_features_module().NUMERIC_FEATURES(spec, with_invoices=invoices is not None))
 
         # final-fit rows; the rows at the validation cutoff double as the validation fold, because their
         # label window (validation cutoff, calibration end] is exactly the inner task's horizon
         self.season_profile_ = self._profile(history, start, calibration_end)
         outer = _stack(
-            history, outer_cutoffs, self.horizon_days, calibration_end, spec, customers, self.season_profile_
+            history,
+            outer_cutoffs,
+            self.horizon_days,
+            calibration_end,
+            spec,
+            customers,
+            self.season_profile_,
+            invoices,
         )
         at_validation = (outer.features["cutoff"] == pd.Timestamp(validation_cutoff)).to_numpy()
         validation = outer.features.loc[at_validation].reset_index(drop=True)
@@ -1004,7 +1019,7 @@ class PotentialValueModel(BaseEstimator):
         # selection on the half-size task: cutoffs before the validation cutoff, labels clipped there
         inner_profile = self._profile(history, start, validation_cutoff)
         inner = _stack(
-            history, inner_cutoffs, inner_horizon, validation_cutoff, spec, customers, inner_profile
+            history, inner_cutoffs, inner_horizon, validation_cutoff, spec, customers, inner_profile, invoices
         )
         validation_weight = season_weight(inner_profile, [validation_cutoff], inner_horizon)[0]
         design = _design_from_frame(inner.features, numeric, self.categorical, self.max_levels)
@@ -1030,7 +1045,9 @@ class PotentialValueModel(BaseEstimator):
             "blend": blend_params,
             "lapse": None,
         }
-        self._fit_final(outer, outer_cutoffs, start, calibration_end, numeric, spec, customers, history)
+        self._fit_final(
+            outer, outer_cutoffs, start, calibration_end, numeric, spec, customers, history, invoices
+        )
         # the recency calibration is measured on the forecast it will correct: this final model's own, at the
         # validation cutoff (its rows are in the final fit, so the measured miscalibration is if anything
         # smaller than out of sample: the calibration stays conservative)
@@ -1193,6 +1210,7 @@ class PotentialValueModel(BaseEstimator):
         spec: FeatureConfig,
         customers: str | Path | pd.DataFrame | None,
         history: pd.DataFrame,
+        invoices: str | Path | pd.DataFrame | None = None,
     ) -> None:
         blend_params = self.params_.get("blend")
         if blend_params is not None:
@@ -1206,7 +1224,9 @@ class PotentialValueModel(BaseEstimator):
             if blend_params["weights"].get("btyd", 0.0) > 0:
                 from segml.models import blend
 
-                latest = _features_module().build_features(history, data_end, spec, customers)
+                latest = _features_module().build_features(
+                    history, data_end, spec, customers, invoices=invoices
+                )
                 fitted_btyd = blend.fit_btyd(latest)
                 if fitted_btyd is None:  # cannot happen when it fitted on the validation fold; be safe
                     weights = blend_params["weights"]
@@ -1253,6 +1273,7 @@ class PotentialValueModel(BaseEstimator):
         customers: str | Path | pd.DataFrame | None = None,
         *,
         start: dt.date | None = None,
+        invoices: str | Path | pd.DataFrame | None = None,
     ) -> PotentialValueModel:
         """Refit the selected settings on all data up to ``data_end`` (no new selection).
 
@@ -1261,7 +1282,7 @@ class PotentialValueModel(BaseEstimator):
 
         Parameters
         ----------
-        transactions, spec, customers, start:
+        transactions, spec, customers, start, invoices:
             As in :meth:`fit`.
         data_end:
             Latest day of data (inclusive), usually the last transaction day.
@@ -1284,11 +1305,18 @@ class PotentialValueModel(BaseEstimator):
         production.selection_ = self.selection_.copy()
         production.season_profile_ = production._profile(history, start, data_end)
         frame = _stack(
-            history, cutoffs, self.horizon_days, data_end, spec, customers, production.season_profile_
+            history,
+            cutoffs,
+            self.horizon_days,
+            data_end,
+            spec,
+            customers,
+            production.season_profile_,
+            invoices,
         )
-        numeric = list(_features_module().NUMERIC_FEATURES(spec))
+        numeric = list(_features_module().NUMERIC_FEATURES(spec, with_invoices=invoices is not None))
         production.blend_selection_ = getattr(self, "blend_selection_", None)
-        production._fit_final(frame, cutoffs, start, data_end, numeric, spec, customers, history)
+        production._fit_final(frame, cutoffs, start, data_end, numeric, spec, customers, history, invoices)
         return production
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:

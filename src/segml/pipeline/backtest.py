@@ -64,12 +64,12 @@ def backtest(ctx: TrainContext, cutoffs: list[dt.date] | None = None) -> pd.Data
         windows = _windows(ctx, cutoff)
         if not windows or cutoff <= tl.data_start:
             continue
-        X = features.build_features(ctx.transactions_path, cutoff, ctx.cfg.features, ctx.customers_path)
+        X = ctx.features_at(cutoff)
         X = X[X["has_purchases"].astype(bool)].reset_index(drop=True)
         ids = X["customer_id"].to_numpy()
         model = potential_model(ctx)
         model.horizon_days = windows[0][1]
-        model.fit(ctx.transactions_path, cutoff, ctx.cfg.features, ctx.customers_path)
+        model.fit(ctx.transactions_path, cutoff, ctx.cfg.features, ctx.customers_path, **ctx.event_tables)
         for origin, window in windows:
             actual = _actual(ctx, X, cutoff, window)
             baselines = registry.build_family("baselines", ctx.models.baselines, ctx.cfg.seed, window)

@@ -59,6 +59,51 @@ class Timeline:
         }
 
 
+@dataclass(frozen=True)
+class FeatureSources:
+    """The clean files an experiment's features are built from, as ingest wrote them.
+
+    Every feature call of every stage (training, backtest, grading, monitoring, export) takes its inputs from
+    here, so a source the experiment configures (``data.customers``, ``data.invoices``) reaches every model and
+    the grades alike. Build with :func:`feature_sources`.
+    """
+
+    transactions: Path
+    customers: Path | None = None
+    invoices: Path | None = None
+    #: population rule for customers without a signup date (``data.customers.undated``)
+    undated: str = "exclude"
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`segml.features.build_features` / ``training_frame`` beyond the
+        transactions and customers."""
+        return {"undated": self.undated, "invoices": self.invoices}
+
+    @property
+    def event_tables(self) -> dict[str, Any]:
+        """The event sources alone (what :class:`~segml.models.base.TrainingInput` and the potential
+        model's ``fit`` take)."""
+        return {"invoices": self.invoices}
+
+
+def feature_sources(cfg: ExperimentConfig) -> FeatureSources:
+    """The experiment's clean inputs; a configured event source whose clean file is missing is a one-line
+    error (run ``segml ingest``), a configured customers file that ingest did not write is left out."""
+    paths = cfg.paths
+    customers = paths.clean_customers if cfg.data.customers and paths.clean_customers.is_file() else None
+    invoices = None
+    if cfg.data.invoices is not None:
+        invoices = paths.clean_invoices
+        if not invoices.is_file():
+            raise SegmlError(
+                f"{invoices}: clean invoices not found (data.invoices is configured) — run "
+                f"`segml ingest {cfg.label}` first"
+            )
+    undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"
+    return FeatureSources(paths.clean_transactions, customers, invoices, undated)
+
+
 @dataclass
 class TrainContext:
     """Inputs shared by the stages. Build with :func:`load_context`."""
@@ -71,6 +116,30 @@ class TrainContext:
     calibration_features: pd.DataFrame
     #: net spend of those customers in the holdout (aligned by position)
     holdout_spend: np.ndarray
+    #: every clean input of the features (transactions and customers repeated from the fields above)
+    sources: FeatureSources | None = None
+
+    def __post_init__(self) -> None:
+        if self.sources is None:
+            self.sources = FeatureSources(self.transactions_path, self.customers_path)
+
+    @property
+    def feature_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of every feature call of this experiment (population rule, event sources)."""
+        assert self.sources is not None
+        return self.sources.extra
+
+    @property
+    def event_tables(self) -> dict[str, Any]:
+        """Event sources for the potential model's ``fit`` / ``fit_production``."""
+        assert self.sources is not None
+        return self.sources.event_tables
+
+    def features_at(self, cutoff: dt.date) -> pd.DataFrame:
+        """Every customer's features at ``cutoff`` from all of the experiment's sources."""
+        return features.build_features(
+            self.transactions_path, cutoff, self.cfg.features, self.customers_path, **self.feature_kwargs
+        )
 
     @property
     def models(self) -> ModelsConfig:
@@ -127,11 +196,9 @@ def load_context(cfg: ExperimentConfig) -> TrainContext:
     """Read the clean data, fix the timeline and build the evaluation population and its holdout spend."""
     timeline = load_timeline(cfg)
     cal_end = timeline.calibration_end
-    transactions = cfg.paths.clean_transactions
-    customers = (
-        cfg.paths.clean_customers if cfg.data.customers and cfg.paths.clean_customers.is_file() else None
-    )
-    feats = features.build_features(transactions, cal_end, cfg.features, customers)
+    sources = feature_sources(cfg)
+    transactions, customers = sources.transactions, sources.customers
+    feats = features.build_features(transactions, cal_end, cfg.features, customers, **sources.extra)
     feats = feats[feats["has_purchases"].astype(bool)].reset_index(drop=True)
     # The holdout spend is observed over (calibration_end, holdout_end]; horizon_days sets what the money
     # models forecast, so the two must agree for money metrics to mean anything.
@@ -142,7 +209,7 @@ def load_context(cfg: ExperimentConfig) -> TrainContext:
         .fillna(0.0)
         .to_numpy(dtype=float)
     )
-    return TrainContext(cfg, timeline, transactions, customers, feats, spend)
+    return TrainContext(cfg, timeline, transactions, customers, feats, spend, sources)
 
 
 def evaluation_key(cfg: ExperimentConfig, metric: str = SELECTION_METRIC) -> str:
@@ -154,10 +221,10 @@ def evaluation_key(cfg: ExperimentConfig, metric: str = SELECTION_METRIC) -> str
 def current_features(cfg: ExperimentConfig) -> pd.DataFrame:
     """Features of every customer at the data end (what the current grades are computed from)."""
     timeline = load_timeline(cfg)
-    customers = (
-        cfg.paths.clean_customers if cfg.data.customers and cfg.paths.clean_customers.is_file() else None
+    sources = feature_sources(cfg)
+    return features.build_features(
+        sources.transactions, timeline.data_end, cfg.features, sources.customers, **sources.extra
     )
-    return features.build_features(cfg.paths.clean_transactions, timeline.data_end, cfg.features, customers)
 
 
 def open_experiment(
@@ -189,9 +256,11 @@ def open_experiment(
 
 __all__ = [
     "SELECTION_METRIC",
+    "FeatureSources",
     "Timeline",
     "current_features",
     "evaluation_key",
+    "feature_sources",
     "TrainContext",
     "load_context",
     "load_timeline",

@@ -124,6 +124,7 @@ def calibration_training_frame(ctx: TrainContext) -> pd.DataFrame:
         ctx.cfg.features,
         ctx.customers_path,
         label_end=tl.calibration_end,
+        **ctx.feature_kwargs,
     )
     frame = frame[frame["has_purchases"].astype(bool)].reset_index(drop=True)
     scale = tl.holdout_days / frame["label_days"].clip(lower=1)
@@ -248,7 +249,11 @@ def _fit_potential(ctx: TrainContext, *, production: bool = True) -> FamilyResul
     the production refit on all data up to data_end with the selected settings."""
     t0 = time.perf_counter()
     model = potential_model(ctx).fit(
-        ctx.transactions_path, ctx.timeline.calibration_end, ctx.cfg.features, ctx.customers_path
+        ctx.transactions_path,
+        ctx.timeline.calibration_end,
+        ctx.cfg.features,
+        ctx.customers_path,
+        **ctx.event_tables,
     )
     fit_seconds = _timed(t0)
     prediction = model.predict(ctx.calibration_features)
@@ -269,7 +274,11 @@ def _fit_potential(ctx: TrainContext, *, production: bool = True) -> FamilyResul
     if production:
         t1 = time.perf_counter()
         prod = model.fit_production(
-            ctx.transactions_path, ctx.timeline.data_end, ctx.cfg.features, ctx.customers_path
+            ctx.transactions_path,
+            ctx.timeline.data_end,
+            ctx.cfg.features,
+            ctx.customers_path,
+            **ctx.event_tables,
         )
         details["production_fit_seconds"] = _timed(t1)
         details["production_training_end"] = ctx.timeline.data_end

@@ -56,9 +56,7 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
         if not state_file.is_file():
             raise SegmlError(f"{state_file}: no production model — run the potential step first")
         production_model = load_model(json.loads(state_file.read_text(encoding="utf-8")))
-    now = features.build_features(
-        ctx.transactions_path, ctx.timeline.data_end, ctx.cfg.features, ctx.customers_path
-    )
+    now = ctx.features_at(ctx.timeline.data_end)
     policy, scorer_name = recorded_choice(ctx)
     potential = production_model.predict(now)
     scorer = production_scorer(ctx, scorer_name, now)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from segml import catalog, features, monitor
 from segml.jsonable import jsonable
-from segml.pipeline.context import TrainContext
+from segml.pipeline.context import TrainContext, feature_sources
 from segml.pipeline.families import load_predictions
 from segml.storage import write_json
 
@@ -69,7 +69,7 @@ def run_monitor(ctx: TrainContext) -> MonitorResult:
             "moved down": float((step > 0).mean()),
         }
     )
-    now = features.build_features(ctx.transactions_path, tl.data_end, ctx.cfg.features, ctx.customers_path)
+    now = ctx.features_at(tl.data_end)
     now = now[now["has_purchases"].astype(bool)]
     drift = catalog.drift_features(now.columns)
     psi = monitor.psi_table(ctx.calibration_features, now, drift)
@@ -361,11 +361,8 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
         for day in cutoffs
         if day > data_end
     ]
-    customers_path = (
-        cfg.paths.clean_customers
-        if cfg.data.customers is not None and cfg.paths.clean_customers.is_file()
-        else None
-    )
+    sources = feature_sources(cfg)
+    customers_path = sources.customers
     hysteresis = GradePolicy.from_config(cfg.policy).hysteresis
     policy = artifact.policy
     codes = [g.code for g in policy.policy.grades]
@@ -382,6 +379,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
         "artifact": artifact.manifest.get("manifest_sha256") or sha256_file(artifact.path / "manifest.json"),
         "transactions": sha256_file(clean),
         "customers": None if customers_path is None else sha256_file(customers_path),
+        **({} if sources.invoices is None else {"invoices": sha256_file(sources.invoices)}),
         "hysteresis": dataclasses.asdict(hysteresis),
         "realised_horizon_days": horizon,
     }
@@ -409,7 +407,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
                 if progress:
                     progress(f"{label}: reused")
                 continue
-        table = features.build_features(clean, cutoff, spec, customers_path)
+        table = features.build_features(clean, cutoff, spec, customers_path, **sources.extra)
         if table.empty:
             raise InputFileError(f"{clean}: no customer has data on or before {cutoff}")
         try:

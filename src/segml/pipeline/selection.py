@@ -129,7 +129,7 @@ def inner_validate(ctx: TrainContext) -> Any:
     def potential_factory(cutoff: Any, horizon_days: int, features: Any) -> np.ndarray:
         model = potential_model(ctx)
         model.horizon_days = horizon_days
-        model.fit(ctx.transactions_path, cutoff, ctx.cfg.features, ctx.customers_path)
+        model.fit(ctx.transactions_path, cutoff, ctx.cfg.features, ctx.customers_path, **ctx.event_tables)
         return model.predict(features)
 
     baselines = ctx.models.baselines
@@ -142,7 +142,7 @@ def inner_validate(ctx: TrainContext) -> Any:
         potential_factory,
         GradePolicy.from_config(ctx.cfg.policy),
         seed=ctx.cfg.seed,
-        undated=ctx.cfg.data.customers.undated if ctx.cfg.data.customers else "exclude",
+        **ctx.feature_kwargs,
         n_boot=min(ctx.models.evaluation.n_boot, 200),
         baseline_settings={k: v for k, v in dataclasses.asdict(baselines).items()},
     )

@@ -1,0 +1,137 @@
+"""An experiment with ``data.invoices``: the payment features reach the potential model, the current grades and
+the artifact, and ``segml grade`` needs the invoices the model was trained with."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from segml.artifact import export_artifact
+from segml.cli import app
+from segml.config import load_experiment
+from segml.ingest import run_ingest
+from segml.models.registry import load_model
+from segml.pipeline import load_context, run_pipeline, stages_between
+from tests.conftest import make_project
+
+runner = CliRunner()
+
+INVOICE_FEATURES = {
+    "invoices_n",
+    "days_late_mean",
+    "paid_on_time_share",
+    "outstanding_amount",
+    "overdue_amount",
+    "days_late_trend",
+}
+
+
+def _write_invoices(raw: Path) -> Path:
+    """One invoice per order, due 30 days after it; a fixed tenth of the customers pays 45 days late and
+    leaves its latest invoice unpaid."""
+    tx = pd.read_parquet(
+        raw / "transactions.parquet", columns=["customer_id", "order_id", "order_ts", "amount"]
+    )
+    tx = tx.dropna(subset=["customer_id", "order_id"])
+    tx["order_ts"] = pd.to_datetime(tx["order_ts"], errors="coerce")
+    tx["amount"] = pd.to_numeric(tx["amount"], errors="coerce")
+    tx = tx.dropna(subset=["order_ts", "amount"])
+    orders = (
+        tx.groupby(["customer_id", "order_id"], as_index=False)
+        .agg(issued=("order_ts", "min"), amount=("amount", "sum"))
+        .sort_values(["customer_id", "issued", "order_id"], ignore_index=True)
+    )
+    orders["amount"] = orders["amount"].clip(lower=0).round(2)
+    late = orders["customer_id"].map(lambda c: zlib.crc32(str(c).encode()) % 10 == 0).to_numpy()
+    issued = orders["issued"].dt.normalize()
+    due = issued + pd.Timedelta(days=30)
+    paid = np.where(late, due + pd.Timedelta(days=45), issued + pd.Timedelta(days=10))
+    paid = pd.Series(pd.to_datetime(paid)).dt.strftime("%Y-%m-%d").to_numpy(dtype=object)
+    last = ~orders["customer_id"].duplicated(keep="last").to_numpy()
+    paid[late & last] = ""
+    invoices = pd.DataFrame(
+        {
+            "inv": "INV-" + orders["order_id"].astype(str),
+            "cust": orders["customer_id"],
+            "issued_on": issued.dt.strftime("%Y-%m-%d"),
+            "due_on": due.dt.strftime("%Y-%m-%d"),
+            "paid_on": paid,
+            "total": orders["amount"],
+        }
+    )
+    path = raw / "invoices.csv"
+    invoices.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def invoiced(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("invoices_project")
+    yaml_path = make_project(root)
+    invoices = _write_invoices(root / "data" / "raw" / "smoke")
+    document = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    document["data"]["invoices"] = {
+        "path": "data/raw/smoke/invoices.csv",
+        "columns": {
+            "invoice_id": "inv",
+            "customer_id": "cust",
+            "issued": "issued_on",
+            "due": "due_on",
+            "paid": "paid_on",
+            "amount": "total",
+        },
+    }
+    yaml_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    cfg = load_experiment(yaml_path, root=root)
+    run_ingest(cfg)
+    run_pipeline(cfg, stages=stages_between(until="monitor"), backtest=False, progress=False, track=False)
+    return cfg, invoices
+
+
+def test_context_and_grades_carry_the_payment_features(invoiced) -> None:
+    cfg, _ = invoiced
+    ctx = load_context(cfg)
+    assert ctx.sources.invoices == cfg.paths.clean_invoices
+    assert set(ctx.calibration_features.columns) >= INVOICE_FEATURES
+    # the late payers' invoices are known at the calibration end: some customers owe money there
+    assert (ctx.calibration_features["overdue_amount"] > 0).any()
+
+
+def test_potential_model_reads_the_payment_features(invoiced) -> None:
+    import json
+
+    cfg, _ = invoiced
+    for name in ("potential_holdout", "potential_production"):
+        state = json.loads((cfg.paths.processed / "models" / f"{name}.json").read_text(encoding="utf-8"))
+        model = load_model(state)
+        assert set(model.feature_names_) >= INVOICE_FEATURES, name
+
+
+def test_grade_needs_the_invoices_and_reproduces_the_grades(invoiced, tmp_path: Path) -> None:
+    cfg, invoices = invoiced
+    path = export_artifact(cfg)  # the export re-grades from the packaged pieces, invoices included
+    raw = cfg.root / "data" / "raw" / "smoke"
+    args = [
+        "grade",
+        str(path),
+        "--transactions",
+        str(raw / "transactions.parquet"),
+        "--customers",
+        str(raw / "customers.parquet"),
+    ]
+    missing = runner.invoke(app, [*args, "--out", str(tmp_path / "without.parquet")])
+    assert missing.exit_code != 0
+    assert "--invoices" in missing.output and "Traceback" not in missing.output
+    out = tmp_path / "grades.parquet"
+    result = runner.invoke(app, [*args, "--invoices", str(invoices), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    graded = pd.read_parquet(out).drop(columns="artifact_version")
+    expected = pd.read_parquet(cfg.paths.processed / "grades.parquet")
+    graded["as_of"] = graded["as_of"].astype(expected["as_of"].dtype)
+    pd.testing.assert_frame_equal(graded.reset_index(drop=True), expected, check_exact=True)
