@@ -135,3 +135,33 @@ def test_grade_needs_the_invoices_and_reproduces_the_grades(invoiced, tmp_path: 
     expected = pd.read_parquet(cfg.paths.processed / "grades.parquet")
     graded["as_of"] = graded["as_of"].astype(expected["as_of"].dtype)
     pd.testing.assert_frame_equal(graded.reset_index(drop=True), expected, check_exact=True)
+
+
+def test_late_payers_carry_the_risk_flags_in_grades_lists_and_summary(invoiced) -> None:
+    import json
+
+    cfg, invoices = invoiced
+    grades = pd.read_parquet(cfg.paths.processed / "grades.parquet")
+    assert "risk_flags" in grades.columns
+    table = pd.read_csv(invoices, dtype={"cust": str, "paid_on": str})
+    as_of = grades["as_of"].iloc[0]
+    per_customer = table["cust"].value_counts()
+    # open at the cutoff: unpaid, or paid after it (its payment was not known then)
+    still_open = table["paid_on"].isna() | (pd.to_datetime(table["paid_on"]) > as_of)
+    open_due = table[still_open & (pd.to_datetime(table["due_on"]) < as_of) & (table["total"] > 0)]
+    several = grades["customer_id"].map(per_customer).fillna(0).to_numpy() >= 2
+    overdue = grades["customer_id"].isin(open_due["cust"]).to_numpy()
+    late = grades["customer_id"].map(lambda c: zlib.crc32(str(c).encode()) % 10 == 0).to_numpy()
+    flags = grades["risk_flags"]
+    # a planted late payer with a paid invoice (45 days late) pays late; a customer with an invoice open and
+    # past due at the cutoff has overdue invoices; nobody else is flagged either way
+    assert flags[late & several].str.contains("pays late", regex=False).all()
+    assert not flags[~late].str.contains("pays late", regex=False).any()
+    assert overdue.any()
+    assert (flags.str.contains("overdue invoices", regex=False).to_numpy() == overdue).all()
+    lists = pd.read_csv(next((cfg.paths.processed / "grade_lists").glob("grade_*.csv")), encoding="utf-8-sig")
+    assert "Risk flags" in lists.columns
+    summary = json.loads((cfg.paths.reports / "grades_summary.json").read_text(encoding="utf-8"))
+    table = pd.DataFrame(summary["risk_flags"])
+    assert table["grade"].iloc[-1] == "all"
+    assert {"pays late", "overdue invoices", "any flag"} <= set(table.columns)

@@ -173,6 +173,25 @@ class Hysteresis:
         return self.margin > 0
 
 
+@dataclass
+class RiskFlags:
+    """Thresholds of the per-customer risk flags (``policy.risk_flags``; :mod:`segml.flags`). A flag is raised
+    when its feature is above the threshold; flags whose feature the data does not have (no ``data.invoices``,
+    no ``data.interactions``) are not computed, and without any such feature ``grades.parquet`` has no
+    ``risk_flags`` column."""
+
+    #: ``days_late_mean`` above this (days) → "pays late"
+    pays_late_days: float = field(default=15.0, metadata={"ge": 0})
+    #: ``overdue_amount`` above this (currency) → "overdue invoices"
+    overdue_amount: float = field(default=0.0, metadata={"ge": 0})
+    #: ``days_late_trend`` above this (days) → "paying later"
+    paying_later_days: float = field(default=7.0, metadata={"ge": 0})
+    #: ``complaints_90d`` above this → "recent complaints"
+    complaints_90d: float = field(default=0.0, metadata={"ge": 0})
+    #: ``complaints_trend`` above this → "complaints up"
+    complaints_trend: float = field(default=0.0, metadata={"ge": 0})
+
+
 #: what current value is measured in: net spend (``revenue``) or margin (``margin``, needs a ``cost`` or
 #: ``margin`` role on the transaction sources). Unset, :func:`segml.config.check_experiment` picks margin when
 #: the sources map one and revenue otherwise, and points the default ``value_feature`` at the longest window
@@ -200,6 +219,8 @@ class GradePolicy:
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
     #: ``revenue`` or ``margin`` (:data:`ValueMeasure`); None until the experiment check resolves it
     value_measure: ValueMeasure | None = None
+    #: thresholds of the per-customer risk flags (payment and interaction features)
+    risk_flags: RiskFlags = field(default_factory=RiskFlags)
 
     def __post_init__(self) -> None:
         _validate_policy(self)

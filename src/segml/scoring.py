@@ -10,7 +10,8 @@ on their own gets exactly the row they get in a batch of millions.
 
 Output columns (``GRADES_COLUMNS``): ``customer_id, grade, grade_name, score, predicted_value, value_rank,
 potential_rank, loyalty_rank, value_level, potential_level, matrix_cell, strategy``, then with reasons
-``reason_k, reason_k_feature, reason_k_contribution`` for k = 1..3, then ``as_of``.
+``reason_k, reason_k_feature, reason_k_contribution`` for k = 1..3, then ``risk_flags`` (only when the data
+has payment or interaction features: :mod:`segml.flags`), then ``as_of``.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def grade_features(
         ``reasons`` is False).
     """
     from segml.explain import reason_codes
+    from segml.flags import risk_flags
 
     cutoff = feature_as_of(features) if as_of is None else pd.Timestamp(as_of).date()
     predicted = model.predict(features) if potential is None else np.asarray(potential, dtype=float)
@@ -148,6 +150,9 @@ def grade_features(
             )
         for name in REASON_COLUMNS:
             columns[name] = codes[name].to_numpy()
+    flags = risk_flags(features, policy.policy.risk_flags)
+    if flags is not None:  # only when the data has payment or interaction features (segml.flags)
+        columns["risk_flags"] = flags
     # one frame over the fresh arrays (no per-column inserts, no consolidation copies)
     graded = pd.DataFrame(columns, copy=False)
     graded["as_of"] = pd.Timestamp(cutoff)

@@ -236,6 +236,7 @@ GRADE_LIST_COLUMNS = {
     "reason_1": "Main reason",
     "reason_2": "Second reason",
     "reason_3": "Third reason",
+    "risk_flags": "Risk flags",
 }
 
 

@@ -46,6 +46,7 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
     """Current grades at data_end from the production potential model, with reason codes and the rules
     distilled from the grades. Writes ``data/processed/<exp>/grades.parquet``."""
     from segml.explain import reference_stats
+    from segml.flags import flags_per_grade
     from segml.models.registry import load_model
     from segml.models.tree import GradeRulesTree
     from segml.policy import grade_summary
@@ -105,6 +106,8 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
         graded, value, potential, policy=fitted, future_margin=summaries.predicted_margin(now, potential)
     )
     rules_text = rules.rules_text()
+    order = [*(g.code for g in fitted.policy.grades), fitted.policy.new_customer.code]
+    risk = flags_per_grade(graded, order)
     write_json(
         ctx.reports / "grades_summary.json",
         jsonable(
@@ -117,6 +120,8 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
                 "grade_rules": rules.rules_json(),
                 "grade_rules_fidelity": rules.fidelity_,
                 "global_importance": global_importance_safe(contrib),
+                # share of each grade's customers per risk flag (only with payment / interaction data)
+                **({} if risk.empty else {"risk_flags": risk}),
             }
         ),
     )
