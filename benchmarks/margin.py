@@ -32,10 +32,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from _common import update_readme_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -165,7 +168,8 @@ def markdown_table(results: dict[str, Any]) -> str:
         if "error" in entry:
             lines.append(f"| {name} | {entry['error']} | | | | | |")
             continue
-        for model, m in entry["models"].items():
+        for model in ("margin_forecast", "population_rate", "past_margin"):
+            m = entry["models"][model]
             lines.append(
                 f"| {name} | {model.replace('_', ' ')} | {m['normalized_gini']:.4f} | {m['spearman']:.4f} | "
                 f"{m['top20_capture']:.3f} | {m['decile_mape']:.1%} | {m['total_error']:+.1%} |"
@@ -180,15 +184,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def update_readme(table: str) -> None:
-    text = README.read_text(encoding="utf-8")
-    block = f"{BEGIN_MARK}\n{table}\n{END_MARK}"
-    if BEGIN_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        _, tail = rest.split(END_MARK, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n## Margin forecast (`benchmarks/margin.py`)\n\n" + block + "\n"
-    README.write_text(text, encoding="utf-8")
+    update_readme_block(BEGIN_MARK, END_MARK, table, "## Margin forecast (`benchmarks/margin.py`)")
 
 
 def main() -> None:

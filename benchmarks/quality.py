@@ -38,16 +38,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from _common import update_readme_block  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from segml import evaluate  # noqa: E402
-from segml.storage import write_json, write_text  # noqa: E402
+from segml.storage import write_json  # noqa: E402
 
 DATASETS = ("cdnow", "tafeng", "synthetic_flat", "synthetic_seasonal")
 EXPERIMENT = {
@@ -354,14 +357,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def _write_readme(table: str) -> None:
-    text = README.read_text(encoding="utf-8")
-    block = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    write_text(README, text)
+    update_readme_block(MARK_BEGIN, MARK_END, table)
 
 
 def main() -> None:

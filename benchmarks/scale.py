@@ -45,7 +45,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil
+from _common import update_readme_block  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "data" / "scale"
@@ -442,17 +444,7 @@ def markdown_table(results: dict) -> str:
 
 
 def update_readme(table: str) -> None:
-    from segml.storage import write_text
-
-    text = README.read_text(encoding="utf-8")
-    block = f"{BEGIN_MARK}\n{table}\n{END_MARK}"
-    if BEGIN_MARK in text and END_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        _, tail = rest.split(END_MARK, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    write_text(README, text)
+    update_readme_block(BEGIN_MARK, END_MARK, table)
 
 
 def write_results(out: Path, entries: list[dict], total_seconds: float, *, complete: bool) -> dict:

@@ -45,6 +45,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import update_readme_block  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "scoring.json"
@@ -290,15 +293,7 @@ def markdown_table(results: dict) -> str:
 
 
 def update_readme(table: str) -> None:
-    text = README.read_text(encoding="utf-8")
-    block = f"{BEGIN_MARK}\n{table}\n{END_MARK}"
-    if BEGIN_MARK in text and END_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        _, tail = rest.split(END_MARK, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text, encoding="utf-8")
+    update_readme_block(BEGIN_MARK, END_MARK, table)
 
 
 def main() -> None:

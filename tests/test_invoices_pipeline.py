@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from segml.artifact import export_artifact
 from segml.cli import app
-from segml.config import load_experiment
+from segml.config import FeatureConfig, load_experiment
+from segml.features import NUMERIC_FEATURES
 from segml.ingest import run_ingest
 from segml.models.registry import load_model
 from segml.pipeline import load_context, run_pipeline, stages_between
@@ -22,14 +23,10 @@ from tests.conftest import make_project
 
 runner = CliRunner()
 
-INVOICE_FEATURES = {
-    "invoices_n",
-    "days_late_mean",
-    "paid_on_time_share",
-    "outstanding_amount",
-    "overdue_amount",
-    "days_late_trend",
-}
+#: the payment features (what the invoices add to the feature table)
+INVOICE_FEATURES = set(NUMERIC_FEATURES(FeatureConfig(), with_invoices=True)) - set(
+    NUMERIC_FEATURES(FeatureConfig())
+)
 
 
 def _write_invoices(raw: Path) -> Path:

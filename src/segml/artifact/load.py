@@ -405,22 +405,36 @@ def _sources(
     return sources, rules
 
 
+def _side_source(
+    data: DataConfig, mapping: dict[str, Any] | None, key: str, table: TableInput, missing: str
+) -> Any:
+    """The ``key`` mapping (``customers``, ``invoices``) of ``--mapping`` or else of the artifact, pointed at the
+    given file or frame; ``missing`` is the error when neither maps it."""
+    kind = {"customers": CustomerSource, "invoices": InvoiceSource}[key]
+    raw = (mapping or {}).get(key)
+    if raw is None:
+        stored = getattr(data, key)
+        if stored is None:
+            raise ConfigError(missing)
+        raw = dataclasses.asdict(stored)
+    label = f"<{key} frame>" if isinstance(table, pd.DataFrame) else str(Path(table).resolve())
+    entry = {**dict(raw), "path": label}
+    if isinstance(table, pd.DataFrame):
+        entry["format"] = "auto"
+    return from_mapping(kind, entry, f"mapping.{key}")
+
+
 def _customer_source(
     data: DataConfig, mapping: dict[str, Any] | None, customers: TableInput
 ) -> CustomerSource:
-    raw = (mapping or {}).get("customers")
-    if raw is None:
-        if data.customers is None:
-            raise ConfigError(
-                "customers file given but neither the artifact nor --mapping maps customer columns "
-                "(add a 'customers: {columns: {...}}' section to the mapping)"
-            )
-        raw = dataclasses.asdict(data.customers)
-    label = "<customers frame>" if isinstance(customers, pd.DataFrame) else str(Path(customers).resolve())
-    entry = {**dict(raw), "path": label}
-    if isinstance(customers, pd.DataFrame):
-        entry["format"] = "auto"
-    return from_mapping(CustomerSource, entry, "mapping.customers")
+    return _side_source(
+        data,
+        mapping,
+        "customers",
+        customers,
+        "customers file given but neither the artifact nor --mapping maps customer columns "
+        "(add a 'customers: {columns: {...}}' section to the mapping)",
+    )
 
 
 @dataclass
@@ -434,21 +448,14 @@ class CleanInputs:
 
 
 def _invoice_source(data: DataConfig, mapping: dict[str, Any] | None, invoices: TableInput) -> InvoiceSource:
-    """The invoices mapping of ``--mapping`` (``invoices: {columns: ...}``) or of the artifact, pointed at the
-    given file or frame."""
-    raw = (mapping or {}).get("invoices")
-    if raw is None:
-        if data.invoices is None:
-            raise ConfigError(
-                "invoices given but the artifact's model was trained without invoices (data.invoices): "
-                "grade without them"
-            )
-        raw = dataclasses.asdict(data.invoices)
-    label = "<invoices frame>" if isinstance(invoices, pd.DataFrame) else str(Path(invoices).resolve())
-    entry = {**dict(raw), "path": label}
-    if isinstance(invoices, pd.DataFrame):
-        entry["format"] = "auto"
-    return from_mapping(InvoiceSource, entry, "mapping.invoices")
+    return _side_source(
+        data,
+        mapping,
+        "invoices",
+        invoices,
+        "invoices given but the artifact's model was trained without invoices (data.invoices): grade without "
+        "them",
+    )
 
 
 def clean_inputs(
@@ -496,18 +503,8 @@ def clean_inputs(
     for file in files:
         if not Path(file).is_file():
             raise InputFileError(f"{file}: transactions file not found")
-    if customers is not None and isinstance(customers, str | Path) and not Path(customers).is_file():
-        raise InputFileError(f"{customers}: customers file not found")
-    if customers is not None and isinstance(customers, pd.DataFrame):
-        customer_path = workdir / "customers_input.parquet"
-        customers.to_parquet(customer_path, index=False)
-        customer_source = dataclasses.replace(customer_source, path=str(customer_path), format="parquet")
-    if invoices is not None and isinstance(invoices, str | Path) and not Path(invoices).is_file():
-        raise InputFileError(f"{invoices}: invoices file not found")
-    if invoices is not None and isinstance(invoices, pd.DataFrame):
-        invoice_path = workdir / "invoices_input.parquet"
-        invoices.to_parquet(invoice_path, index=False)
-        invoice_source = dataclasses.replace(invoice_source, path=str(invoice_path), format="parquet")
+    customer_source = _on_disk(customers, customer_source, "customers", workdir)
+    invoice_source = _on_disk(invoices, invoice_source, "invoices", workdir)
     cfg = ExperimentConfig(
         data=DataConfig(
             transactions=sources,
@@ -522,6 +519,20 @@ def clean_inputs(
     )
     result = run_ingest(cfg)
     return CleanInputs(result.transactions_path, result.customers_path, result.report, result.invoices_path)
+
+
+def _on_disk(table: TableInput | None, source: Any, what: str, workdir: Path) -> Any:
+    """``source`` pointing at a file ingest can read: a missing file is an error naming it, a DataFrame is
+    written to ``workdir`` first."""
+    if table is None:
+        return source
+    if isinstance(table, pd.DataFrame):
+        path = workdir / f"{what}_input.parquet"
+        table.to_parquet(path, index=False)
+        return dataclasses.replace(source, path=str(path), format="parquet")
+    if not Path(table).is_file():
+        raise InputFileError(f"{table}: {what} file not found")
+    return source
 
 
 def _read_table(path: Path) -> pd.DataFrame:
