@@ -143,7 +143,7 @@ def test_clean_interactions_and_report(tmp_path: Path) -> None:
         "survey": 1,
     }
     # Q is in neither the transactions nor the customers file; K is a customer without transactions (known)
-    assert block["unknown_customer"] == 1
+    assert block["unknown_customer"] == block["unknown_customer_ids"] == 1
     assert block["kinds"] == {"Beschwerde": "complaint", "klick": "campaign_response"}
     assert pd.read_parquet(cfg.paths.quarantine_interactions).empty
 
@@ -151,7 +151,9 @@ def test_clean_interactions_and_report(tmp_path: Path) -> None:
 def test_unknown_customer_without_a_customers_file(tmp_path: Path) -> None:
     cfg = load_experiment(_project(tmp_path, interactions=True, customers=False), root=tmp_path)
     block = run_ingest(cfg).report["interactions"]
-    assert block["unknown_customer"] == 2  # K and Q: only the transactions say who is a customer
+    assert (
+        block["unknown_customer"] == block["unknown_customer_ids"] == 2
+    )  # K and Q: only the transactions say who is a customer
     assert block["rows_kept"] == 6  # counted, never dropped
 
 
@@ -338,7 +340,11 @@ def test_frame_entry_checks_the_source_too() -> None:
             {"timestamp": "what"},
             r"column 'what' \(role timestamp\): 6 of 6 rows are not dates",
         ),
-        (INTERACTIONS_CSV, {"kind": "via"}, r"column 'via' \(role kind\): 6 of 6 rows are not known kinds"),
+        (
+            INTERACTIONS_CSV,
+            {"kind": "via"},
+            r"column 'via' \(role kind\): 6 of 6 rows are not known kinds \(most frequent: 'email' \(2\), 'web' \(2\), 'app' \(1\)\) — wrong column, or map them under data.interactions.kinds \(kinds: complaint, ",
+        ),
         (INTERACTIONS_CSV, {"score": "what"}, r"column 'what' \(role score\): 6 of 6 rows are not numbers"),
         (INTERACTIONS_CSV.replace("\nA,", "\n,"), {}, r"role customer_id\): 3 of 6"),
     ],

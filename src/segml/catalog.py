@@ -562,7 +562,7 @@ _CATALOG: tuple[FeatureEntry | WindowFamily, ...] = (
         "numeric",
         "complaints in the recent period (features.trend_window days) minus those in the period before it "
         "(> 0 = complaining more)",
-        Wording("count", "complaints up by ", " on the period before (negative = fewer)"),
+        Wording("count", "complains ", " times more than in the period before (negative = fewer)"),
         fill="zero",
         requires="interactions",
     ),

@@ -1864,6 +1864,21 @@ def _ingest_interactions(
         if source.timestamp_format
         else "not dates/timestamps — wrong column, or set timestamp_format?"
     )
+    # the values behind unknown_kind, most frequent first: what a ``kinds:`` mapping would have to list
+    unknown_values = con.execute(
+        f"""
+        SELECT kind_value, count(*) AS n FROM interactions_checked
+        WHERE fault = '{reason.UNKNOWN_KIND.value}' AND kind_value IS NOT NULL
+        GROUP BY kind_value ORDER BY n DESC, kind_value LIMIT 10
+        """
+    ).fetchall()
+    frequent = ", ".join(f"{value!r} ({n:,})" for value, n in unknown_values[:3])
+    kind_words = (
+        f"not known kinds (most frequent: {frequent}) — wrong column, or map them under "
+        "data.interactions.kinds (kinds: " + ", ".join(INTERACTION_KINDS) + ")?"
+        if frequent
+        else "empty — wrong column?"
+    )
     checks = [("customer_id", raw.malformed, "malformed lines (wrong number of fields) — wrong delimiter?")]
     checks += [
         (role, count, what)
@@ -1873,7 +1888,7 @@ def _ingest_interactions(
             (
                 "empty — wrong column?",
                 timestamp_words,
-                "not known kinds — wrong column, or map the values under data.interactions.kinds?",
+                kind_words,
                 "not numbers — wrong column?",
             ),
             strict=True,
@@ -1896,11 +1911,13 @@ def _ingest_interactions(
     known = "SELECT customer_id FROM clean_out"
     if with_customers:
         known += " UNION SELECT customer_id FROM customers_out"
-    kept, quarantined, unknown_customer = con.execute(
+    kept, quarantined, unknown_customer, unknown_customer_ids = con.execute(
         f"""
+        WITH unknown AS (SELECT customer_id FROM interactions_out WHERE customer_id NOT IN ({known}))
         SELECT (SELECT count(*) FROM interactions_out),
                (SELECT count(*) FROM quarantine_interactions_out),
-               (SELECT count(*) FROM interactions_out WHERE customer_id NOT IN ({known}))
+               (SELECT count(*) FROM unknown),
+               (SELECT count(DISTINCT customer_id) FROM unknown)
         """
     ).fetchall()[0]
     if kept + quarantined != raw.rows_in:
@@ -1914,14 +1931,6 @@ def _ingest_interactions(
         ).fetchall()
     )
     kinds = dict(con.execute("SELECT kind, count(*) FROM interactions_out GROUP BY kind").fetchall())
-    # the values behind unknown_kind, most frequent first: what a ``kinds:`` mapping would have to list
-    unknown_values = con.execute(
-        f"""
-        SELECT kind_value, count(*) AS n FROM interactions_checked
-        WHERE reason = '{reason.UNKNOWN_KIND.value}' AND kind_value IS NOT NULL
-        GROUP BY kind_value ORDER BY n DESC, kind_value LIMIT 10
-        """
-    ).fetchall()
     return {
         "path": raw.label,
         "format": raw.format,
@@ -1934,6 +1943,7 @@ def _ingest_interactions(
         "by_kind": {k: int(kinds[k]) for k in INTERACTION_KINDS if kinds.get(k)},
         "unknown_kind_values": {str(value): int(n) for value, n in unknown_values},
         "unknown_customer": int(unknown_customer),
+        "unknown_customer_ids": int(unknown_customer_ids),
     }
 
 
