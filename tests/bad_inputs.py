@@ -36,6 +36,13 @@ class Case:
     tamper: str = ""  # artifact: name of a tampering in test_bad_inputs.TAMPERINGS
     invoices: bytes = b""  # ingest: an invoices file (``data.invoices``) beside the good transactions
     invoice_columns: str = ""  # ingest: the invoices' role mapping (default INVOICE_COLUMNS)
+    interactions: bytes = (
+        b""  # ingest: an interactions file (``data.interactions``) beside the good transactions
+    )
+    interaction_columns: str = ""  # ingest: the interactions' role mapping (default INTERACTION_COLUMNS)
+    interaction_kinds: str = (
+        ""  # ingest: the interactions' ``kinds:`` mapping (default INTERACTION_KINDS_MAP)
+    )
     slow: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -171,6 +178,139 @@ INVOICE_CASES = [
         ("invoices.csv", "empty"),
         data=_csv(),
         invoices=b"\n",
+    ),
+]
+
+INTERACTION_HEADER = "who,when,what,via,result,rating\n"
+#: good interactions of the GOOD customers in January: the file's own kind words, a survey score on every fifth
+INTERACTION_GOOD = "".join(
+    f"c{i % 7},2024-01-{1 + i % 28:02d} 10:{i:02d},{('Beschwerde', 'ticket', 'Mailing', 'visit', 'survey')[i % 5]},"
+    f"web,,{'' if i % 5 != 4 else i % 10}\n"
+    for i in range(25)
+)
+INTERACTION_COLUMNS = (
+    "{customer_id: who, timestamp: when, kind: what, channel: via, outcome: result, score: rating}"
+)
+INTERACTION_KINDS_MAP = "{Beschwerde: complaint, mailing: campaign_send}"
+
+
+def _interactions_csv(*rows: str, good: str = INTERACTION_GOOD) -> bytes:
+    return (INTERACTION_HEADER + good + "".join(f"{row}\n" for row in rows)).encode("utf-8")
+
+
+def _interaction_case(case_id: str, what: str, reason: str, row: str) -> Case:
+    """A good transactions file and an interactions file with one bad row among good ones."""
+    return Case(case_id, what, "quarantine", (reason,), data=_csv(), interactions=_interactions_csv(row))
+
+
+INTERACTION_CASES = [
+    _interaction_case(
+        "interaction-short-row", "an interaction row with too few fields", "malformed_row", "c1,2024-01-03"
+    ),
+    _interaction_case(
+        "interaction-missing-customer",
+        "an interaction without a customer id",
+        "missing_customer_id",
+        ",2024-01-03,visit,web,,",
+    ),
+    _interaction_case(
+        "interaction-bad-timestamp",
+        "an interaction dated '2024-13-45'",
+        "bad_timestamp",
+        "c1,2024-13-45,visit,web,,",
+    ),
+    _interaction_case(
+        "interaction-future",
+        "an interaction after cleaning.max_date",
+        "future_timestamp",
+        "c1,2031-01-01,visit,web,,",
+    ),
+    _interaction_case(
+        "interaction-too-old",
+        "an interaction before cleaning.min_date",
+        "timestamp_out_of_range",
+        "c1,1999-12-31,visit,web,,",
+    ),
+    _interaction_case(
+        "interaction-unknown-kind",
+        "an interaction kind 'fax' neither in kinds: nor a segml kind",
+        "unknown_kind",
+        "c1,2024-01-03,fax,web,,",
+    ),
+    _interaction_case(
+        "interaction-bad-score",
+        "a survey score 'good'",
+        "bad_score",
+        "c1,2024-01-03,survey,web,,good",
+    ),
+    _interaction_case(
+        "interaction-duplicate",
+        "the same event twice (the first is kept)",
+        "duplicate_event",
+        "c1,2024-01-02 10:01,ticket,web,,",
+    ),
+    Case(
+        "interaction-role-missing",
+        "data.interactions without a kind role",
+        "error",
+        ("data.interactions.columns", "'kind'"),
+        data=_csv(),
+        interactions=_interactions_csv(),
+        interaction_columns="{customer_id: who, timestamp: when}",
+    ),
+    Case(
+        "interaction-unknown-role",
+        "data.interactions with an unknown role",
+        "error",
+        ("data.interactions.columns", "unknown role 'mood'"),
+        data=_csv(),
+        interactions=_interactions_csv(),
+        interaction_columns=INTERACTION_COLUMNS.replace("}", ", mood: via}"),
+    ),
+    Case(
+        "interaction-kinds-not-segml",
+        "a kinds: entry mapping to a kind segml does not know",
+        "error",
+        ("data.interactions.kinds.Beschwerde", "'gripe'", "not a segml kind"),
+        data=_csv(),
+        interactions=_interactions_csv(),
+        interaction_kinds="{Beschwerde: gripe}",
+    ),
+    Case(
+        "interaction-column-absent",
+        "an interaction role mapped to a column the file lacks",
+        "error",
+        ("interactions.csv", "'medium'", "role channel"),
+        data=_csv(),
+        interactions=_interactions_csv(),
+        interaction_columns=INTERACTION_COLUMNS.replace("channel: via", "channel: medium"),
+    ),
+    Case(
+        "interaction-wrong-kind-column",
+        "the interactions' kind role mapped to the channel column",
+        "error",
+        ("interactions.csv", "'via'", "role kind", "kinds"),
+        data=_csv(),
+        interactions=_interactions_csv(),
+        interaction_columns=INTERACTION_COLUMNS.replace("kind: what", "kind: via"),
+    ),
+    Case(
+        "interaction-kinds-unmapped",
+        "the file's own kind words without a kinds: mapping",
+        "error",
+        ("interactions.csv", "'what'", "role kind"),
+        data=_csv(),
+        interactions=_interactions_csv(
+            good="".join(f"c{i % 7},2024-01-{1 + i:02d},Anruf,phone,,\n" for i in range(10))
+        ),
+    ),
+    Case(
+        "interaction-file-empty",
+        "an empty interactions file",
+        "error",
+        ("interactions.csv", "empty"),
+        data=_csv(),
+        interactions=b"\n",
     ),
 ]
 
@@ -508,6 +648,7 @@ INGEST_CASES = [
         columns="{customer_id: id, timestamp: ts, amount: value, cost: cost, margin: value}",
     ),
     *INVOICE_CASES,
+    *INTERACTION_CASES,
 ]
 
 ARTIFACT_CASES = [

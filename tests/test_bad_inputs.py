@@ -18,6 +18,8 @@ from bad_inputs import (
     GOOD,
     HEADER,
     INGEST_CASES,
+    INTERACTION_COLUMNS,
+    INTERACTION_KINDS_MAP,
     INVOICE_COLUMNS,
     Case,
     render_markdown,
@@ -40,6 +42,7 @@ data:
       columns: {columns}
 {source}
 {invoices}
+{interactions}
   cleaning:
     max_date: 2030-12-31
     min_date: 2000-01-01
@@ -103,6 +106,14 @@ def test_ingest_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         (tmp_path / "raw" / "invoices.csv").write_bytes(case.invoices)
         columns = case.invoice_columns or INVOICE_COLUMNS
         invoices = f"  invoices:\n    path: raw/invoices.csv\n    columns: {columns}"
+    interactions = ""
+    if case.interactions:
+        (tmp_path / "raw" / "interactions.csv").write_bytes(case.interactions)
+        columns = case.interaction_columns or INTERACTION_COLUMNS
+        kinds = case.interaction_kinds or INTERACTION_KINDS_MAP
+        interactions = (
+            f"  interactions:\n    path: raw/interactions.csv\n    kinds: {kinds}\n    columns: {columns}"
+        )
     experiment = tmp_path / "experiments" / "exp.yaml"
     experiment.parent.mkdir()
     experiment.write_text(
@@ -112,6 +123,7 @@ def test_ingest_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             source=_indent(case.source, 6),
             cleaning=_indent(case.cleaning, 4),
             invoices=invoices,
+            interactions=interactions,
         ),
         encoding="utf-8",
     )
@@ -134,7 +146,19 @@ def test_ingest_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert set(quarantine["reason"]) == set(case.expect), quarantine[["source_row", "reason"]]
         assert len(pd.read_parquet(interim / "invoices.parquet")) == block["rows_kept"]
         return
+    if case.interactions:  # the transactions are good: the interactions carry the case
+        assert report["rows_quarantined"] == 0, report["by_reason"]
+        block = report["interactions"]
+        assert block["rows_in"] == block["rows_kept"] + block["rows_quarantined"]
+        assert block["rows_in"] == case.interactions.decode("utf-8").count("\n") - 1
+        assert sorted(block["by_reason"]) == sorted(case.expect)
+        quarantine = pd.read_parquet(interim / "quarantine_interactions.parquet")
+        assert set(quarantine["reason"]) == set(case.expect), quarantine[["source_row", "reason"]]
+        assert len(pd.read_parquet(interim / "interactions.parquet")) == block["rows_kept"]
+        assert block["by_kind"]["complaint"] > 0 and block["by_kind"]["campaign_send"] > 0  # kinds: applied
+        return
     assert "invoices" not in report  # no data.invoices: the report is what it was before invoices existed
+    assert "interactions" not in report
     quarantine = pd.read_parquet(interim / "quarantine.parquet")
     if case.outcome == "ok":
         assert report["rows_quarantined"] == 0, report["by_reason"]

@@ -228,3 +228,128 @@ def test_key_and_drift_features_follow_the_configured_windows():
     assert [c for c in catalog.key_features(short) if c.startswith("spend_")] == ["spend_60d"]
     assert [c for c in catalog.drift_features(short) if c.startswith("orders_")] == ["orders_60d"]
     assert catalog.key_features(["industry", "recency_days"]) == ["recency_days"]
+
+
+INTERACTION_FEATURES = [
+    "interactions_90d",
+    "complaints_90d",
+    "complaints_365d",
+    "complaint_rate",
+    "complaints_trend",
+    "tickets_90d",
+    "campaign_sends_365d",
+    "campaign_responses_365d",
+    "response_rate",
+    "visits_90d",
+    "days_since_interaction",
+    "days_since_complaint",
+    "score_mean",
+]
+
+
+def _interactions(transactions: pd.DataFrame) -> pd.DataFrame:
+    """Events of every kind spread over the year before the cutoff and after it, for the first customers."""
+    kinds = ["complaint", "ticket", "campaign_send", "campaign_response", "login", "visit", "survey"]
+    ids = sorted(transactions["customer_id"].astype(str).unique())[:80]
+    n = 700
+    offsets = pd.to_timedelta([(i * 37) % 500 - 400 for i in range(n)], unit="D")
+    kind = [kinds[(i * 5) % len(kinds)] for i in range(n)]
+    return pd.DataFrame(
+        {
+            "customer_id": [ids[(i * 11) % len(ids)] for i in range(n)],
+            "timestamp": pd.Timestamp(AS_OF) + offsets + pd.to_timedelta(9, unit="h"),
+            "kind": kind,
+            "channel": "web",
+            "outcome": None,
+            "score": [float(i % 5 + 1) if k == "survey" else None for i, k in enumerate(kind)],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def interaction_tables(synthetic):
+    """With clean interactions (``data.interactions``): the feature table and a training frame."""
+    transactions, customers = synthetic
+    events = _interactions(transactions)
+    frame = features.build_features(transactions, AS_OF, SPEC, customers, interactions=events)
+    training = features.training_frame(transactions, [AS_OF], 90, SPEC, customers, interactions=events)
+    return frame, training
+
+
+def test_interaction_columns_have_catalog_entries_and_only_with_interactions(built, interaction_tables):
+    _, frame, _, attributes, margin_frame, _ = built
+    interaction_frame, interaction_training = interaction_tables
+    for columns in (list(interaction_frame.columns), list(interaction_training.columns)):
+        assert catalog.uncatalogued(columns, attributes) == []
+    numeric = catalog.numeric_features(SPEC, with_interactions=True)
+    assert [c for c in interaction_frame.columns if c not in attributes] == [
+        "customer_id",
+        "as_of",
+        "has_purchases",
+        *numeric,
+    ]
+    assert numeric == [*catalog.numeric_features(SPEC), *INTERACTION_FEATURES]
+    assert features.NUMERIC_FEATURES(SPEC, with_interactions=True) == numeric
+    both = catalog.numeric_features(SPEC, with_invoices=True, with_interactions=True)
+    assert both == [*catalog.numeric_features(SPEC), *INVOICE_FEATURES, *INTERACTION_FEATURES]
+    stale = {e.name for e in catalog.entries(SPEC, with_interactions=True)} - set(
+        interaction_training.columns
+    )
+    assert stale == set()
+    # absent, not zero-filled, without interactions; the other columns are unchanged by them
+    assert not set(INTERACTION_FEATURES) & (set(frame.columns) | set(margin_frame.columns))
+    pd.testing.assert_frame_equal(
+        interaction_frame.drop(columns=INTERACTION_FEATURES), frame, check_exact=True
+    )
+    assert interaction_frame["complaints_365d"].gt(0).sum() > 20  # the fixture reaches every column
+    assert interaction_frame[INTERACTION_FEATURES].notna().any().all()
+    for name in INTERACTION_FEATURES:
+        item = catalog.entry(name)
+        assert item.requires == "interactions" and item.wording is not None and item.description
+        assert item.seasonality == "none" and item.window is None  # fixed windows, not a family
+        assert not catalog.window_pattern().match(name)
+    assert catalog.kind("complaints_90d") == "count" and catalog.kind("days_since_complaint") == "days"
+    assert catalog.kind("response_rate") == "ratio" and catalog.fill_rule("days_since_interaction") == "max"
+    assert catalog.describe("complaint_rate").startswith("complaints in the last 365 days per purchase day")
+
+
+def test_reason_codes_speak_of_interactions():
+    from segml.explain import reason_codes
+
+    table = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "complaints_90d": [3.0, 0.0],
+            "complaint_rate": [0.5, 0.0],
+            "response_rate": [0.25, 1.0],
+            "days_since_complaint": [4.0, float("nan")],
+        }
+    )
+    contrib = pd.DataFrame(
+        {
+            "complaints_90d": [-3.0, 0.0],
+            "complaint_rate": [-2.0, 0.0],
+            "response_rate": [-1.0, 2.0],
+            "days_since_complaint": [0.0, 0.5],
+        }
+    )
+    reference = {
+        "complaints_90d": 1.0,
+        "complaint_rate": 0.1,
+        "response_rate": 0.5,
+        "days_since_complaint": 30.0,
+    }
+    reasons = reason_codes(contrib, table, reference, top_k=3, direction="magnitude")
+    first = reasons.iloc[0]
+    assert first["reason_1"] == "complained 3 times in 90 days, median is 1 (lowers predicted value)"
+    assert first["reason_2"] == (
+        "0.5 complaints per order in 365 days, median is 0.1 (lowers predicted value)"
+    )
+    assert first["reason_3"] == (
+        "responded to 25% of campaigns sent in 365 days, median is 50% (lowers predicted value)"
+    )
+    second = reasons.iloc[1]
+    assert second["reason_1"].startswith("responded to 100% of campaigns")
+    assert second["reason_2"] == "no value for days since the last complaint (missing without complaints)" + (
+        " (raises predicted value)"
+    )

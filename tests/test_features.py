@@ -800,3 +800,284 @@ features:
     expected = build_features(transactions, AS_OF, cfg.features, invoices=invoices)
     assert_same(pd.read_parquet(written), expected)
     assert set(INVOICE_FEATURES) <= set(expected.columns)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Interaction features (data.interactions): strictly from events dated on or before the cutoff day
+
+INTERACTION_FEATURES = [
+    "interactions_90d",
+    "complaints_90d",
+    "complaints_365d",
+    "complaint_rate",
+    "complaints_trend",
+    "tickets_90d",
+    "campaign_sends_365d",
+    "campaign_responses_365d",
+    "response_rate",
+    "visits_90d",
+    "days_since_interaction",
+    "days_since_complaint",
+    "score_mean",
+]
+#: interaction counts: 0 for a customer without events (the rest are missing then)
+INTERACTION_COUNTS = [
+    "interactions_90d",
+    "complaints_90d",
+    "complaints_365d",
+    "complaints_trend",
+    "tickets_90d",
+    "campaign_sends_365d",
+    "campaign_responses_365d",
+    "visits_90d",
+]
+
+
+def make_interactions() -> pd.DataFrame:
+    """Clean interactions (as ingest writes them) around the cutoff 2024-06-30 (age = days before it).
+
+    * 00001: complaints on the cutoff day late at night (age 0), age 20, age 90 (outside 90 days, in the
+      previous 90-day trend period), age 365 (just outside 365 days) and the day after the cutoff; tickets at
+      age 15 and 121; sends at age 29 and 60 and one after the cutoff; a response at age 28; a login and a
+      visit the same day (age 10) and a visit at age 89; surveys scored 4 and 5, one without a score, one
+      scored 1 more than a year ago and one after the cutoff.
+    * 00002: a campaign response without any send (no response rate). 00003: no events.
+    * 00004: a complaint, but no purchase day in the last 365 days (no complaint rate).
+    * 00005: buys only after the cutoff (not in the population), complains before it: ignored.
+    * 00006: a survey on the cutoff day, a complaint the day after. 00007: never bought, one ticket.
+    * Z999: not a customer (ignored).
+    """
+    rows = [
+        ("00001", "2024-06-30 23:30:00", "complaint", None),
+        ("00001", "2024-06-10 09:00:00", "complaint", None),
+        ("00001", "2024-04-01 09:00:00", "complaint", None),
+        ("00001", "2023-07-01 09:00:00", "complaint", None),
+        ("00001", "2024-07-01 00:00:00", "complaint", None),
+        ("00001", "2024-06-15 09:00:00", "ticket", None),
+        ("00001", "2024-03-01 09:00:00", "ticket", None),
+        ("00001", "2024-06-01 09:00:00", "campaign_send", None),
+        ("00001", "2024-05-01 09:00:00", "campaign_send", None),
+        ("00001", "2024-08-01 09:00:00", "campaign_send", None),
+        ("00001", "2024-06-02 09:00:00", "campaign_response", None),
+        ("00001", "2024-06-20 09:00:00", "login", None),
+        ("00001", "2024-06-20 09:05:00", "visit", None),
+        ("00001", "2024-04-02 09:00:00", "visit", None),
+        ("00001", "2024-05-10 09:00:00", "survey", 4.0),
+        ("00001", "2024-06-01 10:00:00", "survey", 5.0),
+        ("00001", "2024-06-02 10:00:00", "survey", None),
+        ("00001", "2023-01-01 10:00:00", "survey", 1.0),
+        ("00001", "2024-07-05 10:00:00", "survey", 1.0),
+        ("00002", "2024-06-01 09:00:00", "campaign_response", None),
+        ("00004", "2024-06-01 09:00:00", "complaint", None),
+        ("00005", "2024-06-01 09:00:00", "complaint", None),
+        ("00006", "2024-06-30 10:00:00", "survey", 2.0),
+        ("00006", "2024-07-01 10:00:00", "complaint", None),
+        ("00007", "2024-06-20 09:00:00", "ticket", None),
+        ("Z999", "2024-06-20 09:00:00", "complaint", None),
+    ]
+    frame = pd.DataFrame(rows, columns=["customer_id", "timestamp", "kind", "score"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    frame["channel"] = "web"
+    frame["outcome"] = None
+    frame["source_row"] = np.arange(1, len(frame) + 1, dtype="int64")
+    return frame[["customer_id", "timestamp", "kind", "channel", "outcome", "score", "source_row"]]
+
+
+def reference_interaction_features(
+    events: pd.DataFrame, tx: pd.DataFrame, as_of: dt.date, spec: FeatureConfig
+) -> pd.DataFrame:
+    """The interaction features per customer with an event or a purchase by the cutoff, in plain pandas
+    (counts not yet zero-filled for customers without events)."""
+    cutoff = pd.Timestamp(as_of)
+    ev = events.assign(day=events["timestamp"].dt.normalize())
+    ev = ev[ev["day"] <= cutoff].copy()
+    ev["age"] = (cutoff - ev["day"]).dt.days
+    tw = spec.trend_window
+    complaint = ev["kind"] == "complaint"
+
+    def count(mask: pd.Series) -> pd.Series:
+        return ev[mask].groupby("customer_id").size().astype(float)
+
+    out = pd.DataFrame(
+        {
+            "interactions_90d": count(ev["age"] < 90),
+            "complaints_90d": count(complaint & (ev["age"] < 90)),
+            "complaints_365d": count(complaint & (ev["age"] < 365)),
+            "complaints_recent": count(complaint & (ev["age"] < tw)),
+            "complaints_previous": count(complaint & (ev["age"] >= tw) & (ev["age"] < 2 * tw)),
+            "tickets_90d": count((ev["kind"] == "ticket") & (ev["age"] < 90)),
+            "campaign_sends_365d": count((ev["kind"] == "campaign_send") & (ev["age"] < 365)),
+            "campaign_responses_365d": count((ev["kind"] == "campaign_response") & (ev["age"] < 365)),
+            "visits_90d": count(ev["kind"].isin(["login", "visit"]) & (ev["age"] < 90)),
+            "days_since_interaction": ev.groupby("customer_id")["age"].min().astype(float),
+            "days_since_complaint": ev[complaint].groupby("customer_id")["age"].min().astype(float),
+            "score_mean": ev[(ev["kind"] == "survey") & (ev["age"] < 365)]
+            .groupby("customer_id")["score"]
+            .mean(),
+        }
+    )
+    days = tx.assign(day=tx["timestamp"].dt.normalize())
+    days = days[(days["day"] <= cutoff) & ((cutoff - days["day"]).dt.days < 365)]
+    out = out.join(days.groupby("customer_id")["day"].nunique().rename("purchase_days_365d"), how="outer")
+    return out
+
+
+def with_reference_interactions(
+    expected: pd.DataFrame,
+    events: pd.DataFrame,
+    tx: pd.DataFrame,
+    as_of: dt.date,
+    spec: FeatureConfig,
+    *,
+    with_invoices: bool = False,
+) -> pd.DataFrame:
+    """``expected`` (a reference feature table) with the interaction features, in build_features' order."""
+    reference = reference_interaction_features(events, tx, as_of, spec)
+    out = expected.merge(reference, left_on="customer_id", right_index=True, how="left")
+    for name in [*INTERACTION_COUNTS, "complaints_recent", "complaints_previous"]:
+        if name in out:
+            out[name] = out[name].fillna(0.0)
+    out["complaints_trend"] = out["complaints_recent"] - out["complaints_previous"]
+    out["complaint_rate"] = out["complaints_365d"] / out["purchase_days_365d"].replace(0, np.nan)
+    out["response_rate"] = out["campaign_responses_365d"] / out["campaign_sends_365d"].replace(0, np.nan)
+    numeric = NUMERIC_FEATURES(spec, with_invoices=with_invoices, with_interactions=True)
+    attributes = [c for c in expected.columns if c not in ("customer_id", "as_of", "has_purchases", *numeric)]
+    return out[["customer_id", "as_of", "has_purchases", *numeric, *attributes]].astype(
+        {name: "float64" for name in INTERACTION_FEATURES}
+    )
+
+
+@pytest.fixture(scope="module")
+def interactions() -> pd.DataFrame:
+    return make_interactions()
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    [AS_OF, dt.date(2024, 1, 10), dt.date(2024, 4, 1), dt.date(2024, 6, 20), dt.date(2025, 1, 1)],
+)
+@pytest.mark.parametrize("trend_window", [90, 30])
+def test_interaction_features_match_independent_pandas(
+    transactions, customers, interactions, as_of, trend_window
+):
+    spec = FeatureConfig(threads=1, trend_window=trend_window)
+    for people in (None, customers):
+        actual = build_features(transactions, as_of, spec, people, interactions=interactions)
+        expected = reference_features(transactions, as_of, spec, people)
+        assert_same(actual, with_reference_interactions(expected, interactions, transactions, as_of, spec))
+        # the other columns are exactly those of the table without interactions
+        plain = build_features(transactions, as_of, spec, people)
+        pd.testing.assert_frame_equal(actual.drop(columns=INTERACTION_FEATURES), plain, check_exact=True)
+
+
+def test_interaction_and_invoice_features_together(transactions, customers, interactions, invoices):
+    both = build_features(transactions, AS_OF, SPEC, customers, invoices=invoices, interactions=interactions)
+    expected = with_reference_invoices(
+        reference_features(transactions, AS_OF, SPEC, customers), invoices, AS_OF, SPEC
+    )
+    expected = with_reference_interactions(
+        expected, interactions, transactions, AS_OF, SPEC, with_invoices=True
+    )
+    assert_same(both, expected)
+    assert list(both.columns) == feature_columns(
+        SPEC, ["industry", "size"], with_invoices=True, with_interactions=True
+    )
+
+
+def test_interaction_features_hand_checked(transactions, customers, interactions):
+    features = build_features(transactions, AS_OF, SPEC, customers, interactions=interactions).set_index(
+        "customer_id"
+    )
+    one = features.loc["00001", INTERACTION_FEATURES]
+    # by the cutoff in 90 days: complaints (age 0, 20), ticket (15), sends (29, 60), response (28),
+    # login + visit (10), visit (89), surveys (51, 29, 28) = 12 events
+    assert one["interactions_90d"] == 12.0
+    assert one["complaints_90d"] == 2.0 and one["complaints_365d"] == 3.0  # age 90 in, age 365 out
+    # purchase days in 365 days: 2024-01-10, 03-05, 06-29, 06-30
+    assert one["complaint_rate"] == 3.0 / 4.0
+    assert one["complaints_trend"] == 2.0 - 1.0  # last 90 days (0, 20) minus the 90 before (age 90)
+    assert one["tickets_90d"] == 1.0
+    assert one["campaign_sends_365d"] == 2.0 and one["campaign_responses_365d"] == 1.0
+    assert one["response_rate"] == 0.5
+    assert one["visits_90d"] == 3.0
+    assert one["days_since_interaction"] == 0.0 and one["days_since_complaint"] == 0.0
+    assert one["score_mean"] == 4.5  # 4 and 5; the unscored survey, the old one and the later one left out
+    two = features.loc["00002"]
+    assert two["campaign_responses_365d"] == 1.0 and np.isnan(two["response_rate"])
+    assert two["complaint_rate"] == 0.0 and np.isnan(two["days_since_complaint"])
+    assert two["days_since_interaction"] == 29.0
+    three = features.loc["00003"]  # no events: 0 for counts, missing for days since and means
+    assert (three[INTERACTION_COUNTS] == 0.0).all() and three["complaint_rate"] == 0.0
+    assert (
+        three[["response_rate", "days_since_interaction", "days_since_complaint", "score_mean"]].isna().all()
+    )
+    four = features.loc["00004"]  # a complaint but no purchase day in 365 days: no complaint rate
+    assert four["complaints_365d"] == 1.0 and np.isnan(four["complaint_rate"])
+    assert four["days_since_complaint"] == 29.0
+    six = features.loc["00006"]  # the complaint the day after the cutoff does not count
+    assert six["complaints_365d"] == 0.0 and np.isnan(six["days_since_complaint"])
+    assert six["score_mean"] == 2.0 and six["days_since_interaction"] == 0.0
+    seven = features.loc["00007"]  # never bought, in the population by signup: its ticket counts
+    assert seven["tickets_90d"] == 1.0 and np.isnan(seven["complaint_rate"]) and not seven["has_purchases"]
+    assert "Z999" not in features.index and "00005" not in features.index  # outside the population
+    assert list(features.columns) == feature_columns(SPEC, ["industry", "size"], with_interactions=True)[1:]
+    assert describe_feature("complaints_90d") == "complaints in the last 90 days"
+
+
+def test_interaction_trend_follows_the_trend_window(transactions, interactions):
+    spec = FeatureConfig(threads=1, trend_window=30)
+    one = (
+        build_features(transactions, AS_OF, spec, interactions=interactions)
+        .set_index("customer_id")
+        .loc["00001"]
+    )
+    assert one["complaints_trend"] == 2.0  # last 30 days: ages 0 and 20; the 30 before: none
+
+
+def test_interaction_training_frame_equals_features_at_each_cutoff(transactions, customers, interactions):
+    cutoffs = [dt.date(2024, 4, 20), AS_OF]
+    frame = training_frame(transactions, cutoffs, 90, SPEC, customers, interactions=interactions)
+    for cutoff in cutoffs:
+        rows = frame[frame["cutoff"] == pd.Timestamp(cutoff)].reset_index(drop=True)
+        alone = build_features(transactions, cutoff, SPEC, customers, interactions=interactions)
+        pd.testing.assert_frame_equal(rows[alone.columns], alone, check_exact=True)
+
+
+def test_interaction_input_errors(transactions, interactions):
+    with pytest.raises(InputFileError, match="missing column.*kind"):
+        build_features(transactions, AS_OF, SPEC, interactions=interactions.drop(columns="kind"))
+
+
+def test_run_features_reads_clean_interactions(tmp_path, transactions, interactions):
+    from segml.config import load_experiment
+    from segml.features import run_features
+
+    path = tmp_path / "experiments" / "contact.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        f"""
+data:
+  transactions:
+    - path: raw/tx.parquet
+      columns: {{customer_id: customer_id, timestamp: timestamp, amount: amount}}
+  interactions:
+    path: raw/interactions.csv
+    columns: {{customer_id: cust, timestamp: ts, kind: what}}
+cutoffs:
+  calibration_end: {AS_OF.isoformat()}
+features:
+  windows: [30, 90]
+  threads: 1
+""",
+        encoding="utf-8",
+    )
+    cfg = load_experiment(path, root=tmp_path)
+    cfg.paths.interim.mkdir(parents=True)
+    transactions.to_parquet(cfg.paths.clean_transactions, index=False)
+    with pytest.raises(SegmlError, match="clean interactions not found.*segml ingest"):
+        run_features(cfg, AS_OF)
+    interactions.to_parquet(cfg.paths.clean_interactions, index=False)
+    written, _ = run_features(cfg, AS_OF)
+    expected = build_features(transactions, AS_OF, cfg.features, interactions=interactions)
+    assert_same(pd.read_parquet(written), expected)
+    assert set(INTERACTION_FEATURES) <= set(expected.columns)

@@ -121,3 +121,49 @@ def test_lazy_spark_features_with_invoices_equal(spark, tmp_path):
         batch = pa.Table.from_batches(frame._collect_as_arrow())
         lazy = normalise_feature_batch(batch, SPEC, attributes, with_invoices=True)
     assert_same(lazy, build_features(tx, FIXTURE.AS_OF, SPEC, invoices=invoices))
+
+
+@pytest.mark.parametrize("as_of", [FIXTURE.AS_OF, dt.date(2024, 4, 20)])
+def test_fixture_interaction_features_equal(spark, as_of):
+    tx, customers = FIXTURE.make_transactions(), FIXTURE.make_customers()
+    invoices, interactions = FIXTURE.make_invoices(), FIXTURE.make_interactions()
+    duck = build_features(tx, as_of, SPEC, customers, invoices=invoices, interactions=interactions)
+    on_spark = build_features(
+        tx, as_of, SPEC, customers, engine="spark", invoices=invoices, interactions=interactions
+    )
+    assert "complaint_rate" in on_spark.columns and "overdue_amount" in on_spark.columns
+    assert_same(on_spark, duck)
+    expected = FIXTURE.with_reference_invoices(
+        FIXTURE.reference_features(tx, as_of, SPEC, customers), invoices, as_of, SPEC
+    )
+    expected = FIXTURE.with_reference_interactions(
+        expected, interactions, tx, as_of, SPEC, with_invoices=True
+    )
+    assert_same(on_spark, expected)
+
+
+def test_lazy_spark_features_with_interactions_equal(spark, tmp_path):
+    import pyarrow as pa
+
+    from segml.features import normalise_feature_batch, spark_features
+
+    tx, interactions = FIXTURE.make_transactions(), FIXTURE.make_interactions()
+    tx_path, interactions_path = tmp_path / "tx.parquet", tmp_path / "interactions.parquet"
+    tx.to_parquet(tx_path, index=False, coerce_timestamps="us")
+    interactions.to_parquet(interactions_path, index=False, coerce_timestamps="us")
+    with spark_features(tx_path, FIXTURE.AS_OF, SPEC, interactions=interactions_path) as (frame, attributes):
+        batch = pa.Table.from_batches(frame._collect_as_arrow())
+        lazy = normalise_feature_batch(batch, SPEC, attributes, with_interactions=True)
+    assert_same(lazy, build_features(tx, FIXTURE.AS_OF, SPEC, interactions=interactions))
+
+
+def test_interaction_training_frame_equal(spark):
+    tx, customers, interactions = (
+        FIXTURE.make_transactions(),
+        FIXTURE.make_customers(),
+        FIXTURE.make_interactions(),
+    )
+    cutoffs = [dt.date(2024, 4, 20), FIXTURE.AS_OF]
+    duck = training_frame(tx, cutoffs, 90, SPEC, customers, interactions=interactions)
+    on_spark = training_frame(tx, cutoffs, 90, SPEC, customers, engine="spark", interactions=interactions)
+    assert_same(on_spark, duck)

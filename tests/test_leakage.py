@@ -588,3 +588,269 @@ def test_invoice_training_frame_does_not_see_later_cutoffs_invoices():
     alone = build_features(CLEAN, early, SPEC, invoices=as_known)
     part = frame[frame["cutoff"] == pd.Timestamp(early)].reset_index(drop=True)[alone.columns]
     pd.testing.assert_frame_equal(part, alone, check_exact=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Interactions (data.interactions): no event dated after the cutoff day reaches a feature, whatever its kind,
+# customer, channel, outcome or score; an event on or before the cutoff day does.
+
+INTERACTION_HEADER = ["cust", "ts", "what", "via", "result", "rating"]
+INTERACTION_ROWS = [
+    ["C001", "2024-06-30 23:59:00", "Reklamation", "phone", "open", ""],  # on the cutoff day: counts
+    ["C001", "2024-05-02 10:00:00", "ticket", "email", "solved", ""],
+    ["C001", "2024-04-01 10:00:00", "campaign_send", "email", "", ""],
+    ["C001", "2024-04-03 10:00:00", "campaign_response", "email", "clicked", ""],
+    ["C002", "2024-06-01 10:00:00", "survey", "web", "", "3"],
+    ["C003", "2024-02-10 10:00:00", "Reklamation", "shop", "", ""],
+    ["C007", "2024-06-15 10:00:00", "login", "app", "", ""],  # never bought: in the population by signup
+    ["C001", "2024-07-01 00:00:00", "Reklamation", "phone", "open", ""],  # the first moment after the cutoff
+    ["C002", "2024-08-10 10:00:00", "survey", "web", "", "1"],
+    ["C003", "2024-09-01 10:00:00", "campaign_send", "email", "", ""],
+    ["C004", "2024-07-15 10:00:00", "visit", "web", "", ""],
+]
+INTERACTIONS_YAML = """  interactions:
+    path: raw/interactions.csv
+    format: csv
+    kinds: {reklamation: complaint}
+    columns: {customer_id: cust, timestamp: ts, kind: what, channel: via, outcome: result, score: rating}
+"""
+INTERACTION_FEATURES = [
+    "interactions_90d",
+    "complaints_90d",
+    "complaints_365d",
+    "complaint_rate",
+    "complaints_trend",
+    "tickets_90d",
+    "campaign_sends_365d",
+    "campaign_responses_365d",
+    "response_rate",
+    "visits_90d",
+    "days_since_interaction",
+    "days_since_complaint",
+    "score_mean",
+]
+INTERACTION_POST = [i for i, row in enumerate(INTERACTION_ROWS) if _is_after_cutoff(row[:1] + ["", row[1]])]
+
+
+def _interaction_with(index: int, column: str, value: str) -> list[list[str]]:
+    rows = [list(r) for r in INTERACTION_ROWS]
+    rows[index][INTERACTION_HEADER.index(column)] = value
+    return rows
+
+
+def _interaction_mutations() -> dict[str, Callable[[], list[list[str]]]]:
+    first, second, third = INTERACTION_POST[0], INTERACTION_POST[1], INTERACTION_POST[2]
+    return {
+        "change_kind": lambda: _interaction_with(first, "what", "ticket"),
+        "change_customer_to_existing": lambda: _interaction_with(second, "cust", "C003"),
+        "change_customer_to_never_buying": lambda: _interaction_with(third, "cust", "C007"),
+        "change_customer_to_unknown": lambda: _interaction_with(first, "cust", "C999"),
+        "change_score": lambda: _interaction_with(second, "rating", "10"),
+        "change_channel_and_outcome": lambda: [
+            *_interaction_with(first, "via", "chat")[:first],
+            [*INTERACTION_ROWS[first][:3], "chat", "escalated", ""],
+            *INTERACTION_ROWS[first + 1 :],
+        ],
+        "move_later": lambda: _interaction_with(first, "ts", "2025-02-01 10:00:00"),
+        "delete_post_cutoff_events": lambda: [
+            r for i, r in enumerate(INTERACTION_ROWS) if i not in INTERACTION_POST
+        ],
+        "repeat_post_cutoff_events": lambda: [
+            *INTERACTION_ROWS,
+            *(INTERACTION_ROWS[i] for i in INTERACTION_POST),
+        ],
+        "add_later_events_of_every_kind": lambda: [
+            *INTERACTION_ROWS,
+            *(
+                ["C001", f"2024-07-{day + 2:02d} 10:00:00", kind, "web", "", "5"]
+                for day, kind in enumerate(
+                    ["complaint", "ticket", "campaign_send", "campaign_response", "login", "visit", "survey"]
+                )
+            ),
+        ],
+        "bad_later_events": lambda: [
+            *INTERACTION_ROWS,
+            ["C002", "2024-07-02 10:00:00", "gripe", "web", "", ""],  # unknown kind
+            ["C002", "2024-07-03 10:00:00", "survey", "web", "", "n/a"],  # bad score
+            ["", "2024-07-04 10:00:00", "visit", "web", "", ""],  # no customer
+        ],
+    }
+
+
+def _interaction_features_through_ingest(
+    root: Path, interaction_rows: list[list[str]]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Features at the cutoff from the raw fixture plus an interactions file, the clean interactions and the
+    quarantined interaction rows ingest wrote."""
+    from segml.ingest import run_ingest
+
+    _write_raw(root, RAW_ROWS)
+    lines = [",".join(INTERACTION_HEADER), *(",".join(r) for r in interaction_rows)]
+    (root / "raw" / "interactions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    experiment = root / "experiments" / "leak.yaml"
+    experiment.parent.mkdir(parents=True, exist_ok=True)
+    experiment.write_text(EXPERIMENT_YAML.replace("  cleaning:\n", INTERACTIONS_YAML + "  cleaning:\n"))
+    cfg = load_experiment(experiment, [], root=root)
+    result = run_ingest(cfg, today=dt.date(2025, 12, 31))
+    features = build_features(
+        result.transactions_path,
+        CUTOFF,
+        cfg.features,
+        result.customers_path,
+        interactions=result.interactions_path,
+    )
+    quarantine = pd.read_parquet(cfg.paths.quarantine_interactions)
+    return features, pd.read_parquet(result.interactions_path), quarantine
+
+
+@pytest.fixture(scope="module")
+def baseline_interaction_run(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return _interaction_features_through_ingest(tmp_path_factory.mktemp("interactions"), INTERACTION_ROWS)
+
+
+def test_interaction_fixture_builds_interaction_features(baseline_interaction_run, baseline):
+    features, clean, quarantine = baseline_interaction_run
+    assert len(INTERACTION_POST) == 4 and len(clean) == len(INTERACTION_ROWS) and quarantine.empty
+    pd.testing.assert_frame_equal(features.drop(columns=INTERACTION_FEATURES), baseline, check_exact=True)
+    one = features.set_index("customer_id").loc["C001"]
+    assert one["complaints_90d"] == 1 and one["days_since_complaint"] == 0.0 and one["tickets_90d"] == 1
+    assert one["response_rate"] == 1.0 and one["interactions_90d"] == 3  # the send is 90 days old
+    assert features.set_index("customer_id").loc["C007", "visits_90d"] == 1
+
+
+@pytest.mark.parametrize("mutation", sorted(_interaction_mutations()))
+def test_post_cutoff_interaction_events_do_not_leak(tmp_path, baseline_interaction_run, mutation):
+    baseline_features, baseline_clean, baseline_quarantine = baseline_interaction_run
+    features, clean, quarantine = _interaction_features_through_ingest(
+        tmp_path, _interaction_mutations()[mutation]()
+    )
+    changed = not clean.equals(baseline_clean) or len(quarantine) != len(baseline_quarantine)
+    assert changed, "the mutation reached neither the clean interactions nor their quarantine"
+    pd.testing.assert_frame_equal(features, baseline_features, check_exact=True)
+
+
+def test_an_event_on_the_cutoff_day_reaches_the_features(tmp_path, baseline_interaction_run):
+    """The leak checks are not vacuous: the same kind of change on the cutoff day changes the features."""
+    baseline_features = baseline_interaction_run[0]
+    features, _, _ = _interaction_features_through_ingest(
+        tmp_path, _interaction_with(INTERACTION_POST[0], "ts", "2024-06-30 00:00:00")
+    )
+    assert features.set_index("customer_id").loc["C001", "complaints_90d"] == 2
+    assert not features.equals(baseline_features)
+
+
+INTERACTION_KINDS = ["complaint", "ticket", "campaign_send", "campaign_response", "login", "visit", "survey"]
+
+
+def _clean_interactions() -> pd.DataFrame:
+    rng = np.random.default_rng(29)
+    n = 300
+    timestamp = pd.Timestamp(CUTOFF) + pd.to_timedelta(rng.integers(-500 * 86400, 200 * 86400, n), unit="s")
+    kind = rng.choice(INTERACTION_KINDS, n)
+    return pd.DataFrame(
+        {
+            "customer_id": rng.choice(sorted(CLEAN["customer_id"].unique()), n),
+            "timestamp": timestamp,
+            "kind": kind,
+            "channel": rng.choice(["web", "phone", None], n),
+            "outcome": rng.choice(["solved", "open"], n),
+            "score": np.where(kind == "survey", rng.integers(1, 6, n).astype(float), np.nan),
+            "source_row": np.arange(1, n + 1),
+        }
+    )
+
+
+CLEAN_INTERACTIONS = _clean_interactions()
+#: events dated after the cutoff day: anything about them may change
+INTERACTIONS_LATER = list(
+    np.flatnonzero(CLEAN_INTERACTIONS["timestamp"].dt.normalize() > pd.Timestamp(CUTOFF))
+)
+CLEAN_INTERACTION_BASELINE = build_features(CLEAN, CUTOFF, SPEC, interactions=CLEAN_INTERACTIONS)
+#: customers in the population at the cutoff (they bought by then)
+POPULATION = sorted(CLEAN_INTERACTION_BASELINE["customer_id"])
+
+later_events = st.lists(
+    st.tuples(
+        st.sampled_from(CUSTOMER_POOL),
+        st.integers(min_value=1, max_value=800),  # days after the cutoff (day 1 = the first day after it)
+        st.integers(min_value=0, max_value=86399),
+        st.sampled_from(INTERACTION_KINDS),
+        st.one_of(st.none(), st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    appended=later_events,
+    deleted=st.sets(st.sampled_from(INTERACTIONS_LATER)),
+    new_kinds=st.dictionaries(
+        st.sampled_from(INTERACTIONS_LATER), st.sampled_from(INTERACTION_KINDS), max_size=6
+    ),
+    new_customers=st.dictionaries(
+        st.sampled_from(INTERACTIONS_LATER), st.sampled_from(CUSTOMER_POOL), max_size=6
+    ),
+    new_scores=st.dictionaries(
+        st.sampled_from(INTERACTIONS_LATER), st.floats(min_value=-1e6, max_value=1e6), max_size=6
+    ),
+)
+def test_post_cutoff_interaction_events_never_change_features(
+    appended, deleted, new_kinds, new_customers, new_scores
+):
+    assert len(INTERACTIONS_LATER) > 40
+    assert CLEAN_INTERACTION_BASELINE["complaints_365d"].gt(0).any()
+    frame = CLEAN_INTERACTIONS.copy()
+    for index, kind in new_kinds.items():
+        frame.loc[index, "kind"] = kind
+    for index, customer in new_customers.items():
+        frame.loc[index, "customer_id"] = customer
+    for index, score in new_scores.items():
+        frame.loc[index, "score"] = score
+    frame = frame.drop(index=sorted(deleted))
+    if appended:
+        extra = pd.DataFrame(appended, columns=["customer_id", "days", "second", "kind", "score"])
+        extra["timestamp"] = (
+            pd.Timestamp(CUTOFF)
+            + pd.to_timedelta(extra["days"], unit="D")
+            + pd.to_timedelta(extra["second"], unit="s")
+        )
+        extra["channel"], extra["outcome"], extra["source_row"] = "web", "open", 0
+        extra["score"] = extra["score"].astype("float64")
+        frame = pd.concat([frame, extra[CLEAN_INTERACTIONS.columns]], ignore_index=True)
+    features = build_features(CLEAN, CUTOFF, SPEC, interactions=frame)
+    pd.testing.assert_frame_equal(features, CLEAN_INTERACTION_BASELINE, check_exact=True)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    customer=st.sampled_from(POPULATION),
+    age=st.integers(min_value=0, max_value=89),
+    second=st.integers(min_value=0, max_value=86399),
+    kind=st.sampled_from(INTERACTION_KINDS),
+)
+def test_an_event_by_the_cutoff_always_changes_the_features(customer, age, second, kind):
+    """Any event of a customer in the population within 90 days up to the cutoff day counts."""
+    timestamp = pd.Timestamp(CUTOFF) - pd.Timedelta(days=age) + pd.Timedelta(seconds=second)
+    extra = pd.DataFrame(
+        [[customer, timestamp, kind, "web", "open", 3.0 if kind == "survey" else np.nan, 0]],
+        columns=CLEAN_INTERACTIONS.columns,
+    )
+    frame = pd.concat([CLEAN_INTERACTIONS, extra], ignore_index=True)
+    features = build_features(CLEAN, CUTOFF, SPEC, interactions=frame).set_index("customer_id")
+    before = CLEAN_INTERACTION_BASELINE.set_index("customer_id")
+    assert features.loc[customer, "interactions_90d"] == before.loc[customer, "interactions_90d"] + 1
+    assert features.loc[customer, "days_since_interaction"] <= age
+    others = features.drop(index=customer)
+    pd.testing.assert_frame_equal(others, before.drop(index=customer), check_exact=True)
+
+
+def test_interaction_training_frame_does_not_see_later_cutoffs_events():
+    """In a multi-cutoff frame, the interaction features of an early cutoff equal those built from the events
+    dated by that cutoff."""
+    early = dt.date(2024, 1, 31)
+    frame = training_frame(CLEAN, [early, CUTOFF], 90, SPEC, interactions=CLEAN_INTERACTIONS)
+    as_known = CLEAN_INTERACTIONS[CLEAN_INTERACTIONS["timestamp"].dt.normalize() <= pd.Timestamp(early)]
+    alone = build_features(CLEAN, early, SPEC, interactions=as_known)
+    part = frame[frame["cutoff"] == pd.Timestamp(early)].reset_index(drop=True)[alone.columns]
+    pd.testing.assert_frame_equal(part, alone, check_exact=True)

@@ -34,6 +34,14 @@ Invoice features
 ``days_late_trend`` exist only when the experiment has a ``data.invoices`` file (``requires="invoices"``,
 listed only with ``with_invoices=True``), in the same way.
 
+Interaction features
+--------------------
+``interactions_90d``, ``complaints_90d``, ``complaints_365d``, ``complaint_rate``, ``complaints_trend``,
+``tickets_90d``, ``campaign_sends_365d``, ``campaign_responses_365d``, ``response_rate``, ``visits_90d``,
+``days_since_interaction``, ``days_since_complaint`` and ``score_mean`` exist only when the experiment has a
+``data.interactions`` file (``requires="interactions"``, listed only with ``with_interactions=True``). Their
+windows are fixed (90 and 365 days, the trend over ``features.trend_window``): they are not window families.
+
 Customer attributes
 -------------------
 Attribute columns come from the customers file under the user's own names (``industry``, ``org type``, …),
@@ -101,9 +109,9 @@ Transform = Literal["signed_log1p", "none"]
 #: customer's whole history (since the first purchase), or not at all
 Seasonality = Literal["window", "history", "none"]
 
-#: the optional input a column needs: ``margin`` (clean transactions with a margin column) or ``invoices``
-#: (a ``data.invoices`` file)
-Requires = Literal["margin", "invoices"]
+#: the optional input a column needs: ``margin`` (clean transactions with a margin column), ``invoices``
+#: (a ``data.invoices`` file) or ``interactions`` (a ``data.interactions`` file)
+Requires = Literal["margin", "invoices", "interactions"]
 
 #: kinds whose values are amounts or counts: heavy-tailed, log-transformed before clustering
 _LOG_KINDS = frozenset({"money", "count"})
@@ -172,7 +180,8 @@ class FeatureEntry:
         Stem of the :class:`WindowFamily` (``"spend"``) for its members, else None.
     requires:
         ``"margin"`` for the columns built only when the clean transactions carry ``margin``, ``"invoices"``
-        for those built only from a ``data.invoices`` file, else None.
+        for those built only from a ``data.invoices`` file, ``"interactions"`` for those built only from a
+        ``data.interactions`` file, else None.
     """
 
     name: str
@@ -517,6 +526,106 @@ _CATALOG: tuple[FeatureEntry | WindowFamily, ...] = (
         fill="zero",
         requires="invoices",
     ),
+    # built only from an interactions file (data.interactions), strictly from events on or before the cutoff
+    # day; counts are 0 for customers without events, rates and means missing without their denominator
+    _feature(
+        "interactions_90d",
+        "count",
+        "interaction events of any kind in the last 90 days",
+        Wording("count", "had ", " contacts in 90 days"),
+        requires="interactions",
+    ),
+    _feature(
+        "complaints_90d",
+        "count",
+        "complaints in the last 90 days",
+        Wording("count", "complained ", " times in 90 days"),
+        requires="interactions",
+    ),
+    _feature(
+        "complaints_365d",
+        "count",
+        "complaints in the last 365 days",
+        Wording("count", "complained ", " times in 365 days"),
+        requires="interactions",
+    ),
+    _feature(
+        "complaint_rate",
+        "ratio",
+        "complaints in the last 365 days per purchase day in the last 365 days (missing without purchases then)",
+        Wording("count", "", " complaints per order in 365 days"),
+        fill="median",
+        requires="interactions",
+    ),
+    _feature(
+        "complaints_trend",
+        "numeric",
+        "complaints in the recent period (features.trend_window days) minus those in the period before it "
+        "(> 0 = complaining more)",
+        Wording("count", "complains ", " times more than in the period before (negative = fewer)"),
+        fill="zero",
+        requires="interactions",
+    ),
+    _feature(
+        "tickets_90d",
+        "count",
+        "support tickets in the last 90 days",
+        Wording("count", "opened ", " support tickets in 90 days"),
+        requires="interactions",
+    ),
+    _feature(
+        "campaign_sends_365d",
+        "count",
+        "campaign messages sent to the customer in the last 365 days",
+        Wording("count", "was sent ", " campaigns in 365 days"),
+        requires="interactions",
+    ),
+    _feature(
+        "campaign_responses_365d",
+        "count",
+        "campaign responses in the last 365 days",
+        Wording("count", "responded to campaigns ", " times in 365 days"),
+        requires="interactions",
+    ),
+    _feature(
+        "response_rate",
+        "ratio",
+        "campaign responses per campaign sent in the last 365 days (missing without sends)",
+        Wording("percent", "responded to ", " of campaigns sent in 365 days"),
+        fill="median",
+        requires="interactions",
+    ),
+    _feature(
+        "visits_90d",
+        "count",
+        "logins and visits in the last 90 days",
+        Wording("count", "visited ", " times in 90 days"),
+        requires="interactions",
+    ),
+    _feature(
+        "days_since_interaction",
+        "days",
+        "days since the last interaction event of any kind (missing without events)",
+        Wording("days", "last contact ", " days ago"),
+        fill="max",
+        requires="interactions",
+    ),
+    _feature(
+        "days_since_complaint",
+        "days",
+        "days since the last complaint (missing without complaints)",
+        Wording("days", "last complaint ", " days ago"),
+        fill="max",
+        requires="interactions",
+    ),
+    _feature(
+        "score_mean",
+        "numeric",
+        "mean score of survey events in the last 365 days (missing without surveys)",
+        Wording("count", "mean survey score is ", ""),
+        fill="median",
+        requires="interactions",
+    ),
     # training frames only (segml.features.training_frame): the row's cutoff and its labels
     FeatureEntry("cutoff", "date", "cutoff", "the cutoff of a training row (equal to as_of)", numeric=False),
     FeatureEntry(
@@ -568,17 +677,23 @@ def seasonal_window_pattern() -> re.Pattern[str]:
 
 
 def entries(
-    spec: FeatureConfig | None = None, *, with_margin: bool = False, with_invoices: bool = False
+    spec: FeatureConfig | None = None,
+    *,
+    with_margin: bool = False,
+    with_invoices: bool = False,
+    with_interactions: bool = False,
 ) -> list[FeatureEntry]:
     """Every catalog entry in catalog order, window families expanded for ``spec.windows`` (default
     :class:`~segml.config.FeatureConfig`); the margin entries only ``with_margin``, the invoice entries only
-    ``with_invoices``."""
+    ``with_invoices``, the interaction entries only ``with_interactions``."""
     windows = list((spec or FeatureConfig()).windows)
     out: list[FeatureEntry] = []
     for item in _CATALOG:
         if item.requires == "margin" and not with_margin:
             continue
         if item.requires == "invoices" and not with_invoices:
+            continue
+        if item.requires == "interactions" and not with_interactions:
             continue
         if isinstance(item, WindowFamily):
             out.extend(item.member(w) for w in windows)
@@ -657,22 +772,34 @@ def window_days(name: str) -> int | None:
 
 
 def descriptions(
-    spec: FeatureConfig | None = None, *, with_margin: bool = False, with_invoices: bool = False
+    spec: FeatureConfig | None = None,
+    *,
+    with_margin: bool = False,
+    with_invoices: bool = False,
+    with_interactions: bool = False,
 ) -> dict[str, str]:
     """``{column: description}`` of every catalog column for ``spec``'s windows (margin ones ``with_margin``,
-    invoice ones ``with_invoices``)."""
-    return {
-        e.name: e.description for e in entries(spec, with_margin=with_margin, with_invoices=with_invoices)
-    }
+    invoice ones ``with_invoices``, interaction ones ``with_interactions``)."""
+    chosen = entries(
+        spec, with_margin=with_margin, with_invoices=with_invoices, with_interactions=with_interactions
+    )
+    return {e.name: e.description for e in chosen}
 
 
 def numeric_features(
-    spec: FeatureConfig | None = None, *, with_margin: bool = False, with_invoices: bool = False
+    spec: FeatureConfig | None = None,
+    *,
+    with_margin: bool = False,
+    with_invoices: bool = False,
+    with_interactions: bool = False,
 ) -> list[str]:
     """The model-ready numeric feature columns in catalog order (``segml.features.NUMERIC_FEATURES``); the
     margin features only ``with_margin`` (clean transactions with a ``margin`` column), the invoice features
-    only ``with_invoices`` (a ``data.invoices`` file)."""
-    chosen = entries(spec, with_margin=with_margin, with_invoices=with_invoices)
+    only ``with_invoices`` (a ``data.invoices`` file), the interaction features only ``with_interactions``
+    (a ``data.interactions`` file)."""
+    chosen = entries(
+        spec, with_margin=with_margin, with_invoices=with_invoices, with_interactions=with_interactions
+    )
     return [e.name for e in chosen if e.role == "feature" and e.numeric]
 
 

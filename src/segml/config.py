@@ -81,6 +81,14 @@ class ExperimentPaths:
         return self.interim / "quarantine_invoices.parquet"
 
     @property
+    def clean_interactions(self) -> Path:
+        return self.interim / "interactions.parquet"
+
+    @property
+    def quarantine_interactions(self) -> Path:
+        return self.interim / "quarantine_interactions.parquet"
+
+    @property
     def quarantine(self) -> Path:
         return self.interim / "quarantine.parquet"
 
@@ -230,6 +238,72 @@ class InvoiceSource:
             )
 
 
+#: roles of an interactions file: ``customer_id``, ``timestamp`` and ``kind`` are required, the rest optional
+INTERACTION_ROLES = ("customer_id", "timestamp", "kind", "channel", "outcome", "score")
+#: roles an interactions file must map
+INTERACTION_REQUIRED_ROLES = ("customer_id", "timestamp", "kind")
+#: the kinds of interaction the features know; a file's own kind values map onto them through ``kinds:``
+INTERACTION_KINDS = ("complaint", "ticket", "campaign_send", "campaign_response", "login", "visit", "survey")
+
+
+@dataclass
+class InteractionSource:
+    """Optional interactions file (``data.interactions``): one row per contact event of a customer.
+
+    Roles (:data:`INTERACTION_ROLES`): ``customer_id``, ``timestamp`` and ``kind`` must be mapped; ``channel``,
+    ``outcome`` (text) and ``score`` (a number, e.g. a survey score) are optional. A row's kind value (trimmed,
+    compared ignoring case) is looked up in ``kinds``; a value not listed there counts as itself when it is one
+    of :data:`INTERACTION_KINDS`, else the row is quarantined as ``unknown_kind``.
+    """
+
+    path: str
+    #: role -> column name in this file
+    columns: dict[str, str]
+    #: the file's kind values -> segml kinds (:data:`INTERACTION_KINDS`), e.g. {Beschwerde: complaint}
+    kinds: dict[str, str] = field(default_factory=dict)
+    format: FileFormat = "auto"
+    #: strptime-style format of the text timestamps (e.g. "%d.%m.%Y %H:%M"); None lets DuckDB parse ISO dates
+    timestamp_format: str | None = None
+    delimiter: str | None = None
+    #: text encoding of a CSV or whitespace file
+    encoding: TextEncoding = "utf-8"
+
+    def check(self, where: str) -> None:
+        unknown = [role for role in self.columns if role not in INTERACTION_ROLES]
+        if unknown:
+            raise ConfigError(
+                f"{where}.columns: unknown role '{unknown[0]}' (roles: {', '.join(INTERACTION_ROLES)})"
+            )
+        missing = [role for role in INTERACTION_REQUIRED_ROLES if role not in self.columns]
+        if missing:
+            raise ConfigError(
+                f"{where}.columns: role '{missing[0]}' must be mapped "
+                f"(required: {', '.join(INTERACTION_REQUIRED_ROLES)})"
+            )
+        seen: dict[str, str] = {}
+        for value, kind in self.kinds.items():
+            if kind not in INTERACTION_KINDS:
+                raise ConfigError(
+                    f"{where}.kinds.{value}: {kind!r} is not a segml kind (kinds: {', '.join(INTERACTION_KINDS)})"
+                )
+            folded = str(value).strip().lower()
+            if not folded:
+                raise ConfigError(f"{where}.kinds: an empty kind value cannot be mapped")
+            if folded in seen and seen[folded] != kind:
+                raise ConfigError(
+                    f"{where}.kinds.{value}: same value as {seen[folded]!r} ignoring case and blanks, "
+                    "mapped to another kind"
+                )
+            seen[folded] = kind
+
+    def kind_map(self) -> dict[str, str]:
+        """Folded kind value (trimmed, lower case) -> segml kind: the ``kinds:`` entries, then every segml kind
+        as itself unless ``kinds:`` maps that word to something else."""
+        mapping = {kind: kind for kind in INTERACTION_KINDS}
+        mapping.update({str(value).strip().lower(): kind for value, kind in self.kinds.items()})
+        return mapping
+
+
 @dataclass
 class OutlierRule:
     """Per-row outlier handling. Rows are flagged (``is_outlier``), never removed, unless
@@ -288,6 +362,8 @@ class DataConfig:
     customers: CustomerSource | None = None
     #: optional invoices file (payment behaviour features); see :class:`InvoiceSource`
     invoices: InvoiceSource | None = None
+    #: optional interactions file (contact, campaign and complaint features); see :class:`InteractionSource`
+    interactions: InteractionSource | None = None
     currency: str = "USD"
     cleaning: CleaningRules = field(default_factory=CleaningRules)
 
@@ -615,7 +691,12 @@ def check_experiment(cfg: ExperimentConfig) -> None:
         role in source.columns for source in cfg.data.transactions for role in ("cost", "margin")
     )
     built = set(
-        NUMERIC_FEATURES(cfg.features, with_margin=with_margin, with_invoices=cfg.data.invoices is not None)
+        NUMERIC_FEATURES(
+            cfg.features,
+            with_margin=with_margin,
+            with_invoices=cfg.data.invoices is not None,
+            with_interactions=cfg.data.interactions is not None,
+        )
     )
     measure = cfg.policy.get("value_measure") if isinstance(cfg.policy, dict) else None
     if measure == "margin" and not with_margin:

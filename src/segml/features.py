@@ -15,6 +15,10 @@ Invoice features (``invoices_n``, ``days_late_mean``, ``paid_on_time_share``, ``
 ``overdue_amount``, ``days_late_trend``) are built only when clean invoices are given (``data.invoices``); an
 invoice counts at a cutoff once issued on or before it, and its payment only when paid on or before it.
 
+Interaction features (``interactions_90d``, ``complaints_90d``, ``complaint_rate``, ``response_rate``,
+``days_since_complaint``, ``score_mean``, …) are built only when clean interactions are given
+(``data.interactions``), from the events dated on or before the cutoff day.
+
 Margin features (``margin_total``, ``margin_{w}d``, ``margin_rate``) are built only when the clean transactions
 have a ``margin`` column (ingest writes it when a ``cost`` or ``margin`` role is mapped); without it the SQL and
 the output are exactly those of a table without margin.
@@ -106,7 +110,11 @@ FEATURE_DESCRIPTIONS: dict[str, str] = catalog.descriptions(FeatureConfig())
 
 
 def NUMERIC_FEATURES(  # noqa: N802 - name fixed by the feature contract
-    spec: FeatureConfig, *, with_margin: bool = False, with_invoices: bool = False
+    spec: FeatureConfig,
+    *,
+    with_margin: bool = False,
+    with_invoices: bool = False,
+    with_interactions: bool = False,
 ) -> list[str]:
     """The model-ready numeric feature columns, in a fixed order (the feature catalog's).
 
@@ -118,6 +126,8 @@ def NUMERIC_FEATURES(  # noqa: N802 - name fixed by the feature contract
         Include the margin features (built when the clean transactions carry ``margin``).
     with_invoices:
         Include the invoice features (built when clean invoices are given: ``data.invoices``).
+    with_interactions:
+        Include the interaction features (built when clean interactions are given: ``data.interactions``).
 
     Returns
     -------
@@ -127,7 +137,9 @@ def NUMERIC_FEATURES(  # noqa: N802 - name fixed by the feature contract
         ``has_purchases`` (same information as ``n_purchase_days > 0``) and attribute columns are excluded.
     """
     _check_spec(spec)
-    return catalog.numeric_features(spec, with_margin=with_margin, with_invoices=with_invoices)
+    return catalog.numeric_features(
+        spec, with_margin=with_margin, with_invoices=with_invoices, with_interactions=with_interactions
+    )
 
 
 def feature_columns(
@@ -136,10 +148,13 @@ def feature_columns(
     *,
     with_margin: bool = False,
     with_invoices: bool = False,
+    with_interactions: bool = False,
 ) -> list[str]:
     """All columns of :func:`build_features` output, in order (margin features ``with_margin``, invoice
-    features ``with_invoices``)."""
-    numeric = NUMERIC_FEATURES(spec, with_margin=with_margin, with_invoices=with_invoices)
+    features ``with_invoices``, interaction features ``with_interactions``)."""
+    numeric = NUMERIC_FEATURES(
+        spec, with_margin=with_margin, with_invoices=with_invoices, with_interactions=with_interactions
+    )
     return ["customer_id", "as_of", "has_purchases", *numeric, *attributes]
 
 
@@ -252,6 +267,81 @@ _INVOICE_SELECT = (
 )
 
 
+def _interactions_select_sql(source: str) -> str:
+    """Normalise clean interactions to the columns the interaction features read (the event's calendar day)."""
+    return (
+        "SELECT CAST(customer_id AS STRING) AS customer_id, CAST(timestamp AS DATE) AS day, "
+        "CAST(kind AS STRING) AS kind, CAST(score AS DOUBLE) AS score\n"
+        f"FROM {source}\nWHERE customer_id IS NOT NULL AND timestamp IS NOT NULL AND kind IS NOT NULL"
+    )
+
+
+def _interaction_stats_cte(last_day: dt.date, trend_window: int) -> str:
+    """CTEs ``interaction_days`` and ``interaction_stats``: per (cutoff, customer), the interaction events dated
+    on or before the cutoff day (``age`` = days before the cutoff, 0 on the cutoff day itself).
+
+    Events are first counted per (customer, day, kind), so each cutoff joins one row per day and kind rather
+    than one per event."""
+    tw = int(trend_window)
+
+    def count(condition: str) -> str:
+        return f"SUM(CASE WHEN {condition} THEN x.events ELSE 0 END)"
+
+    complaint = "x.kind = 'complaint'"
+    return f"""
+interaction_days AS (
+    SELECT customer_id, day, kind, COUNT(*) AS events,
+           SUM(score) AS score_sum, COUNT(score) AS score_n
+    FROM interactions
+    WHERE day <= {_date_literal(last_day)}
+    GROUP BY customer_id, day, kind
+),
+interaction_aged AS (
+    SELECT c.as_of, x.*, CAST(c.as_of - x.day AS INT) AS age
+    FROM interaction_days x
+    JOIN cutoffs c ON x.day <= c.as_of
+),
+interaction_stats AS (
+    SELECT x.as_of, x.customer_id,
+           {count("x.age < 90")} AS interactions_90d,
+           {count(f"{complaint} AND x.age < 90")} AS complaints_90d,
+           {count(f"{complaint} AND x.age < 365")} AS complaints_365d,
+           {count(f"{complaint} AND x.age < {tw}")} AS complaints_recent,
+           {count(f"{complaint} AND x.age >= {tw} AND x.age < {2 * tw}")} AS complaints_previous,
+           {count("x.kind = 'ticket' AND x.age < 90")} AS tickets_90d,
+           {count("x.kind = 'campaign_send' AND x.age < 365")} AS campaign_sends_365d,
+           {count("x.kind = 'campaign_response' AND x.age < 365")} AS campaign_responses_365d,
+           {count("x.kind IN ('login', 'visit') AND x.age < 90")} AS visits_90d,
+           MIN(x.age) AS days_since_interaction,
+           MIN(CASE WHEN {complaint} THEN x.age END) AS days_since_complaint,
+           SUM(CASE WHEN x.kind = 'survey' AND x.age < 365 THEN x.score_sum END) AS survey_score_sum,
+           SUM(CASE WHEN x.kind = 'survey' AND x.age < 365 THEN x.score_n ELSE 0 END) AS survey_score_n
+    FROM interaction_aged x
+    GROUP BY x.as_of, x.customer_id
+)"""
+
+
+#: interaction feature columns of the final SELECT (``ix`` = interaction_stats, ``b`` = buyers, which carries
+#: ``purchase_days_365d``); customers without events get 0 for counts, NULL for rates, means and days since
+_INTERACTION_SELECT = (
+    "CAST(COALESCE(ix.interactions_90d, 0) AS DOUBLE) AS interactions_90d",
+    "CAST(COALESCE(ix.complaints_90d, 0) AS DOUBLE) AS complaints_90d",
+    "CAST(COALESCE(ix.complaints_365d, 0) AS DOUBLE) AS complaints_365d",
+    "CAST(COALESCE(ix.complaints_365d, 0) AS DOUBLE) / CAST(NULLIF(b.purchase_days_365d, 0) AS DOUBLE)"
+    " AS complaint_rate",
+    "CAST(COALESCE(ix.complaints_recent, 0) - COALESCE(ix.complaints_previous, 0) AS DOUBLE) AS complaints_trend",
+    "CAST(COALESCE(ix.tickets_90d, 0) AS DOUBLE) AS tickets_90d",
+    "CAST(COALESCE(ix.campaign_sends_365d, 0) AS DOUBLE) AS campaign_sends_365d",
+    "CAST(COALESCE(ix.campaign_responses_365d, 0) AS DOUBLE) AS campaign_responses_365d",
+    "CAST(ix.campaign_responses_365d AS DOUBLE) / CAST(NULLIF(ix.campaign_sends_365d, 0) AS DOUBLE)"
+    " AS response_rate",
+    "CAST(COALESCE(ix.visits_90d, 0) AS DOUBLE) AS visits_90d",
+    "CAST(ix.days_since_interaction AS DOUBLE) AS days_since_interaction",
+    "CAST(ix.days_since_complaint AS DOUBLE) AS days_since_complaint",
+    "CAST(ix.survey_score_sum AS DOUBLE) / CAST(NULLIF(ix.survey_score_n, 0) AS DOUBLE) AS score_mean",
+)
+
+
 def _purchase_days_ctes(last_day: dt.date, with_margin: bool = False) -> str:
     """CTEs ``purchase_days`` and ``first_purchases`` over view ``transactions`` up to ``last_day``.
 
@@ -306,12 +396,13 @@ def _features_sql(
     undated: Undated = "exclude",
     with_margin: bool = False,
     with_invoices: bool = False,
+    with_interactions: bool = False,
 ) -> str:
     """Features for every cutoff in table ``cutoffs(as_of)`` (all <= ``last_day``) from view ``transactions``
     (and view ``customers`` when ``with_customers``), as one query. ``with_labels`` joins table ``labels``
     and ``label_windows`` (see :func:`_labels_sql`), zero-filled, for training frames. ``with_margin`` adds
     the margin features (the view has a ``margin`` column); ``with_invoices`` the invoice features from view
-    ``invoices``."""
+    ``invoices``; ``with_interactions`` the interaction features from view ``interactions``."""
     window_aggs = []
     for w in spec.windows:
         window_aggs.append(f"SUM(CASE WHEN age < {w} THEN day_spend ELSE 0.0 END) AS spend_{w}d")
@@ -338,6 +429,8 @@ def _features_sql(
             "ELSE CAST(NULL AS DOUBLE) END AS margin_rate"
         )
         margin_select = ",\n       " + ",\n       ".join(cols)
+    if with_interactions:  # the denominator of complaint_rate, whatever the configured windows
+        window_aggs.append("SUM(CASE WHEN age < 365 THEN 1 ELSE 0 END) AS purchase_days_365d")
     window_sql = ",\n           ".join(window_aggs) + margin_aggs
 
     window_cols = [f"CAST(COALESCE(b.spend_{w}d, 0.0) AS DOUBLE) AS spend_{w}d" for w in spec.windows]
@@ -394,6 +487,15 @@ eligible AS (
     else:
         invoice_cte = invoice_select = invoice_join = ""
 
+    if with_interactions:
+        interaction_cte = "," + _interaction_stats_cte(last_day, spec.trend_window)
+        interaction_select = ",\n       " + ",\n       ".join(_INTERACTION_SELECT)
+        interaction_join = (
+            f"\nLEFT JOIN interaction_stats ix ON ix.as_of = {as_of} AND ix.customer_id = {customer_id}"
+        )
+    else:
+        interaction_cte = interaction_select = interaction_join = ""
+
     return f"""
 WITH {_purchase_days_ctes(last_day, with_margin)},
 aged AS (
@@ -433,7 +535,7 @@ buyers AS (
     SELECT d.*, fc.product_breadth, fc.n_order_ids
     FROM day_stats d
     LEFT JOIN first_counts fc ON fc.as_of = d.as_of AND fc.customer_id = d.customer_id
-){eligible}{invoice_cte}
+){eligible}{invoice_cte}{interaction_cte}
 SELECT {customer_id} AS customer_id,
        {as_of} AS as_of,
        b.customer_id IS NOT NULL AS has_purchases,
@@ -463,8 +565,8 @@ SELECT {customer_id} AS customer_id,
        CAST(NULLIF(b.product_breadth, 0) AS DOUBLE) AS product_breadth,
        CAST(b.quantity_total AS DOUBLE) AS quantity_total,
        CAST(CAST(b.as_of - b.last_day AS INT) AS DOUBLE) / NULLIF(b.interpurchase_mean_days, 0.0)
-           AS churn_risk_ratio{margin_select}{invoice_select}{attr_select}{label_select}
-{source}{invoice_join}{label_join}
+           AS churn_risk_ratio{margin_select}{invoice_select}{interaction_select}{attr_select}{label_select}
+{source}{invoice_join}{interaction_join}{label_join}
 ORDER BY as_of, customer_id
 """
 
@@ -764,6 +866,33 @@ def _register_invoices(runner: _SqlEngine, invoices: TableSource) -> None:
     runner.create_view("invoices", _invoices_select_sql("invoices_source"))
 
 
+#: clean interaction columns the interaction features read (ingest writes them, see docs/ingest.md)
+INTERACTION_COLUMNS = {
+    "customer_id": pa.string(),
+    "timestamp": pa.timestamp("us"),
+    "kind": pa.string(),
+    "score": pa.float64(),
+}
+
+
+def _register_interactions(runner: _SqlEngine, interactions: TableSource) -> None:
+    """Register clean interactions as view ``interactions``."""
+    present = _source_columns(interactions, "interactions")
+    missing = [c for c in INTERACTION_COLUMNS if c not in present]
+    if missing:
+        raise InputFileError(
+            f"{_label(interactions, 'interactions')}: missing column(s) {', '.join(missing)} "
+            f"(clean interactions need {', '.join(INTERACTION_COLUMNS)})"
+        )
+    source: _EngineSource
+    if isinstance(interactions, pd.DataFrame):
+        source = _typed_table(interactions, INTERACTION_COLUMNS)
+    else:
+        source = interactions
+    runner.register("interactions_source", source)
+    runner.create_view("interactions", _interactions_select_sql("interactions_source"))
+
+
 def _attribute_aliases(attributes: Sequence[str]) -> list[str]:
     """SQL-safe names for attribute columns (their own names may be keywords or contain spaces, and the two
     engines quote identifiers differently); the original names are restored on the Arrow result."""
@@ -807,6 +936,7 @@ def _normalise_features(
     with_labels: bool = False,
     with_margin: bool = False,
     with_invoices: bool = False,
+    with_interactions: bool = False,
 ) -> pd.DataFrame:
     """Same dtypes from both engines, converted in Arrow: str ids, datetime64[ns] cutoff, bool flag, float64
     features, attributes as str or None (and float64 labels plus a ``cutoff`` column ``with_labels``)."""
@@ -816,7 +946,9 @@ def _normalise_features(
         columns["cutoff"] = as_of
     columns["as_of"] = as_of
     columns["has_purchases"] = table["has_purchases"].cast(pa.bool_())
-    numeric = NUMERIC_FEATURES(spec, with_margin=with_margin, with_invoices=with_invoices)
+    numeric = NUMERIC_FEATURES(
+        spec, with_margin=with_margin, with_invoices=with_invoices, with_interactions=with_interactions
+    )
     columns.update({name: table[name].cast(pa.float64()) for name in numeric})
     for alias, name in zip(_attribute_aliases(attributes), attributes, strict=True):
         columns[name] = table[alias].cast(pa.string())
@@ -838,6 +970,7 @@ def _features_at(
     label_ends: Sequence[dt.date] | None = None,
     undated: Undated = "exclude",
     invoices: TableSource | None = None,
+    interactions: TableSource | None = None,
 ) -> pd.DataFrame:
     """Features at each cutoff; with ``label_ends`` (one per cutoff) also the labels of (cutoff, end]."""
     _check_undated(undated, customers is not None)
@@ -846,6 +979,9 @@ def _features_at(
     with_invoices = invoices is not None
     if invoices is not None:
         _register_invoices(runner, invoices)
+    with_interactions = interactions is not None
+    if interactions is not None:
+        _register_interactions(runner, interactions)
     runner.materialise("cutoffs", _dates_table_sql({"as_of": list(cutoffs)}))
     with_labels = label_ends is not None
     if label_ends is not None:
@@ -863,10 +999,17 @@ def _features_at(
             undated,
             with_margin,
             with_invoices,
+            with_interactions,
         )
     )
     return _normalise_features(
-        raw, spec, attributes, with_labels, with_margin=with_margin, with_invoices=with_invoices
+        raw,
+        spec,
+        attributes,
+        with_labels,
+        with_margin=with_margin,
+        with_invoices=with_invoices,
+        with_interactions=with_interactions,
     )
 
 
@@ -902,6 +1045,7 @@ def build_features(
     undated: Undated = "exclude",
     spark: SparkSettings | None = None,
     invoices: TableSource | None = None,
+    interactions: TableSource | None = None,
 ) -> pd.DataFrame:
     """Point-in-time customer features at a cutoff.
 
@@ -934,13 +1078,18 @@ def build_features(
         Optional clean invoices (path or DataFrame: ``customer_id``, ``issued``, ``due``, ``paid``,
         ``amount``), as ingest writes them from ``data.invoices``; adds the invoice features, computed from
         what is known at ``as_of`` (invoices issued by then; a payment after ``as_of`` leaves the invoice open).
+    interactions:
+        Optional clean interactions (path or DataFrame: ``customer_id``, ``timestamp``, ``kind``, ``score``),
+        as ingest writes them from ``data.interactions``; adds the interaction features, computed from the
+        events dated on or before ``as_of``. Events of customers outside the population are ignored.
 
     Returns
     -------
     pandas.DataFrame
         One row per customer, sorted by ``customer_id``, index ``0..n-1``, columns
         :func:`feature_columns` (``with_margin`` when the transactions carry ``margin``, ``with_invoices``
-        when ``invoices`` are given; see docs/features.md for every definition).
+        when ``invoices`` are given, ``with_interactions`` when ``interactions`` are given; see
+        docs/features.md for every definition).
 
     Raises
     ------
@@ -953,7 +1102,14 @@ def build_features(
     as_of = as_date(as_of, "as_of")
     with _open_engine(engine, spec, spark) as runner:
         return _features_at(
-            runner, transactions, [as_of], spec, customers, undated=undated, invoices=invoices
+            runner,
+            transactions,
+            [as_of],
+            spec,
+            customers,
+            undated=undated,
+            invoices=invoices,
+            interactions=interactions,
         )
 
 
@@ -967,6 +1123,7 @@ def spark_features(
     spark: SparkSettings | None = None,
     undated: Undated = "exclude",
     invoices: str | Path | None = None,
+    interactions: str | Path | None = None,
 ) -> Iterator[tuple[SparkDataFrame, list[str]]]:
     """The :func:`build_features` query at one cutoff as a lazy Spark DataFrame (nothing is collected).
 
@@ -986,6 +1143,9 @@ def spark_features(
     invoices:
         Optional clean invoices as a parquet path every executor can read; adds the invoice features (pass
         ``with_invoices=True`` to :func:`normalise_feature_batch` then).
+    interactions:
+        Optional clean interactions as a parquet path every executor can read; adds the interaction features
+        (pass ``with_interactions=True`` to :func:`normalise_feature_batch` then).
 
     Yields
     ------
@@ -1000,19 +1160,35 @@ def spark_features(
         attributes = _register_customers(runner, customers) if customers is not None else []
         if invoices is not None:
             _register_invoices(runner, invoices)
+        if interactions is not None:
+            _register_interactions(runner, interactions)
         runner.materialise("cutoffs", _dates_table_sql({"as_of": [as_of]}))
         sql = _features_sql(
-            spec, as_of, attributes, customers is not None, False, undated, with_invoices=invoices is not None
+            spec,
+            as_of,
+            attributes,
+            customers is not None,
+            False,
+            undated,
+            with_invoices=invoices is not None,
+            with_interactions=interactions is not None,
         )
         yield runner.spark.sql(sql), attributes
 
 
 def normalise_feature_batch(
-    batch: pa.Table, spec: FeatureConfig, attributes: Sequence[str], *, with_invoices: bool = False
+    batch: pa.Table,
+    spec: FeatureConfig,
+    attributes: Sequence[str],
+    *,
+    with_invoices: bool = False,
+    with_interactions: bool = False,
 ) -> pd.DataFrame:
     """Rows of a :func:`spark_features` DataFrame (an Arrow batch) as :func:`build_features` types them
-    (``with_invoices`` when it was given invoices)."""
-    return _normalise_features(batch, spec, attributes, with_invoices=with_invoices)
+    (``with_invoices`` when it was given invoices, ``with_interactions`` when it was given interactions)."""
+    return _normalise_features(
+        batch, spec, attributes, with_invoices=with_invoices, with_interactions=with_interactions
+    )
 
 
 def _label_windows(
@@ -1105,6 +1281,7 @@ def training_frame(
     undated: Undated = "exclude",
     spark: SparkSettings | None = None,
     invoices: TableSource | None = None,
+    interactions: TableSource | None = None,
 ) -> pd.DataFrame:
     """Features at several historical cutoffs joined with the labels that followed each.
 
@@ -1113,9 +1290,9 @@ def training_frame(
 
     Parameters
     ----------
-    transactions, spec, customers, engine, undated, spark, invoices:
-        As for :func:`build_features` (the population rule and the invoices' point-in-time rule apply at
-        every cutoff).
+    transactions, spec, customers, engine, undated, spark, invoices, interactions:
+        As for :func:`build_features` (the population rule and the point-in-time rules of invoices and
+        interactions apply at every cutoff).
     cutoffs:
         Cutoff dates (duplicates are ignored).
     horizon_days:
@@ -1146,6 +1323,7 @@ def training_frame(
             label_ends=ends,
             undated=undated,
             invoices=invoices,
+            interactions=interactions,
         )
 
 
@@ -1157,7 +1335,8 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
     cfg:
         The experiment; reads ``cfg.paths.clean_transactions`` and, when ``data.customers`` is configured and
         ingest wrote it, ``cfg.paths.clean_customers`` (restricted to ``data.customers.attributes`` if set);
-        with ``data.invoices``, ``cfg.paths.clean_invoices`` (required then).
+        with ``data.invoices``, ``cfg.paths.clean_invoices`` (required then); with ``data.interactions``,
+        ``cfg.paths.clean_interactions`` (required then).
     as_of:
         Cutoff date (inclusive).
 
@@ -1202,6 +1381,14 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
                 f"{invoices}: clean invoices not found (data.invoices is configured); run "
                 f"`segml ingest {experiment}` first"
             )
+    interactions: TableSource | None = None
+    if cfg.data.interactions is not None:
+        interactions = cfg.paths.clean_interactions
+        if not interactions.is_file():
+            raise SegmlError(
+                f"{interactions}: clean interactions not found (data.interactions is configured); run "
+                f"`segml ingest {experiment}` first"
+            )
     console = Console(stderr=True)
     with console.status(f"features {cfg.name} as of {as_of} ({cfg.engine})"):
         undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"
@@ -1214,6 +1401,7 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
             undated=undated,
             spark=cfg.spark,
             invoices=invoices,
+            interactions=interactions,
         )
         target = cfg.paths.features_file(as_of)
         write_parquet(frame, target)

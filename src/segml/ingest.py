@@ -40,11 +40,14 @@ import duckdb
 import pandas as pd
 
 from segml.config import (
+    INTERACTION_KINDS,
+    INTERACTION_ROLES,
     INVOICE_ROLES,
     CleaningRules,
     CustomerSource,
     DuplicateKey,
     ExperimentConfig,
+    InteractionSource,
     InvoiceSource,
     SourceJoin,
     TransactionSource,
@@ -69,6 +72,8 @@ __all__ = [
     "QUARANTINE_CUSTOMERS_FILE",
     "InvoiceReason",
     "CLEAN_INVOICE_COLUMNS",
+    "InteractionReason",
+    "CLEAN_INTERACTION_COLUMNS",
 ]
 
 #: file name of quarantined customer-attribute rows, next to the other ingest outputs
@@ -103,6 +108,35 @@ CLEAN_INVOICE_COLUMNS: dict[str, str] = {
 }
 _INVOICES_QUERY = "SELECT * FROM invoices_out ORDER BY customer_id, issued, invoice_id, source_row"
 _QUARANTINE_INVOICES_QUERY = "SELECT * FROM quarantine_invoices_out ORDER BY source_row"
+
+
+class InteractionReason(StrEnum):
+    """Why an interaction row was quarantined; a row with several faults gets the first reason in this order."""
+
+    MALFORMED_ROW = "malformed_row"  # a CSV line with too few/many fields or an unterminated quote
+    MISSING_CUSTOMER_ID = "missing_customer_id"
+    BAD_TIMESTAMP = "bad_timestamp"  # empty or not a date/timestamp
+    FUTURE_TIMESTAMP = "future_timestamp"  # after cleaning.max_date (default: the ingest day)
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"  # before cleaning.min_date
+    UNKNOWN_KIND = "unknown_kind"  # empty, or neither listed in ``kinds:`` nor a segml kind
+    BAD_SCORE = "bad_score"  # a score is given but is not a finite number
+    #: the same customer, timestamp, kind, channel, outcome and score as an earlier row (among rows with no
+    #: other fault; the first in file order is kept)
+    DUPLICATE_EVENT = "duplicate_event"
+
+
+#: clean interactions written by ingest (``interactions.parquet``), in this order, with these DuckDB types
+CLEAN_INTERACTION_COLUMNS: dict[str, str] = {
+    "customer_id": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "kind": "VARCHAR",  # one of segml.config.INTERACTION_KINDS
+    "channel": "VARCHAR",  # NULL when the role is not mapped or the field is empty
+    "outcome": "VARCHAR",
+    "score": "DOUBLE",
+    "source_row": "BIGINT",  # 1-based data row number in the interactions file
+}
+_INTERACTIONS_QUERY = "SELECT * FROM interactions_out ORDER BY customer_id, timestamp, kind, source_row"
+_QUARANTINE_INTERACTIONS_QUERY = "SELECT * FROM quarantine_interactions_out ORDER BY source_row"
 
 _ROW = "__source_row"  # internal 1-based row number column of raw tables
 _RAW = "__raw_line"  # internal: the raw text of a malformed CSV line (NULL for parsed rows)
@@ -166,6 +200,8 @@ class IngestResult:
     report: dict[str, Any]
     #: ``invoices.parquet`` (None without ``data.invoices``)
     invoices_path: Path | None = None
+    #: ``interactions.parquet`` (None without ``data.interactions``)
+    interactions_path: Path | None = None
 
 
 @dataclass
@@ -179,6 +215,8 @@ class FrameIngest:
     quarantine_customers: pd.DataFrame | None = None
     invoices: pd.DataFrame | None = None
     quarantine_invoices: pd.DataFrame | None = None
+    interactions: pd.DataFrame | None = None
+    quarantine_interactions: pd.DataFrame | None = None
 
 
 def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> IngestResult:
@@ -226,8 +264,24 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
             _read_file(
                 con, Path(invoices_raw.label), data.invoices.format, data.invoices.delimiter, invoices_raw
             )
+        interactions_raw = None
+        if data.interactions is not None:
+            interactions_raw = _interaction_table(data.interactions, str(cfg.resolve(data.interactions.path)))
+            _read_file(
+                con,
+                Path(interactions_raw.label),
+                data.interactions.format,
+                data.interactions.delimiter,
+                interactions_raw,
+            )
         report = _ingest_tables(
-            con, raws, data.cleaning, today=today, customers=customers_raw, invoices=invoices_raw
+            con,
+            raws,
+            data.cleaning,
+            today=today,
+            customers=customers_raw,
+            invoices=invoices_raw,
+            interactions=interactions_raw,
         )
         report["experiment"] = cfg.name
 
@@ -253,6 +307,14 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         else:
             for stale in (paths.clean_invoices, paths.quarantine_invoices):
                 stale.unlink(missing_ok=True)
+        interactions_path = None
+        if interactions_raw is not None:
+            interactions_path = paths.clean_interactions
+            _copy_parquet(con, _INTERACTIONS_QUERY, interactions_path)
+            _copy_parquet(con, _QUARANTINE_INTERACTIONS_QUERY, paths.quarantine_interactions)
+        else:
+            for stale in (paths.clean_interactions, paths.quarantine_interactions):
+                stale.unlink(missing_ok=True)
         write_json(paths.dq_report, report)
     finally:
         con.close()
@@ -263,6 +325,7 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         customers_path=customers_path,
         report=report,
         invoices_path=invoices_path,
+        interactions_path=interactions_path,
     )
 
 
@@ -277,6 +340,8 @@ def ingest_frames(
     threads: int | None = 1,
     invoices: pd.DataFrame | None = None,
     invoice_source: InvoiceSource | None = None,
+    interactions: pd.DataFrame | None = None,
+    interaction_source: InteractionSource | None = None,
 ) -> FrameIngest:
     """Run the same cleaning as :func:`run_ingest` on in-memory raw tables (no files read or written).
 
@@ -295,6 +360,8 @@ def ingest_frames(
         Optional raw customer-attribute frame and its configuration.
     invoices, invoice_source:
         Optional raw invoices frame and its configuration (``data.invoices``).
+    interactions, interaction_source:
+        Optional raw interactions frame and its configuration (``data.interactions``).
     threads:
         DuckDB threads.
 
@@ -324,7 +391,21 @@ def ingest_frames(
                 raise ValueError("invoices frame given without invoice_source")
             invoices_raw = _invoice_table(invoice_source, invoice_source.path)
             _load_frame(con, invoices, invoices_raw)
-        report = _ingest_tables(con, raws, rules, today=today, customers=customers_raw, invoices=invoices_raw)
+        interactions_raw = None
+        if interactions is not None:
+            if interaction_source is None:
+                raise ValueError("interactions frame given without interaction_source")
+            interactions_raw = _interaction_table(interaction_source, interaction_source.path)
+            _load_frame(con, interactions, interactions_raw)
+        report = _ingest_tables(
+            con,
+            raws,
+            rules,
+            today=today,
+            customers=customers_raw,
+            invoices=invoices_raw,
+            interactions=interactions_raw,
+        )
         clean = con.sql(_CLEAN_QUERY).df()
         quarantine = con.sql(_QUARANTINE_QUERY).df()
         result = FrameIngest(clean=clean, quarantine=quarantine, report=report)
@@ -336,6 +417,9 @@ def ingest_frames(
         if invoices_raw is not None:
             result.invoices = con.sql(_INVOICES_QUERY).df()
             result.quarantine_invoices = con.sql(_QUARANTINE_INVOICES_QUERY).df()
+        if interactions_raw is not None:
+            result.interactions = con.sql(_INTERACTIONS_QUERY).df()
+            result.quarantine_interactions = con.sql(_QUARANTINE_INTERACTIONS_QUERY).df()
     finally:
         con.close()
     return result
@@ -353,7 +437,7 @@ class _RawTable:
     name: str  # value of the ``source`` column
     label: str  # how error messages name the file
     config_key: str  # where the source sits in the YAML, for ConfigErrors
-    source: TransactionSource | CustomerSource | InvoiceSource | SourceJoin
+    source: TransactionSource | CustomerSource | InvoiceSource | InteractionSource | SourceJoin
     columns: list[str] = field(default_factory=list)  # original column names, file order
     types: dict[str, str] = field(default_factory=dict)
     rows_in: int = 0
@@ -416,6 +500,17 @@ def _invoice_table(source: InvoiceSource, label: str) -> _RawTable:
     source.check("data.invoices")  # also checked at load; frames built in code come here directly
     return _RawTable(
         table="raw_invoices", name="invoices", label=label, config_key="data.invoices", source=source
+    )
+
+
+def _interaction_table(source: InteractionSource, label: str) -> _RawTable:
+    source.check("data.interactions")  # also checked at load; frames built in code come here directly
+    return _RawTable(
+        table="raw_interactions",
+        name="interactions",
+        label=label,
+        config_key="data.interactions",
+        source=source,
     )
 
 
@@ -1230,11 +1325,13 @@ def _ingest_tables(
     today: dt.date | None,
     customers: _RawTable | None,
     invoices: _RawTable | None = None,
+    interactions: _RawTable | None = None,
 ) -> dict[str, Any]:
-    """Clean loaded raw tables into ``clean_out`` / ``quarantine_out`` (+ customers, + invoices); return the
-    DQ report (an ``invoices`` section only with invoices, so a report without them is unchanged)."""
+    """Clean loaded raw tables into ``clean_out`` / ``quarantine_out`` (+ customers, + invoices,
+    + interactions); return the DQ report (an ``invoices`` / ``interactions`` section only with that file, so
+    a report without them is unchanged)."""
     max_date = rules.max_date or today or dt.date.today()
-    extra = [table for table in (customers, invoices) if table is not None]
+    extra = [table for table in (customers, invoices, interactions) if table is not None]
     for raw in [*raws, *extra]:
         raw.nulls = tuple(rules.null_values)
     typed = []
@@ -1258,6 +1355,10 @@ def _ingest_tables(
     report["customers_file"] = _ingest_customers(con, customers, rules) if customers is not None else None
     if invoices is not None:
         report["invoices"] = _ingest_invoices(con, invoices, rules)
+    if interactions is not None:
+        report["interactions"] = _ingest_interactions(
+            con, interactions, rules, max_date, with_customers=customers is not None
+        )
     return report
 
 
@@ -1673,6 +1774,176 @@ def _ingest_invoices(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Clea
         "by_reason": {r.value: int(counts[r.value]) for r in InvoiceReason if counts.get(r.value)},
         "invoices_unpaid": int(unpaid),
         "invoice_customers_without_transactions": int(without_transactions),
+    }
+
+
+def _ingest_interactions(
+    con: duckdb.DuckDBPyConnection,
+    raw: _RawTable,
+    rules: CleaningRules,
+    max_date: dt.date,
+    *,
+    with_customers: bool,
+) -> dict[str, Any]:
+    """Create ``interactions_out`` / ``quarantine_interactions_out``; return the ``interactions`` report section.
+
+    Every rule but the duplicate one looks at the row alone (the date rules are those of transactions);
+    duplicates are looked for among rows with no other fault, the first in file order kept. Kept events of
+    customers found neither in the clean transactions nor in the clean customers are counted
+    (``unknown_customer``) and kept: the features only read events of customers in the population."""
+    source: InteractionSource = raw.source  # type: ignore[assignment]
+    _check_format_and_pattern(con, raw)
+    mapping = _map_columns(raw, INTERACTION_ROLES)
+    source_table = _trimmed_from(raw, mapping)
+
+    def text(role: str) -> str:
+        return _text_expr(raw, mapping[role]) if role in mapping else "CAST(NULL AS VARCHAR)"
+
+    kind_cases = " ".join(
+        f"WHEN {_literal(value)} THEN {_literal(kind)}" for value, kind in sorted(source.kind_map().items())
+    )
+    score_present = f"{text('score')} IS NOT NULL" if "score" in mapping else "false"
+    score = _number_expr(raw, mapping["score"]) if "score" in mapping else "CAST(NULL AS DOUBLE)"
+    reason = InteractionReason
+    faults = (
+        (reason.MALFORMED_ROW, "is_malformed"),
+        (reason.MISSING_CUSTOMER_ID, "customer_id IS NULL"),
+        (reason.BAD_TIMESTAMP, "timestamp IS NULL"),
+        (reason.FUTURE_TIMESTAMP, f"CAST(timestamp AS DATE) > DATE '{max_date.isoformat()}'"),
+        (reason.TIMESTAMP_OUT_OF_RANGE, f"timestamp < TIMESTAMP '{rules.min_date.isoformat()}'"),
+        (reason.UNKNOWN_KIND, "kind IS NULL"),
+        (reason.BAD_SCORE, "score_present AND NOT coalesce(isfinite(score), false)"),
+    )
+    fault_case = "CASE " + " ".join(f"WHEN {cond} THEN '{r.value}'" for r, cond in faults) + " END"
+    try:
+        con.execute(
+            f"""
+            CREATE TABLE interactions_faults AS
+            WITH parsed AS (
+                SELECT {_ROW} AS source_row,
+                       {text("customer_id")} AS customer_id,
+                       {_timestamp_expr(raw, mapping["timestamp"], source.timestamp_format)} AS timestamp,
+                       {text("kind")} AS kind_value,
+                       CASE lower({text("kind")}) {kind_cases} END AS kind,
+                       {text("channel")} AS channel,
+                       {text("outcome")} AS outcome,
+                       {score} AS score,
+                       {score_present} AS score_present,
+                       {_RAW} IS NOT NULL AS is_malformed
+                FROM {source_table}
+            )
+            SELECT *, {fault_case} AS fault FROM parsed
+            """
+        )
+    except duckdb.Error as exc:
+        raise InputFileError(
+            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
+        ) from None
+    con.execute(
+        f"""
+        CREATE TABLE interactions_checked AS
+        SELECT *, CASE WHEN fault IS NOT NULL THEN fault
+                       WHEN row_number() OVER (
+                           PARTITION BY fault, customer_id, timestamp, kind, channel, outcome, score
+                           ORDER BY source_row) > 1
+                       THEN '{reason.DUPLICATE_EVENT.value}' END AS reason
+        FROM interactions_faults
+        """
+    )
+    bad = con.execute(
+        """
+        SELECT count(*) FILTER (WHERE customer_id IS NULL AND NOT is_malformed),
+               count(*) FILTER (WHERE timestamp IS NULL AND NOT is_malformed),
+               count(*) FILTER (WHERE kind IS NULL AND NOT is_malformed),
+               count(*) FILTER (WHERE score_present AND NOT coalesce(isfinite(score), false))
+        FROM interactions_checked
+        """
+    ).fetchall()[0]
+    timestamp_words = (
+        f"not timestamps in format {source.timestamp_format!r} — wrong column or format?"
+        if source.timestamp_format
+        else "not dates/timestamps — wrong column, or set timestamp_format?"
+    )
+    # the values behind unknown_kind, most frequent first: what a ``kinds:`` mapping would have to list
+    unknown_values = con.execute(
+        f"""
+        SELECT kind_value, count(*) AS n FROM interactions_checked
+        WHERE fault = '{reason.UNKNOWN_KIND.value}' AND kind_value IS NOT NULL
+        GROUP BY kind_value ORDER BY n DESC, kind_value LIMIT 10
+        """
+    ).fetchall()
+    frequent = ", ".join(f"{value!r} ({n:,})" for value, n in unknown_values[:3])
+    kind_words = (
+        f"not known kinds (most frequent: {frequent}) — wrong column, or map them under "
+        "data.interactions.kinds (kinds: " + ", ".join(INTERACTION_KINDS) + ")?"
+        if frequent
+        else "empty — wrong column?"
+    )
+    checks = [("customer_id", raw.malformed, "malformed lines (wrong number of fields) — wrong delimiter?")]
+    checks += [
+        (role, count, what)
+        for role, count, what in zip(
+            ("customer_id", "timestamp", "kind", "score"),
+            bad,
+            (
+                "empty — wrong column?",
+                timestamp_words,
+                kind_words,
+                "not numbers — wrong column?",
+            ),
+            strict=True,
+        )
+        if role in mapping
+    ]
+    for role, count, what in checks:
+        if count > rules.max_bad_share * raw.rows_in:
+            raise InputFileError(
+                f"{raw.label}: column '{mapping[role]}' (role {role}): {count:,} of {raw.rows_in:,} rows are "
+                f"{what}"
+            )
+    clean_select = ", ".join(
+        f"CAST({col} AS {col_type}) AS {col}" for col, col_type in CLEAN_INTERACTION_COLUMNS.items()
+    )
+    con.execute(
+        f"CREATE TABLE interactions_out AS SELECT {clean_select} FROM interactions_checked WHERE reason IS NULL"
+    )
+    _build_quarantine(con, [raw], "interactions_checked", "quarantine_interactions_out", with_source=False)
+    known = "SELECT customer_id FROM clean_out"
+    if with_customers:
+        known += " UNION SELECT customer_id FROM customers_out"
+    kept, quarantined, unknown_customer, unknown_customer_ids = con.execute(
+        f"""
+        WITH unknown AS (SELECT customer_id FROM interactions_out WHERE customer_id NOT IN ({known}))
+        SELECT (SELECT count(*) FROM interactions_out),
+               (SELECT count(*) FROM quarantine_interactions_out),
+               (SELECT count(*) FROM unknown),
+               (SELECT count(DISTINCT customer_id) FROM unknown)
+        """
+    ).fetchall()[0]
+    if kept + quarantined != raw.rows_in:
+        raise RuntimeError(
+            f"ingest invariant violated for {raw.label}: rows_in {raw.rows_in} != "
+            f"kept {kept} + quarantined {quarantined}"
+        )
+    counts = dict(
+        con.execute(
+            "SELECT reason, count(*) FROM interactions_checked WHERE reason IS NOT NULL GROUP BY reason"
+        ).fetchall()
+    )
+    kinds = dict(con.execute("SELECT kind, count(*) FROM interactions_out GROUP BY kind").fetchall())
+    return {
+        "path": raw.label,
+        "format": raw.format,
+        "columns": dict(source.columns),
+        "kinds": dict(source.kinds),
+        "rows_in": int(raw.rows_in),
+        "rows_kept": int(kept),
+        "rows_quarantined": int(quarantined),
+        "by_reason": {r.value: int(counts[r.value]) for r in InteractionReason if counts.get(r.value)},
+        "by_kind": {k: int(kinds[k]) for k in INTERACTION_KINDS if kinds.get(k)},
+        "unknown_kind_values": {str(value): int(n) for value, n in unknown_values},
+        "unknown_customer": int(unknown_customer),
+        "unknown_customer_ids": int(unknown_customer_ids),
     }
 
 
