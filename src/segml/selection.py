@@ -336,6 +336,7 @@ def inner_validation(
     *,
     undated: str = "exclude",
     invoices: str | Path | pd.DataFrame | None = None,
+    interactions: str | Path | pd.DataFrame | None = None,
     n_boot: int = 200,
     weights_grid: Sequence[Weights] | None = None,
     baseline_settings: dict[str, Any] | None = None,
@@ -363,6 +364,8 @@ def inner_validation(
         Population rule for customers without a signup date (``data.customers.undated``).
     invoices:
         Optional clean invoices (``data.invoices``), as for :func:`segml.features.build_features`.
+    interactions:
+        Optional clean interactions (``data.interactions``), likewise.
     n_boot:
         Bootstrap replicates of the potential model's Gini difference.
     weights_grid:
@@ -384,7 +387,13 @@ def inner_validation(
     cutoff = inner_validation_cutoff(start, calibration_end, horizon_days)
     validation_days = (calibration_end - cutoff).days
     X = features.build_features(
-        transactions_path, cutoff, feature_config, customers_path, undated=undated, invoices=invoices
+        transactions_path,
+        cutoff,
+        feature_config,
+        customers_path,
+        undated=undated,
+        invoices=invoices,
+        interactions=interactions,
     )
     X = X[X["has_purchases"].astype(bool)].reset_index(drop=True)
     if X.empty:

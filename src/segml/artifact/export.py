@@ -105,6 +105,8 @@ class TrainingOutputs:
     scorer: Path | None = None
     #: clean invoices (present only with ``data.invoices``)
     invoices: Path | None = None
+    #: clean interactions (present only with ``data.interactions``)
+    interactions: Path | None = None
     #: population rule for customers without a signup date (``data.customers.undated``)
     undated: str = "exclude"
 
@@ -135,6 +137,7 @@ def training_outputs(cfg: ExperimentConfig) -> TrainingOutputs:
         ),
         scorer=(models / "scorer_production.json") if (models / "scorer_production.json").is_file() else None,
         invoices=cfg.paths.clean_invoices if cfg.data.invoices is not None else None,
+        interactions=cfg.paths.clean_interactions if cfg.data.interactions is not None else None,
         undated=cfg.data.customers.undated if cfg.data.customers is not None else "exclude",
     )
     experiment = cfg.source_path or f"experiments/{cfg.name}.yaml"
@@ -314,6 +317,7 @@ def _write_core_files(
         outputs.customers,
         undated=outputs.undated,
         invoices=outputs.invoices,
+        interactions=outputs.interactions,
     )
     rebuilt = grade_features(
         now, model, policy, reference, as_of=data_end, feature_config=cfg.features, scorer=scorer

@@ -41,6 +41,7 @@ from segml.config import (
     CustomerSource,
     DataConfig,
     FeatureConfig,
+    InteractionSource,
     InvoiceSource,
     TransactionSource,
     from_mapping,
@@ -410,7 +411,7 @@ def _side_source(
 ) -> Any:
     """The ``key`` mapping (``customers``, ``invoices``) of ``--mapping`` or else of the artifact, pointed at the
     given file or frame; ``missing`` is the error when neither maps it."""
-    kind = {"customers": CustomerSource, "invoices": InvoiceSource}[key]
+    kind = {"customers": CustomerSource, "invoices": InvoiceSource, "interactions": InteractionSource}[key]
     raw = (mapping or {}).get(key)
     if raw is None:
         stored = getattr(data, key)
@@ -439,22 +440,33 @@ def _customer_source(
 
 @dataclass
 class CleanInputs:
-    """Clean transactions, customers and invoices (paths to parquet files or frames) and the DQ summary."""
+    """Clean transactions, customers, invoices and interactions (paths to parquet files or frames) and the DQ
+    summary."""
 
     transactions: Any
     customers: Any
     report: dict[str, Any]
     invoices: Any = None
+    interactions: Any = None
+
+    @property
+    def event_tables(self) -> dict[str, Any]:
+        """The clean event tables as keyword arguments of the feature calls."""
+        return {"invoices": self.invoices, "interactions": self.interactions}
 
 
-def _invoice_source(data: DataConfig, mapping: dict[str, Any] | None, invoices: TableInput) -> InvoiceSource:
+def _event_source(
+    data: DataConfig, mapping: dict[str, Any] | None, key: str, table: TableInput | None
+) -> Any:
+    """The mapping of an event table given to ``segml grade`` (``invoices``, ``interactions``), or None."""
+    if table is None:
+        return None
     return _side_source(
         data,
         mapping,
-        "invoices",
-        invoices,
-        "invoices given but the artifact's model was trained without invoices (data.invoices): grade without "
-        "them",
+        key,
+        table,
+        f"{key} given but the artifact's model was trained without {key} (data.{key}): grade without them",
     )
 
 
@@ -465,12 +477,13 @@ def clean_inputs(
     mapping: dict[str, Any] | None,
     workdir: Path,
     invoices: TableInput | None = None,
+    interactions: TableInput | None = None,
 ) -> CleanInputs:
     """Map, validate and clean raw inputs with the same rules as ``segml ingest``.
 
     Files go through :func:`segml.ingest.run_ingest` (clean parquet written under ``workdir``); DataFrames
-    through :func:`segml.ingest.ingest_frames`. ``invoices`` (raw file or frame, optional) is cleaned with the
-    artifact's (or ``--mapping``'s) ``invoices`` mapping and rules.
+    through :func:`segml.ingest.ingest_frames`. ``invoices`` and ``interactions`` (raw files or frames, optional)
+    are cleaned with the artifact's (or ``--mapping``'s) mappings of them and its rules.
     """
     from segml.config import CutoffConfig, ExperimentConfig
     from segml.ingest import ingest_frames, run_ingest
@@ -480,7 +493,8 @@ def clean_inputs(
         raise InputFileError("no transaction input given")
     sources, rules = _sources(data, mapping, files)
     customer_source = _customer_source(data, mapping, customers) if customers is not None else None
-    invoice_source = _invoice_source(data, mapping, invoices) if invoices is not None else None
+    invoice_source = _event_source(data, mapping, "invoices", invoices)
+    interaction_source = _event_source(data, mapping, "interactions", interactions)
     frames = [isinstance(f, pd.DataFrame) for f in files]
     if any(frames) and not all(frames):
         raise InputFileError("give transactions either all as files or all as DataFrames")
@@ -489,6 +503,8 @@ def clean_inputs(
             customers = _read_table(Path(customers))
         if invoices is not None and not isinstance(invoices, pd.DataFrame):
             invoices = _read_table(Path(invoices))
+        if interactions is not None and not isinstance(interactions, pd.DataFrame):
+            interactions = _read_table(Path(interactions))
         result = ingest_frames(
             files,
             sources,
@@ -497,19 +513,25 @@ def clean_inputs(
             customer_source=customer_source,
             invoices=invoices,
             invoice_source=invoice_source,
+            interactions=interactions,
+            interaction_source=interaction_source,
             threads=None,
         )
-        return CleanInputs(result.clean, result.customers, result.report, result.invoices)
+        return CleanInputs(
+            result.clean, result.customers, result.report, result.invoices, result.interactions
+        )
     for file in files:
         if not Path(file).is_file():
             raise InputFileError(f"{file}: transactions file not found")
     customer_source = _on_disk(customers, customer_source, "customers", workdir)
     invoice_source = _on_disk(invoices, invoice_source, "invoices", workdir)
+    interaction_source = _on_disk(interactions, interaction_source, "interactions", workdir)
     cfg = ExperimentConfig(
         data=DataConfig(
             transactions=sources,
             customers=customer_source,
             invoices=invoice_source,
+            interactions=interaction_source,
             currency=data.currency,
             cleaning=rules,
         ),
@@ -518,7 +540,13 @@ def clean_inputs(
         root=workdir,
     )
     result = run_ingest(cfg)
-    return CleanInputs(result.transactions_path, result.customers_path, result.report, result.invoices_path)
+    return CleanInputs(
+        result.transactions_path,
+        result.customers_path,
+        result.report,
+        result.invoices_path,
+        result.interactions_path,
+    )
 
 
 def _on_disk(table: TableInput | None, source: Any, what: str, workdir: Path) -> Any:
@@ -567,18 +595,21 @@ def clean_for_grading(
     as_of: dt.date | str | None,
     report: dict[str, Any] | None,
     invoices: TableInput | None = None,
+    interactions: TableInput | None = None,
 ) -> tuple[CleanInputs, dt.date]:
     """Clean the raw inputs with the artifact's rules into ``folder`` and resolve the grading cutoff (the
     latest clean transaction day unless ``as_of`` is given); refuses input of which no row survives, and
-    an artifact trained with invoices graded without them (its payment features would all be missing)."""
+    an artifact trained with invoices or interactions graded without them (their features would all read as
+    "none")."""
     from segml.config import parse_date
 
-    if invoices is None and artifact.data.invoices is not None:
-        raise InputFileError(
-            f"artifact {artifact.name} {artifact.version} was trained with invoices (data.invoices): its model "
-            "reads payment features — give the invoices file (--invoices FILE)"
-        )
-    clean = clean_inputs(artifact.data, transactions, customers, mapping, folder, invoices)
+    for key, given in (("invoices", invoices), ("interactions", interactions)):
+        if given is None and getattr(artifact.data, key) is not None:
+            raise InputFileError(
+                f"artifact {artifact.name} {artifact.version} was trained with {key} (data.{key}): its model "
+                f"reads their features — give the {key} file (--{key} FILE)"
+            )
+    clean = clean_inputs(artifact.data, transactions, customers, mapping, folder, invoices, interactions)
     if report is not None:
         report.update(clean.report)
     if clean.report.get("rows_kept", 0) == 0:
@@ -606,6 +637,7 @@ def grade(
     refit_boundaries: bool = False,
     report: dict[str, Any] | None = None,
     invoices: TableInput | None = None,
+    interactions: TableInput | None = None,
 ) -> pd.DataFrame:
     """Grade customers from raw transactions with a verified artifact.
 
@@ -633,6 +665,8 @@ def grade(
     invoices:
         Raw invoices file or DataFrame; required when the artifact was trained with ``data.invoices`` (its
         payment features are computed from it as known at ``as_of``), refused otherwise.
+    interactions:
+        Raw interactions file or DataFrame; likewise for a model trained with ``data.interactions``.
 
     Returns
     -------
@@ -646,7 +680,7 @@ def grade(
         mapping = read_mapping(mapping)
     with tempfile.TemporaryDirectory(prefix="segml-grade-") as tmp:
         clean, cutoff = clean_for_grading(
-            artifact, transactions, customers, mapping, Path(tmp), as_of, report, invoices
+            artifact, transactions, customers, mapping, Path(tmp), as_of, report, invoices, interactions
         )
         spec = dataclasses.replace(artifact.feature_config, engine="duckdb")
         undated = artifact.data.customers.undated if artifact.data.customers is not None else "exclude"
@@ -656,7 +690,7 @@ def grade(
             spec,
             clean.customers,
             undated=undated if clean.customers is not None else "exclude",
-            invoices=clean.invoices,
+            **clean.event_tables,
         )
         if clean.customers is None:
             features = with_missing_attributes(features, artifact.feature_spec)

@@ -93,6 +93,7 @@ class _BatchGrader:
         cutoff: dt.date,
         schema: pa.Schema,
         with_invoices: bool = False,
+        with_interactions: bool = False,
     ) -> None:
         # the verification result is driver-side bookkeeping; the executors need the model and policy only
         self.artifact = dataclasses.replace(artifact, verified=None)
@@ -102,6 +103,7 @@ class _BatchGrader:
         self.cutoff = cutoff
         self.schema = schema
         self.with_invoices = with_invoices
+        self.with_interactions = with_interactions
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from segml.features import normalise_feature_batch
@@ -111,7 +113,11 @@ class _BatchGrader:
             if batch.num_rows == 0:
                 continue
             features = normalise_feature_batch(
-                pa.Table.from_batches([batch]), spec, self.attributes, with_invoices=self.with_invoices
+                pa.Table.from_batches([batch]),
+                spec,
+                self.attributes,
+                with_invoices=self.with_invoices,
+                with_interactions=self.with_interactions,
             )
             if not self.with_customers:
                 features = with_missing_attributes(features, self.artifact.feature_spec)
@@ -150,6 +156,7 @@ def grade_on_spark(
     work_dir: Path | str | None = None,
     report: dict[str, Any] | None = None,
     invoices: Path | str | None = None,
+    interactions: Path | str | None = None,
 ) -> dict[str, int]:
     """Grade customers with a verified artifact on Spark and write the grades as a Parquet dataset.
 
@@ -170,8 +177,8 @@ def grade_on_spark(
         multi-machine cluster give a folder every executor can read).
     report:
         When a dict is given, the ingest DQ summary is stored in it (``rows_in``, ``rows_kept``, ...).
-    invoices:
-        Raw invoices file, as for :func:`segml.artifact.load.grade`.
+    invoices, interactions:
+        Raw invoices / interactions files, as for :func:`segml.artifact.load.grade`.
 
     Returns
     -------
@@ -200,7 +207,7 @@ def grade_on_spark(
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="segml-grade-", dir=work_dir) as tmp:
         clean, cutoff = clean_for_grading(
-            artifact, transactions, customers, mapping, Path(tmp), as_of, report, invoices
+            artifact, transactions, customers, mapping, Path(tmp), as_of, report, invoices, interactions
         )
         schema = _grades_schema(artifact, reasons, cutoff)
         spec = dataclasses.replace(artifact.feature_config, engine="spark")
@@ -212,7 +219,7 @@ def grade_on_spark(
             clean.customers,
             spark=spark,
             undated=undated if clean.customers is not None else "exclude",
-            invoices=clean.invoices,
+            **clean.event_tables,
         ) as (features, attributes):
             session = features.sparkSession
             grader = _BatchGrader(
@@ -223,6 +230,7 @@ def grade_on_spark(
                 cutoff,
                 schema,
                 with_invoices=clean.invoices is not None,
+                with_interactions=clean.interactions is not None,
             )
             graded = features.mapInArrow(grader, _spark_schema(schema))
             if partition_by:

@@ -35,14 +35,15 @@ def _print_ingest(report: dict, console) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    invoices = report.get("invoices")
-    if invoices:
-        console.print(
-            f"ingest invoices: {invoices.get('rows_in', 0):,} rows in, {invoices.get('rows_kept', 0):,} kept, "
-            f"{invoices.get('rows_quarantined', 0):,} quarantined",
-            highlight=False,
-            soft_wrap=True,
-        )
+    for key in ("invoices", "interactions"):
+        section = report.get(key)
+        if section:
+            console.print(
+                f"ingest {key}: {section.get('rows_in', 0):,} rows in, {section.get('rows_kept', 0):,} kept, "
+                f"{section.get('rows_quarantined', 0):,} quarantined",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def register(app: typer.Typer) -> None:
@@ -122,6 +123,13 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--invoices",
                 help="Raw invoices file; required when the model was trained with data.invoices.",
+            ),
+        ] = None,
+        interactions: Annotated[
+            Path | None,
+            typer.Option(
+                "--interactions",
+                help="Raw interactions file; required when the model was trained with data.interactions.",
             ),
         ] = None,
         as_of: Annotated[
@@ -251,6 +259,7 @@ def register(app: typer.Typer) -> None:
                 work_dir=work_dir,
                 report=report,
                 invoices=invoices,
+                interactions=interactions,
             )
             _print_ingest(report, console)
             shares = ", ".join(f"{code} {n:,}" for code, n in counts.items())
@@ -271,6 +280,7 @@ def register(app: typer.Typer) -> None:
             refit_boundaries=refit_boundaries,
             report=report,
             invoices=invoices,
+            interactions=interactions,
         )
         if previous is not None:
             graded = _with_hysteresis(loaded, graded, previous, margin, periods, console)

@@ -83,6 +83,8 @@ class TrainingInput:
         First day of history to use; default the first transaction day.
     invoices:
         Optional clean invoices (``data.invoices``): adds the payment features, as known at each cutoff.
+    interactions:
+        Optional clean interactions (``data.interactions``): adds the contact features, as known at each cutoff.
     """
 
     transactions: str | Path | pd.DataFrame
@@ -91,6 +93,7 @@ class TrainingInput:
     customers: str | Path | pd.DataFrame | None = None
     start: dt.date | None = None
     invoices: str | Path | pd.DataFrame | None = None
+    interactions: str | Path | pd.DataFrame | None = None
 
 
 class InvalidParameter(ValueError):

@@ -687,6 +687,25 @@ class _Frame:
     spend: np.ndarray
 
 
+def _events(invoices: Any, interactions: Any) -> dict[str, Any]:
+    """The event tables given, as keyword arguments of the feature calls."""
+    return {
+        name: table
+        for name, table in (("invoices", invoices), ("interactions", interactions))
+        if table is not None
+    }
+
+
+def _numeric(spec: FeatureConfig, events: dict[str, Any]) -> list[str]:
+    """The numeric feature columns the model may read: the transaction features and those of the event
+    sources given."""
+    return list(
+        _features_module().NUMERIC_FEATURES(
+            spec, with_invoices="invoices" in events, with_interactions="interactions" in events
+        )
+    )
+
+
 def _stack(
     transactions: pd.DataFrame,
     cutoffs: list[dt.date],
@@ -695,13 +714,14 @@ def _stack(
     spec: FeatureConfig,
     customers: str | Path | pd.DataFrame | None,
     profile: np.ndarray,
-    invoices: str | Path | pd.DataFrame | None = None,
+    events: dict[str, Any] | None = None,
 ) -> _Frame:
     """Features at every cutoff with the net spend (≥ 0) in (cutoff, min(cutoff + horizon, label_end)],
     turned into a per-day rate (spend / seasonal weight of the window) weighted by the window's length.
-    ``invoices`` (clean, optional) adds the payment features, each as known at its cutoff."""
+    ``events`` (``invoices`` / ``interactions``: clean tables, optional) add their features, each as known at its
+    cutoff."""
     stacked = _features_module().training_frame(
-        transactions, cutoffs, horizon_days, spec, customers, label_end=label_end, invoices=invoices
+        transactions, cutoffs, horizon_days, spec, customers, label_end=label_end, **(events or {})
     )
     spend = stacked["future_spend"].to_numpy(dtype=float).clip(min=0.0)
     window = stacked["label_days"].to_numpy(dtype=float)
@@ -936,6 +956,7 @@ class PotentialValueModel(BaseEstimator):
         *,
         start: dt.date | None = None,
         invoices: str | Path | pd.DataFrame | None = None,
+        interactions: str | Path | pd.DataFrame | None = None,
     ) -> PotentialValueModel:
         """Select and fit the model on data up to ``calibration_end`` (inclusive) only.
 
@@ -957,6 +978,9 @@ class PotentialValueModel(BaseEstimator):
         invoices:
             Optional clean invoices (``data.invoices``): the payment features join the model's inputs, each
             as known at its cutoff (an invoice paid after a cutoff is open at it).
+        interactions:
+            Optional clean interactions (``data.interactions``): the contact features (complaints, campaign
+            responses, visits, survey scores) join the model's inputs, each as known at its cutoff.
 
         Returns
         -------
@@ -964,18 +988,19 @@ class PotentialValueModel(BaseEstimator):
             ``self``, fitted.
         """
         if isinstance(transactions, TrainingInput):
-            given = (calibration_end, spec, customers, start, invoices)
+            given = (calibration_end, spec, customers, start, invoices, interactions)
             if any(value is not None for value in given):
                 raise ValueError(
                     "PotentialValueModel.fit: pass either a TrainingInput or the separate inputs, not both"
                 )
-            transactions, calibration_end, spec, customers, start, invoices = (
+            transactions, calibration_end, spec, customers, start, invoices, interactions = (
                 transactions.transactions,
                 transactions.calibration_end,
                 transactions.feature_config,
                 transactions.customers,
                 transactions.start,
                 transactions.invoices,
+                transactions.interactions,
             )
         if calibration_end is None:
             raise ValueError("PotentialValueModel.fit: calibration_end is required")
@@ -996,7 +1021,8 @@ class PotentialValueModel(BaseEstimator):
                 f"cutoffs: the training period {start}..{calibration_end} ({span} days) is too short to "
                 f"select a model on a validation cutoff inside it (needs at least {4 * step} days)"
             )
-        numeric = list(_features_module().NUMERIC_FEATURES(spec, with_invoices=invoices is not None))
+        events = _events(invoices, interactions)
+        numeric = _numeric(spec, events)
 
         # final-fit rows; the rows at the validation cutoff double as the validation fold, because their
         # label window (validation cutoff, calibration end] is exactly the inner task's horizon
@@ -1009,7 +1035,7 @@ class PotentialValueModel(BaseEstimator):
             spec,
             customers,
             self.season_profile_,
-            invoices,
+            events,
         )
         at_validation = (outer.features["cutoff"] == pd.Timestamp(validation_cutoff)).to_numpy()
         validation = outer.features.loc[at_validation].reset_index(drop=True)
@@ -1019,7 +1045,7 @@ class PotentialValueModel(BaseEstimator):
         # selection on the half-size task: cutoffs before the validation cutoff, labels clipped there
         inner_profile = self._profile(history, start, validation_cutoff)
         inner = _stack(
-            history, inner_cutoffs, inner_horizon, validation_cutoff, spec, customers, inner_profile, invoices
+            history, inner_cutoffs, inner_horizon, validation_cutoff, spec, customers, inner_profile, events
         )
         validation_weight = season_weight(inner_profile, [validation_cutoff], inner_horizon)[0]
         design = _design_from_frame(inner.features, numeric, self.categorical, self.max_levels)
@@ -1046,7 +1072,7 @@ class PotentialValueModel(BaseEstimator):
             "lapse": None,
         }
         self._fit_final(
-            outer, outer_cutoffs, start, calibration_end, numeric, spec, customers, history, invoices
+            outer, outer_cutoffs, start, calibration_end, numeric, spec, customers, history, events
         )
         # the recency calibration is measured on the forecast it will correct: this final model's own, at the
         # validation cutoff (its rows are in the final fit, so the measured miscalibration is if anything
@@ -1210,7 +1236,7 @@ class PotentialValueModel(BaseEstimator):
         spec: FeatureConfig,
         customers: str | Path | pd.DataFrame | None,
         history: pd.DataFrame,
-        invoices: str | Path | pd.DataFrame | None = None,
+        events: dict[str, Any] | None = None,
     ) -> None:
         blend_params = self.params_.get("blend")
         if blend_params is not None:
@@ -1225,7 +1251,7 @@ class PotentialValueModel(BaseEstimator):
                 from segml.models import blend
 
                 latest = _features_module().build_features(
-                    history, data_end, spec, customers, invoices=invoices
+                    history, data_end, spec, customers, **(events or {})
                 )
                 fitted_btyd = blend.fit_btyd(latest)
                 if fitted_btyd is None:  # cannot happen when it fitted on the validation fold; be safe
@@ -1274,6 +1300,7 @@ class PotentialValueModel(BaseEstimator):
         *,
         start: dt.date | None = None,
         invoices: str | Path | pd.DataFrame | None = None,
+        interactions: str | Path | pd.DataFrame | None = None,
     ) -> PotentialValueModel:
         """Refit the selected settings on all data up to ``data_end`` (no new selection).
 
@@ -1282,7 +1309,7 @@ class PotentialValueModel(BaseEstimator):
 
         Parameters
         ----------
-        transactions, spec, customers, start, invoices:
+        transactions, spec, customers, start, invoices, interactions:
             As in :meth:`fit`.
         data_end:
             Latest day of data (inclusive), usually the last transaction day.
@@ -1304,6 +1331,7 @@ class PotentialValueModel(BaseEstimator):
         production.params_ = {**self.params_, "rounds": dict(self.params_["rounds"]), "step_days": step}
         production.selection_ = self.selection_.copy()
         production.season_profile_ = production._profile(history, start, data_end)
+        events = _events(invoices, interactions)
         frame = _stack(
             history,
             cutoffs,
@@ -1312,11 +1340,11 @@ class PotentialValueModel(BaseEstimator):
             spec,
             customers,
             production.season_profile_,
-            invoices,
+            events,
         )
-        numeric = list(_features_module().NUMERIC_FEATURES(spec, with_invoices=invoices is not None))
+        numeric = _numeric(spec, events)
         production.blend_selection_ = getattr(self, "blend_selection_", None)
-        production._fit_final(frame, cutoffs, start, data_end, numeric, spec, customers, history, invoices)
+        production._fit_final(frame, cutoffs, start, data_end, numeric, spec, customers, history, events)
         return production
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:

@@ -65,12 +65,13 @@ class FeatureSources:
 
     Every feature call of every stage (training, backtest, grading, monitoring, export) takes its inputs from
     here, so a source the experiment configures (``data.customers``, ``data.invoices``) reaches every model and
-    the grades alike. Build with :func:`feature_sources`.
+    the grades alike (``data.interactions`` likewise). Build with :func:`feature_sources`.
     """
 
     transactions: Path
     customers: Path | None = None
     invoices: Path | None = None
+    interactions: Path | None = None
     #: population rule for customers without a signup date (``data.customers.undated``)
     undated: str = "exclude"
 
@@ -78,13 +79,13 @@ class FeatureSources:
     def extra(self) -> dict[str, Any]:
         """Keyword arguments of :func:`segml.features.build_features` / ``training_frame`` beyond the
         transactions and customers."""
-        return {"undated": self.undated, "invoices": self.invoices}
+        return {"undated": self.undated, **self.event_tables}
 
     @property
     def event_tables(self) -> dict[str, Any]:
         """The event sources alone (what :class:`~segml.models.base.TrainingInput` and the potential
         model's ``fit`` take)."""
-        return {"invoices": self.invoices}
+        return {"invoices": self.invoices, "interactions": self.interactions}
 
 
 def feature_sources(cfg: ExperimentConfig) -> FeatureSources:
@@ -92,16 +93,18 @@ def feature_sources(cfg: ExperimentConfig) -> FeatureSources:
     error (run ``segml ingest``), a configured customers file that ingest did not write is left out."""
     paths = cfg.paths
     customers = paths.clean_customers if cfg.data.customers and paths.clean_customers.is_file() else None
-    invoices = None
-    if cfg.data.invoices is not None:
-        invoices = paths.clean_invoices
-        if not invoices.is_file():
-            raise SegmlError(
-                f"{invoices}: clean invoices not found (data.invoices is configured) — run "
-                f"`segml ingest {cfg.label}` first"
-            )
+    events: dict[str, Path | None] = {}
+    for key, clean in (("invoices", paths.clean_invoices), ("interactions", paths.clean_interactions)):
+        events[key] = None
+        if getattr(cfg.data, key) is not None:
+            if not clean.is_file():
+                raise SegmlError(
+                    f"{clean}: clean {key} not found (data.{key} is configured) — run `segml ingest {cfg.label}` "
+                    "first"
+                )
+            events[key] = clean
     undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"
-    return FeatureSources(paths.clean_transactions, customers, invoices, undated)
+    return FeatureSources(paths.clean_transactions, customers, undated=undated, **events)
 
 
 @dataclass

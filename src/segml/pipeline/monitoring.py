@@ -379,7 +379,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
         "artifact": artifact.manifest.get("manifest_sha256") or sha256_file(artifact.path / "manifest.json"),
         "transactions": sha256_file(clean),
         "customers": None if customers_path is None else sha256_file(customers_path),
-        **({} if sources.invoices is None else {"invoices": sha256_file(sources.invoices)}),
+        **{key: sha256_file(path) for key, path in sources.event_tables.items() if path is not None},
         "hysteresis": dataclasses.asdict(hysteresis),
         "realised_horizon_days": horizon,
     }

@@ -1,5 +1,6 @@
-"""An experiment with ``data.invoices``: the payment features reach the potential model, the current grades and
-the artifact, and ``segml grade`` needs the invoices the model was trained with."""
+"""An experiment with ``data.invoices`` and ``data.interactions``: their features reach the potential model, the
+current grades, the risk flags and the artifact, and ``segml grade`` needs the event files the model was trained
+with."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ runner = CliRunner()
 INVOICE_FEATURES = set(NUMERIC_FEATURES(FeatureConfig(), with_invoices=True)) - set(
     NUMERIC_FEATURES(FeatureConfig())
 )
+#: the contact features (what the interactions add)
+INTERACTION_FEATURES = set(NUMERIC_FEATURES(FeatureConfig(), with_interactions=True)) - set(
+    NUMERIC_FEATURES(FeatureConfig())
+)
+
+
+def _complains(customer: str) -> bool:
+    return zlib.crc32(f"c{customer}".encode()) % 8 == 0
 
 
 def _write_invoices(raw: Path) -> Path:
@@ -67,11 +76,26 @@ def _write_invoices(raw: Path) -> Path:
     return path
 
 
+def _write_interactions(raw: Path) -> Path:
+    """Contacts in the user's own words: every customer gets a newsletter a month; a fixed eighth complains
+    a few weeks before the calibration end and twice in the last 60 days of the data."""
+    customers = pd.read_parquet(raw / "customers.parquet", columns=["customer_id"])["customer_id"].dropna()
+    months = pd.date_range("2024-01-01", "2026-06-01", freq="MS") + pd.Timedelta(days=14)
+    rows = [(c, ts.strftime("%Y-%m-%d %H:%M"), "Newsletter", "email", "") for c in customers for ts in months]
+    for c in customers[customers.map(_complains)]:
+        for day in ("2025-06-01", "2026-05-10", "2026-06-20"):
+            rows.append((c, f"{day} 10:00", "Beschwerde", "phone", "open"))
+    path = raw / "contacts.csv"
+    pd.DataFrame(rows, columns=["kunde", "zeit", "art", "kanal", "status"]).to_csv(path, index=False)
+    return path
+
+
 @pytest.fixture(scope="module")
 def invoiced(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("invoices_project")
     yaml_path = make_project(root)
     invoices = _write_invoices(root / "data" / "raw" / "smoke")
+    interactions = _write_interactions(root / "data" / "raw" / "smoke")
     document = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     document["data"]["invoices"] = {
         "path": "data/raw/smoke/invoices.csv",
@@ -84,18 +108,34 @@ def invoiced(tmp_path_factory: pytest.TempPathFactory):
             "amount": "total",
         },
     }
+    document["data"]["interactions"] = {
+        "path": "data/raw/smoke/contacts.csv",
+        "columns": {
+            "customer_id": "kunde",
+            "timestamp": "zeit",
+            "kind": "art",
+            "channel": "kanal",
+            "outcome": "status",
+        },
+        "kinds": {"beschwerde": "complaint", "Newsletter": "campaign_send"},
+    }
     yaml_path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     cfg = load_experiment(yaml_path, root=root)
     run_ingest(cfg)
     run_pipeline(cfg, stages=stages_between(until="monitor"), backtest=False, progress=False, track=False)
-    return cfg, invoices
+    return cfg, invoices, interactions
 
 
 def test_context_and_grades_carry_the_payment_features(invoiced) -> None:
-    cfg, _ = invoiced
+    cfg, _, _ = invoiced
     ctx = load_context(cfg)
     assert ctx.sources.invoices == cfg.paths.clean_invoices
-    assert set(ctx.calibration_features.columns) >= INVOICE_FEATURES
+    assert ctx.sources.interactions == cfg.paths.clean_interactions
+    assert set(ctx.calibration_features.columns) >= INVOICE_FEATURES | INTERACTION_FEATURES
+    # the complaint a few weeks before the calibration end is known there
+    complained = ctx.calibration_features["customer_id"].map(_complains).to_numpy()
+    assert (ctx.calibration_features.loc[complained, "complaints_90d"] == 1).all()
+    assert (ctx.calibration_features.loc[~complained, "complaints_90d"] == 0).all()
     # the late payers' invoices are known at the calibration end: some customers owe money there
     assert (ctx.calibration_features["overdue_amount"] > 0).any()
 
@@ -103,15 +143,15 @@ def test_context_and_grades_carry_the_payment_features(invoiced) -> None:
 def test_potential_model_reads_the_payment_features(invoiced) -> None:
     import json
 
-    cfg, _ = invoiced
+    cfg, _, _ = invoiced
     for name in ("potential_holdout", "potential_production"):
         state = json.loads((cfg.paths.processed / "models" / f"{name}.json").read_text(encoding="utf-8"))
         model = load_model(state)
-        assert set(model.feature_names_) >= INVOICE_FEATURES, name
+        assert set(model.feature_names_) >= INVOICE_FEATURES | INTERACTION_FEATURES, name
 
 
 def test_grade_needs_the_invoices_and_reproduces_the_grades(invoiced, tmp_path: Path) -> None:
-    cfg, invoices = invoiced
+    cfg, invoices, interactions = invoiced
     path = export_artifact(cfg)  # the export re-grades from the packaged pieces, invoices included
     raw = cfg.root / "data" / "raw" / "smoke"
     args = [
@@ -122,11 +162,13 @@ def test_grade_needs_the_invoices_and_reproduces_the_grades(invoiced, tmp_path: 
         "--customers",
         str(raw / "customers.parquet"),
     ]
-    missing = runner.invoke(app, [*args, "--out", str(tmp_path / "without.parquet")])
-    assert missing.exit_code != 0
-    assert "--invoices" in missing.output and "Traceback" not in missing.output
+    for given, needed in (([], "--invoices"), (["--invoices", str(invoices)], "--interactions")):
+        missing = runner.invoke(app, [*args, *given, "--out", str(tmp_path / "without.parquet")])
+        assert missing.exit_code != 0
+        assert needed in missing.output and "Traceback" not in missing.output
     out = tmp_path / "grades.parquet"
-    result = runner.invoke(app, [*args, "--invoices", str(invoices), "--out", str(out)])
+    events = ["--invoices", str(invoices), "--interactions", str(interactions)]
+    result = runner.invoke(app, [*args, *events, "--out", str(out)])
     assert result.exit_code == 0, result.output
     graded = pd.read_parquet(out).drop(columns="artifact_version")
     expected = pd.read_parquet(cfg.paths.processed / "grades.parquet")
@@ -137,7 +179,7 @@ def test_grade_needs_the_invoices_and_reproduces_the_grades(invoiced, tmp_path: 
 def test_late_payers_carry_the_risk_flags_in_grades_lists_and_summary(invoiced) -> None:
     import json
 
-    cfg, invoices = invoiced
+    cfg, invoices, _ = invoiced
     grades = pd.read_parquet(cfg.paths.processed / "grades.parquet")
     assert "risk_flags" in grades.columns
     table = pd.read_csv(invoices, dtype={"cust": str, "paid_on": str})
@@ -156,6 +198,11 @@ def test_late_payers_carry_the_risk_flags_in_grades_lists_and_summary(invoiced) 
     assert not flags[~late].str.contains("pays late", regex=False).any()
     assert overdue.any()
     assert (flags.str.contains("overdue invoices", regex=False).to_numpy() == overdue).all()
+    # two complaints in the last 90 days of the data, one a year before: recent complaints, and up
+    complained = grades["customer_id"].map(_complains).to_numpy()
+    assert complained.any()
+    assert (flags.str.contains("recent complaints", regex=False).to_numpy() == complained).all()
+    assert (flags.str.contains("complaints up", regex=False).to_numpy() == complained).all()
     lists = pd.read_csv(next((cfg.paths.processed / "grade_lists").glob("grade_*.csv")), encoding="utf-8-sig")
     assert "Risk flags" in lists.columns
     summary = json.loads((cfg.paths.reports / "grades_summary.json").read_text(encoding="utf-8"))
