@@ -4,6 +4,7 @@ with."""
 
 from __future__ import annotations
 
+import json
 import zlib
 from pathlib import Path
 
@@ -148,6 +149,21 @@ def test_potential_model_reads_the_payment_features(invoiced) -> None:
         state = json.loads((cfg.paths.processed / "models" / f"{name}.json").read_text(encoding="utf-8"))
         model = load_model(state)
         assert set(model.feature_names_) >= INVOICE_FEATURES | INTERACTION_FEATURES, name
+
+
+def test_comparison_shows_the_model_without_the_event_sources(invoiced) -> None:
+    cfg, _, _ = invoiced
+    table = {row["model"]: row for row in json.loads((cfg.paths.reports / "comparison.json").read_text())}
+    assert {"potential", "potential_transactions_only"} <= set(table)
+    details = json.loads((cfg.paths.reports / "models" / "potential.json").read_text(encoding="utf-8"))
+    gain = details["event_sources"]
+    assert gain["sources"] == ["interactions", "invoices"]
+    assert gain["holdout_gini"] == pytest.approx(table["potential"]["normalized_gini"])
+    assert gain["holdout_gini_transactions_only"] == pytest.approx(
+        table["potential_transactions_only"]["normalized_gini"]
+    )
+    d = gain["holdout_gini_gain"]
+    assert d["low"] <= d["diff"] <= d["high"]
 
 
 def test_grade_needs_the_invoices_and_reproduces_the_grades(invoiced, tmp_path: Path) -> None:

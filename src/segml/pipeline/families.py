@@ -217,6 +217,11 @@ def _fit_tree(ctx: TrainContext) -> FamilyResult:
     return persist(ctx, result)
 
 
+#: the potential model refit without the event sources (``data.invoices`` / ``data.interactions``), shown in the
+#: comparison when the experiment has them
+TRANSACTIONS_ONLY = "potential_transactions_only"
+
+
 def potential_model(ctx: TrainContext):
     from segml.models.potential import PotentialValueModel
 
@@ -269,6 +274,32 @@ def _fit_potential(ctx: TrainContext, *, production: bool = True) -> FamilyResul
         "global_importance": global_importance(contrib),
         "fit_seconds": fit_seconds,
     }
+    predictions = {"potential": prediction}
+    events = sorted(name for name, table in ctx.event_tables.items() if table is not None)
+    if events:
+        # what the event sources are worth: the same settings on transactions (and customers) alone, scored on
+        # the same holdout; reported next to the model, never used to choose it
+        t2 = time.perf_counter()
+        plain = potential_model(ctx).fit(
+            ctx.transactions_path, ctx.timeline.calibration_end, ctx.cfg.features, ctx.customers_path
+        )
+        predictions[TRANSACTIONS_ONLY] = plain.predict(ctx.calibration_features)
+        diff, low, high = evaluate.paired_bootstrap_gini_diff(
+            ctx.holdout_spend,
+            prediction,
+            predictions[TRANSACTIONS_ONLY],
+            n_boot=ctx.models.evaluation.n_boot,
+            seed=ctx.cfg.seed,
+        )
+        details["event_sources"] = {
+            "sources": events,
+            "transactions_only_fit_seconds": _timed(t2),
+            "holdout_gini": evaluate.normalized_gini(ctx.holdout_spend, prediction),
+            "holdout_gini_transactions_only": evaluate.normalized_gini(
+                ctx.holdout_spend, predictions[TRANSACTIONS_ONLY]
+            ),
+            "holdout_gini_gain": {"diff": diff, "low": low, "high": high},
+        }
     fitted: dict[str, Any] = {"holdout_model": model}
     write_json(ctx.model_state_file("potential_holdout"), jsonable(model.to_dict()))
     if production:
@@ -284,7 +315,8 @@ def _fit_potential(ctx: TrainContext, *, production: bool = True) -> FamilyResul
         details["production_training_end"] = ctx.timeline.data_end
         write_json(ctx.model_state_file("potential_production"), jsonable(prod.to_dict()))
         fitted["production_model"] = prod
-    result = FamilyResult("potential", {"potential": prediction}, {"potential": True}, details, fitted)
+    money = dict.fromkeys(predictions, True)
+    result = FamilyResult("potential", predictions, money, details, fitted)
     return persist(ctx, result)
 
 

@@ -82,6 +82,7 @@ COLUMN_LABELS: dict[str, str] = {
 #: plain-words names of the models the comparison shows
 MODEL_LABELS: dict[str, str] = {
     "potential": "Potential value model",
+    "potential_transactions_only": "Potential value model, transactions only",
     "btyd": "Purchase-rate model (BTYD)",
     "rfm": "RFM score",
     "past_spend": "Past spend",
