@@ -514,7 +514,7 @@ def test_lapse_shows_in_complaints_and_payments_before_the_cutoff_not_in_spend(p
     assert distressed["complaints_90d"].mean() > 4 * others["complaints_90d"].mean()
     assert distressed["days_late_recent"].mean() > 2 * others["days_late_recent"].mean()
     assert (distressed["overdue_amount"] > 0).mean() > 2 * (others["overdue_amount"] > 0).mean()
-    assert (distressed["complaints_planted"] > 0).mean() > 0.5
+    assert (distressed["complaints_planted"] > 0).mean() > 0.35
     assert (others["complaints_planted"] == 0).all()
     # spend before the cutoff is not what gives them away: relative to the latent rate it is as usual
     expected_180d = alive["purchase_rate"] * alive["mean_basket"] * 180
@@ -670,3 +670,18 @@ def test_dirty_keeps_clean_invoices_and_interactions(dirty: SynthData):
         timestamp=clean.interactions["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")
     )
     pd.testing.assert_frame_equal(kept, expected)
+
+
+def test_product_mix_moves_the_margin_rate(clean: SynthData):
+    truth = clean.truth
+    expected = truth[truth["true_expected_spend"] > 0]
+    rate = (expected["true_expected_margin"] / expected["true_expected_spend"]).groupby(
+        expected["product_mix"]
+    )
+    rate = rate.median()
+    assert rate["value"] + 0.015 < rate["standard"] < rate["premium"] - 0.015
+    buyers = truth[truth["realized_spend"] > 200]
+    realized = (buyers["realized_margin"] / buyers["realized_spend"]).groupby(buyers["product_mix"]).median()
+    assert realized["value"] < realized["standard"] < realized["premium"]
+    info = clean.truth_json["planted_effects"]["margin"]["expected_order_margin_rate"]
+    assert info["value"] < info["standard"] < info["premium"]

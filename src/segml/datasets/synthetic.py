@@ -223,7 +223,7 @@ LAPSE_PRONE_SHARE = 0.30
 LAPSE_ONSET_PER_YEAR = 0.8
 LAPSE_LEAD_DAYS = 120
 COMPLAINTS_PER_YEAR = 0.3
-DISTRESS_COMPLAINTS_PER_YEAR = 5.0
+DISTRESS_COMPLAINTS_PER_YEAR = 6.0
 TICKETS_PER_YEAR = 1.0
 LOGINS_PER_ORDER = 1.5
 VISITS_PER_ORDER = 1.0
@@ -246,6 +246,11 @@ DISTRESS_EXTRA_DAYS = 25.0
 DISTRESS_UNPAID_PROBABILITY = 0.35
 #: Beta parameters of the per-product margin rate (mean 0.28)
 MARGIN_RATE_BETA = (5.6, 14.4)
+#: customer product mix: the first product of an order is drawn with popularity x exp(tilt x z), z the
+#: standardised product margin rate, so the expected margin rate differs between the mixes
+PRODUCT_MIXES = ("value", "standard", "premium")
+PRODUCT_MIX_SHARE = np.array([0.3, 0.4, 0.3])
+PRODUCT_MIX_TILT = np.array([-1.2, 0.0, 1.2])
 
 #: segml interaction kinds and the words the generated file uses for them (the experiment's ``kinds:``)
 INTERACTION_KINDS = ("complaint", "ticket", "campaign_send", "campaign_response", "login", "visit", "survey")
@@ -427,11 +432,16 @@ def _build_tables(spec: SynthSpec) -> _Tables:
 
     customers = _draw_customers(spec, rng)
     behaviour = _draw_behaviour(spec, customers, behaviour_rng)
-    orders = _draw_orders(spec, customers, profile, rng, behaviour)
-    lines = _draw_lines(spec, customers, orders, rng)
     margin_rate = behaviour_rng.beta(*MARGIN_RATE_BETA, size=spec.n_products)
-    prices = _price_expectations(lines["price_cents"], lines["popularity"], spec.n_products)
-    margins = _price_expectations(lines["price_cents"] * margin_rate, lines["popularity"], spec.n_products)
+    customers["mix"] = behaviour_rng.choice(len(PRODUCT_MIXES), size=spec.n_customers, p=PRODUCT_MIX_SHARE)
+    orders = _draw_orders(spec, customers, profile, rng, behaviour)
+    lines = _draw_lines(spec, customers, orders, rng, margin_rate)
+    # expected price and margin sums per product mix
+    prices = [_price_expectations(lines["price_cents"], pop, spec.n_products) for pop in lines["popularity"]]
+    margins = [
+        _price_expectations(lines["price_cents"] * margin_rate, pop, spec.n_products)
+        for pop in lines["popularity"]
+    ]
     invoices = _draw_invoices(spec, orders, lines, behaviour, behaviour_rng)
     events = _draw_interactions(spec, customers, behaviour, behaviour_rng)
     truth = _truth(spec, customers, behaviour, events, lines, margin_rate, prices, margins, profile)
@@ -489,7 +499,7 @@ def _build_tables(spec: SynthSpec) -> _Tables:
                 INTERACTION_KIND_LABELS, INTERACTION_KINDS, kind_counts, strict=True
             )
         },
-        "planted_effects": _planted_effects(spec, behaviour, truth, margin_rate),
+        "planted_effects": _planted_effects(spec, behaviour, truth, margin_rate, prices, margins),
         "notes": _notes(spec),
     }
     return _Tables(
@@ -790,7 +800,12 @@ def _draw_interactions(
 
 
 def _planted_effects(
-    spec: SynthSpec, behaviour: dict[str, np.ndarray], truth: dict[str, np.ndarray], margin_rate: np.ndarray
+    spec: SynthSpec,
+    behaviour: dict[str, np.ndarray],
+    truth: dict[str, np.ndarray],
+    margin_rate: np.ndarray,
+    prices: list[dict[str, float]],
+    margins: list[dict[str, float]],
 ) -> dict[str, Any]:
     """The ``planted_effects`` section of ``truth.json``: each effect, its parameters and counts."""
     cutoff_t = float((spec.cutoff - spec.start).days + 1)
@@ -839,9 +854,17 @@ def _planted_effects(
             "responded_in_period": int(np.isfinite(behaviour["boost_t"]).sum()),
         },
         "margin": {
-            "description": "line cost = amount x (1 - product margin rate), margin rate drawn once per product",
+            "description": "line cost = amount x (1 - product margin rate), margin rate drawn once per "
+            "product; the first product of an order leans to low or high margin rates by the customer's "
+            "product mix (truth column product_mix)",
             "margin_rate_beta": list(MARGIN_RATE_BETA),
             "product_margin_rate_mean": round(float(margin_rate.mean()), 4),
+            "product_mix_share": dict(zip(PRODUCT_MIXES, PRODUCT_MIX_SHARE.tolist(), strict=True)),
+            "product_mix_tilt": dict(zip(PRODUCT_MIXES, PRODUCT_MIX_TILT.tolist(), strict=True)),
+            "expected_order_margin_rate": {
+                mix: round(m["order"] / p["order"], 4)
+                for mix, p, m in zip(PRODUCT_MIXES, prices, margins, strict=True)
+            },
             "product_margin_rate_range": [
                 round(float(margin_rate.min()), 4),
                 round(float(margin_rate.max()), 4),
@@ -936,9 +959,15 @@ def _seconds_of_day(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _draw_lines(
-    spec: SynthSpec, customers: dict[str, np.ndarray], orders: dict[str, np.ndarray], rng: np.random.Generator
+    spec: SynthSpec,
+    customers: dict[str, np.ndarray],
+    orders: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    margin_rate: np.ndarray,
 ) -> dict[str, Any]:
-    """Order lines and return lines as index arrays, sorted by time (rows of the clean file)."""
+    """Order lines and return lines as index arrays, sorted by time (rows of the clean file).
+
+    ``popularity`` in the result is one first-product distribution per product mix (rows of PRODUCT_MIXES)."""
     n_products = spec.n_products
     period_days = (spec.end - spec.start).days + 1
     price_cents = np.maximum(np.round(rng.lognormal(np.log(60.0), 0.9, size=n_products) * 100), 50).astype(
@@ -946,7 +975,9 @@ def _draw_lines(
     )
     rank = rng.permutation(n_products)
     popularity = (rank + 5.0) ** -1.1
-    popularity /= popularity.sum()
+    z = (margin_rate - margin_rate.mean()) / max(float(margin_rate.std()), 1e-9)
+    popularity = popularity * np.exp(PRODUCT_MIX_TILT[:, None] * z)
+    popularity /= popularity.sum(axis=1, keepdims=True)
 
     n_orders = orders["customer"].size
     order_customer = orders["customer"]
@@ -959,7 +990,14 @@ def _draw_lines(
     step = np.where(line_number == 0, 0, rng.integers(1, step_max + 1, size=line_order.size))
     offset = np.cumsum(step)
     offset -= offset[order_first_line][line_order]
-    first_product = rng.choice(n_products, size=n_orders, p=popularity)
+    cumulative = popularity.cumsum(axis=1)
+    draw = rng.random(n_orders)
+    order_mix = customers["mix"][order_customer]
+    first_product = np.empty(n_orders, dtype=np.int64)
+    for mix in range(len(PRODUCT_MIXES)):
+        rows = order_mix == mix
+        first_product[rows] = np.searchsorted(cumulative[mix], draw[rows] * cumulative[mix, -1], side="right")
+    first_product = np.minimum(first_product, n_products - 1)
     product = (first_product[line_order] + offset) % n_products
 
     line_customer = order_customer[line_order]
@@ -1052,8 +1090,8 @@ def _truth(
     events: dict[str, np.ndarray],
     lines: dict[str, Any],
     margin_rate: np.ndarray,
-    prices: dict[str, float],
-    margins: dict[str, float],
+    prices: list[dict[str, float]],
+    margins: list[dict[str, float]],
     profile: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Latent state at the cutoff, analytic expected net spend and margin over the horizon, realized values.
@@ -1078,12 +1116,16 @@ def _truth(
     responded = behaviour["boost_t"] <= cutoff_t
 
     unit_factor = 1.0 + customers["extra_units"]
-    mean_basket = unit_factor * prices["order"]
+
+    def by_mix(expectations: list[dict[str, float]], key: str) -> np.ndarray:
+        return np.array([e[key] for e in expectations])[customers["mix"]]
+
+    mean_basket = unit_factor * by_mix(prices, "order")
     mean_net_order = unit_factor * (
-        prices["order"] - customers["return_probability"] * prices["returned_line"]
+        by_mix(prices, "order") - customers["return_probability"] * by_mix(prices, "returned_line")
     )
     mean_net_margin = unit_factor * (
-        margins["order"] - customers["return_probability"] * margins["returned_line"]
+        by_mix(margins, "order") - customers["return_probability"] * by_mix(margins, "returned_line")
     )
 
     # survival (dropout, lapse onset, response) counted from the cutoff (alive) or from the later start
@@ -1162,6 +1204,7 @@ def _truth(
         "realized_spend": np.round(realized, 2),
         "true_expected_margin": np.round(true_expected_margin, 2),
         "realized_margin": np.round(realized_margin, 2),
+        "product_mix": np.array(PRODUCT_MIXES, dtype=object)[customers["mix"]],
         "planted_lapse": prone,
         "onset_day": _day_or_missing(onset_t, period_days),
         "lapse_day": _day_or_missing(lapse_t, period_days),
@@ -1553,6 +1596,7 @@ def _truth_table(spec: SynthSpec, customers: dict[str, np.ndarray], truth: dict[
             "return_probability": pa.array(customers["return_probability"]),
             "true_expected_margin": pa.array(truth["true_expected_margin"]),
             "realized_margin": pa.array(truth["realized_margin"]),
+            "product_mix": pa.array(truth["product_mix"], type=pa.string()),
             "planted_lapse": pa.array(truth["planted_lapse"]),
             "lapse_onset_date": date_or_null(truth["onset_day"]),
             "lapse_date": date_or_null(truth["lapse_day"]),
