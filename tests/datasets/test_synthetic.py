@@ -685,3 +685,17 @@ def test_product_mix_moves_the_margin_rate(clean: SynthData):
     assert realized["value"] < realized["standard"] < realized["premium"]
     info = clean.truth_json["planted_effects"]["margin"]["expected_order_margin_rate"]
     assert info["value"] < info["standard"] < info["premium"]
+
+
+def test_truth_expects_the_growth_of_responders_yet_to_respond(clean: SynthData):
+    truth = clean.truth
+    waiting = truth[
+        truth["alive_at_cutoff"]
+        & ~truth["responded_by_cutoff"]
+        & ~truth["planted_lapse"]
+        & (truth["purchase_rate"] > 0)
+    ]
+    per_rate = waiting["true_expected_spend"] / (waiting["purchase_rate"] * waiting["mean_basket"])
+    by_responder = per_rate.groupby(waiting["responder"]).median()
+    assert waiting["responder"].sum() > 30
+    assert by_responder[True] > 1.1 * by_responder[False]

@@ -424,7 +424,7 @@ def month_profile(seasonality: bool) -> np.ndarray:
 
 def _build_tables(spec: SynthSpec) -> _Tables:
     spec.validate()
-    # the behaviour seed (third child) leaves the population and fault streams of the first two unchanged
+    # planted behaviour and costs draw from a stream of their own (the third child seed)
     population_seed, fault_seed, behaviour_seed = np.random.SeedSequence(spec.seed).spawn(3)
     rng = np.random.default_rng(population_seed)
     behaviour_rng = np.random.default_rng(behaviour_seed)
@@ -685,7 +685,8 @@ def _draw_invoices(
     n_orders = int(lines["n_orders"])
     cents = np.bincount(
         lines["row_doc"][order_line], weights=lines["row_cents"][order_line], minlength=n_orders
-    ).astype(np.int64)
+    )
+    cents = np.rint(cents).astype(np.int64)  # sums of integer cents, exact in float64
     customer = orders["customer"]
     issued = orders["seconds"] // SECONDS_PER_DAY
     distressed = (issued >= np.floor(behaviour["onset_t"][customer])) & (
