@@ -493,12 +493,16 @@ def _before_cutoff_profile(data: SynthData) -> pd.DataFrame:
         (tx["order_ts"] < CUTOFF + pd.Timedelta(days=1)) & (tx["order_ts"] > CUTOFF - pd.Timedelta(days=180))
     ]
     spend_180 = recent_tx.groupby("customer_id")["amount"].sum()
+    orders_180 = (
+        recent_tx[recent_tx["order_id"].str.startswith("O")].groupby("customer_id")["order_id"].nunique()
+    )
     frame = data.truth.set_index("customer_id")
     return frame.assign(
         complaints_90d=complaints_90.reindex(frame.index, fill_value=0),
         overdue_amount=overdue.reindex(frame.index, fill_value=0.0),
         days_late_recent=days_late.reindex(frame.index),
         spend_180d=spend_180.reindex(frame.index, fill_value=0.0),
+        orders_180d=orders_180.reindex(frame.index, fill_value=0),
     )
 
 
@@ -512,17 +516,17 @@ def test_lapse_shows_in_complaints_and_payments_before_the_cutoff_not_in_spend(p
     distressed, others = alive[alive["distressed_at_cutoff"]], alive[~alive["distressed_at_cutoff"]]
     assert len(distressed) > 50
     assert distressed["complaints_90d"].mean() > 4 * others["complaints_90d"].mean()
-    assert distressed["days_late_recent"].mean() > 2 * others["days_late_recent"].mean()
+    assert distressed["days_late_recent"].mean() > 1.3 * others["days_late_recent"].mean()
     assert (distressed["overdue_amount"] > 0).mean() > 2 * (others["overdue_amount"] > 0).mean()
     assert (distressed["complaints_planted"] > 0).mean() > 0.35
     assert (others["complaints_planted"] == 0).all()
-    # spend before the cutoff is not what gives them away: relative to the latent rate it is as usual
-    expected_180d = alive["purchase_rate"] * alive["mean_basket"] * 180
+    # purchases before the cutoff do not give them away: relative to the latent rate they are as usual
+    expected_180d = alive["purchase_rate"] * 180
     flag = alive["distressed_at_cutoff"]
-    ratio = (alive["spend_180d"][flag].sum() / expected_180d[flag].sum()) / (
-        alive["spend_180d"][~flag].sum() / expected_180d[~flag].sum()
+    ratio = (alive["orders_180d"][flag].sum() / expected_180d[flag].sum()) / (
+        alive["orders_180d"][~flag].sum() / expected_180d[~flag].sum()
     )
-    assert 0.75 < ratio < 1.33
+    assert 0.8 < ratio < 1.25
 
 
 def test_lapse_is_in_the_truth(planted):
