@@ -703,3 +703,34 @@ def test_truth_expects_the_growth_of_responders_yet_to_respond(clean: SynthData)
     by_responder = per_rate.groupby(waiting["responder"]).median()
     assert waiting["responder"].sum() > 30
     assert by_responder[True] > 1.1 * by_responder[False]
+
+
+def test_unplanted_data_has_no_planted_effects():
+    data = generate(SynthSpec(n_customers=600, seed=5, planted=False))
+    truth = data.truth
+    assert not truth["planted_lapse"].any() and not truth["distressed_at_cutoff"].any()
+    assert truth["lapse_date"].isna().all() and (truth["complaints_planted"] == 0).all()
+    assert set(truth["product_mix"]) == {"standard"}
+    effects = data.truth_json["planted_effects"]
+    assert effects["lapse"]["prone_customers"] == 0
+    assert effects["campaign_response"]["rate_multiplier"] == 1.0
+    assert data.truth_json["spec"]["planted"] is False
+    assert len(data.invoices) == data.truth_json["orders"] and len(data.interactions) > 0
+    # the response does not move the rate: the truth per unit of rate is the same for responders
+    alive = truth[truth["alive_at_cutoff"] & (truth["purchase_rate"] > 0)]
+    per_rate = alive["true_expected_spend"] / (alive["purchase_rate"] * alive["mean_basket"])
+    medians = per_rate.groupby(alive["responded_by_cutoff"]).median()
+    assert 0.8 < medians[True] / medians[False] < 1.25
+
+
+def test_cli_synth_options(tmp_path):
+    from segml.cli import app
+
+    args = ["synth", "--customers", "150", "--seed", "2", "--no-planted", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert truth["spec"]["planted"] is False
+    output = " ".join(result.output.split())  # the console may wrap the line
+    assert f"{truth['invoices']:,} invoices" in output
+    assert f"{truth['interactions']:,} interactions" in output

@@ -294,6 +294,9 @@ class SynthSpec:
     truth_cutoff: dt.date | None = None
     n_products: int = 300
     attributes_only_share: float = 0.04
+    #: plant the lapse, campaign-response and product-mix effects; off, the customers and transactions are
+    #: those of the transactions-only model (invoices and interactions are still written, with no lapse in them)
+    planted: bool = True
 
     @property
     def cutoff(self) -> dt.date:
@@ -433,7 +436,11 @@ def _build_tables(spec: SynthSpec) -> _Tables:
     customers = _draw_customers(spec, rng)
     behaviour = _draw_behaviour(spec, customers, behaviour_rng)
     margin_rate = behaviour_rng.beta(*MARGIN_RATE_BETA, size=spec.n_products)
-    customers["mix"] = behaviour_rng.choice(len(PRODUCT_MIXES), size=spec.n_customers, p=PRODUCT_MIX_SHARE)
+    customers["mix"] = (
+        behaviour_rng.choice(len(PRODUCT_MIXES), size=spec.n_customers, p=PRODUCT_MIX_SHARE)
+        if spec.planted
+        else np.full(spec.n_customers, PRODUCT_MIXES.index("standard"))
+    )
     orders = _draw_orders(spec, customers, profile, rng, behaviour)
     lines = _draw_lines(spec, customers, orders, rng, margin_rate)
     # expected price and margin sums per product mix
@@ -631,7 +638,7 @@ def _draw_behaviour(
     period_days = float((spec.end - spec.start).days + 1)
     buys = customers["buys"]
     active_start = customers["active_start"]
-    prone = buys & (rng.random(n) < LAPSE_PRONE_SHARE)
+    prone = buys & (rng.random(n) < LAPSE_PRONE_SHARE) & spec.planted
     onset_t = np.where(prone, active_start + rng.exponential(DAYS_PER_YEAR / LAPSE_ONSET_PER_YEAR, n), np.inf)
     lapse_t = onset_t + LAPSE_LEAD_DAYS
     stop_t = np.minimum(customers["dropout_t"], lapse_t)
@@ -655,6 +662,8 @@ def _draw_behaviour(
         "responder": responder,
         "late_payer": late_payer,
         "response_rate": np.where(buys, response_probability * SENDS_PER_YEAR / DAYS_PER_YEAR, 0.0),
+        #: the rate multiplier after the first response is 1 + boost (no boost when nothing is planted)
+        "boost": RESPONSE_BOOST if spec.planted else 0.0,
         "boost_t": boost_t,
         "send_customer": send_customer,
         "send_t": send_t,
@@ -847,7 +856,7 @@ def _planted_effects(
                 "responder": RESPONDER_RESPONSE_PROBABILITY,
                 "other": OTHER_RESPONSE_PROBABILITY,
             },
-            "rate_multiplier": 1.0 + RESPONSE_BOOST,
+            "rate_multiplier": 1.0 + behaviour["boost"],
             "responders": int(behaviour["responder"].sum()),
             "responded_by_cutoff": int(truth["responded_by_cutoff"].sum()),
             "responded_in_period": int(np.isfinite(behaviour["boost_t"]).sum()),
@@ -921,7 +930,8 @@ def _draw_orders(
         lo = np.maximum(bounds[m], active_start)
         hi = np.minimum(bounds[m + 1], active_end)
         boost_from = np.clip(behaviour["boost_t"], lo, np.maximum(hi, lo))
-        for piece_lo, piece_hi, multiplier in ((lo, boost_from, 1.0), (boost_from, hi, 1.0 + RESPONSE_BOOST)):
+        pieces = ((lo, boost_from, 1.0), (boost_from, hi, 1.0 + behaviour["boost"]))
+        for piece_lo, piece_hi, multiplier in pieces if behaviour["boost"] else ((lo, hi, 1.0),):
             expected = (
                 multiplier
                 * profile[month_of_year[m]]
@@ -974,9 +984,13 @@ def _draw_lines(
     )
     rank = rng.permutation(n_products)
     popularity = (rank + 5.0) ** -1.1
-    z = (margin_rate - margin_rate.mean()) / max(float(margin_rate.std()), 1e-9)
-    popularity = popularity * np.exp(PRODUCT_MIX_TILT[:, None] * z)
-    popularity /= popularity.sum(axis=1, keepdims=True)
+    popularity /= popularity.sum()
+    if spec.planted:
+        z = (margin_rate - margin_rate.mean()) / max(float(margin_rate.std()), 1e-9)
+        popularity = popularity * np.exp(PRODUCT_MIX_TILT[:, None] * z)
+        popularity /= popularity.sum(axis=1, keepdims=True)
+    else:
+        popularity = np.tile(popularity, (len(PRODUCT_MIXES), 1))
 
     n_orders = orders["customer"].size
     order_customer = orders["customer"]
@@ -989,14 +1003,19 @@ def _draw_lines(
     step = np.where(line_number == 0, 0, rng.integers(1, step_max + 1, size=line_order.size))
     offset = np.cumsum(step)
     offset -= offset[order_first_line][line_order]
-    cumulative = popularity.cumsum(axis=1)
-    draw = rng.random(n_orders)
-    order_mix = customers["mix"][order_customer]
-    first_product = np.empty(n_orders, dtype=np.int64)
-    for mix in range(len(PRODUCT_MIXES)):
-        rows = order_mix == mix
-        first_product[rows] = np.searchsorted(cumulative[mix], draw[rows] * cumulative[mix, -1], side="right")
-    first_product = np.minimum(first_product, n_products - 1)
+    if spec.planted:
+        cumulative = popularity.cumsum(axis=1)
+        draw = rng.random(n_orders)
+        order_mix = customers["mix"][order_customer]
+        first_product = np.empty(n_orders, dtype=np.int64)
+        for mix in range(len(PRODUCT_MIXES)):
+            rows = order_mix == mix
+            first_product[rows] = np.searchsorted(
+                cumulative[mix], draw[rows] * cumulative[mix, -1], side="right"
+            )
+        first_product = np.minimum(first_product, n_products - 1)
+    else:
+        first_product = rng.choice(n_products, size=n_orders, p=popularity[0])
     product = (first_product[line_order] + offset) % n_products
 
     line_customer = order_customer[line_order]
@@ -1135,6 +1154,7 @@ def _truth(
     hazard_from = np.where(prone & ~distressed & ~lapsed, survival_from + LAPSE_LEAD_DAYS, np.inf)
     onset_rate = LAPSE_ONSET_PER_YEAR / DAYS_PER_YEAR
     response_rate = behaviour["response_rate"]
+    boost = behaviour["boost"]
     not_responded = (~responded).astype(np.float64)
     bounds, month_of_year = _month_grid(spec.start, cutoff_t, window_end_t)
     expected_orders = np.zeros(n)
@@ -1152,9 +1172,9 @@ def _truth(
             )
             slope = trend - decay - hazard
             # E[multiplier] = (1 + b) - b x [no response yet] x exp(-r (t - survival_from))
-            boosted = (1.0 + RESPONSE_BOOST) * _exp_integral(at_lo, slope, piece_lo, piece_hi)
+            boosted = (1.0 + boost) * _exp_integral(at_lo, slope, piece_lo, piece_hi)
             unboosted = (
-                RESPONSE_BOOST
+                boost
                 * not_responded
                 * _exp_integral(
                     at_lo * np.exp(-response_rate * (piece_lo - survival_from)),
@@ -1182,8 +1202,11 @@ def _truth(
         weights=(lines["row_cents"][in_window] - cost) / 100.0,
         minlength=n,
     )
-    boost = np.where(responded, 1.0 + RESPONSE_BOOST, 1.0)
-    rate_at_cutoff = rate * boost * np.exp(trend * np.maximum(cutoff_t - active_start, 0.0))
+    rate_at_cutoff = (
+        rate
+        * np.where(responded, 1.0 + boost, 1.0)
+        * np.exp(trend * np.maximum(cutoff_t - active_start, 0.0))
+    )
     tier_names = np.array([*TIERS, ATTRIBUTES_ONLY_TIER], dtype=object)
     tier = np.where(customers["buys"], customers["tier"], len(TIERS))
     period_days = (spec.end - spec.start).days + 1
