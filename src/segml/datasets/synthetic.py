@@ -37,6 +37,11 @@ Planted behaviour (the information the invoices and interactions carry about the
   :data:`RESPONDER_RESPONSE_PROBABILITY` by latent responders (``responder``) and
   :data:`OTHER_RESPONSE_PROBABILITY` by the rest. From the first answered send on, the purchase rate is
   multiplied by ``1 +`` :data:`RESPONSE_BOOST`.
+* **Product mix** (``product_mix``: value, standard, premium): the first product of an order leans to low
+  or high margin rates (:data:`PRODUCT_MIX_TILT`), so the expected margin rate differs between customers.
+* ``planted=False`` (``segml synth --no-planted``) switches the lapse, the response boost and the product
+  mixes off: customers, transactions (but for ``cost``) and the transactions-only truth columns are then
+  exactly those of the model above without planted behaviour; invoices and interactions are still written.
 * Other interactions carry activity only: support tickets at a constant rate, web logins and (customers
   preferring the offline channel) store visits in proportion to the base purchase rate, NPS surveys
   (score 0-10).
@@ -65,7 +70,8 @@ day at the cutoff including the trend and a response boost in force, before the 
 neither dropped out nor lapsed), ``dropout_date`` (day the customer became inactive by the Pareto/NBD
 dropout; null if still active at ``end`` or never buying), ``true_expected_spend``, ``realized_spend``, the
 latent ``dropout_rate`` (per day), ``trend_per_year`` (log-rate growth per year), ``return_probability``
-(per order), and the planted behaviour: ``true_expected_margin``, ``realized_margin``, ``planted_lapse``
+(per order), and the planted behaviour: ``true_expected_margin``, ``realized_margin``, ``product_mix``,
+``planted_lapse``
 (lapse-prone), ``lapse_onset_date`` and ``lapse_date`` (null when after ``end`` or not prone),
 ``distressed_at_cutoff`` (in the lead days at the cutoff), ``complaints_planted`` (distress complaints on or
 before the cutoff), ``late_payer``, ``responder``, ``first_response_date`` (null if none by ``end``) and
