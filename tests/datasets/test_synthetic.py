@@ -31,7 +31,7 @@ NON_PRODUCT_CODES = ["POSTAGE", "FEE", "ADJUST"]
 
 @pytest.fixture(scope="module")
 def clean() -> SynthData:
-    return generate(SynthSpec(n_customers=1500, seed=7))
+    return generate(SynthSpec(n_customers=1500, seed=7, planted=True))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def flat() -> SynthData:
 
 @pytest.fixture(scope="module")
 def dirty() -> SynthData:
-    return generate(SynthSpec(n_customers=800, seed=3, dirty=True))
+    return generate(SynthSpec(n_customers=800, seed=3, dirty=True, planted=True))
 
 
 def digests(folder) -> dict[str, str]:
@@ -62,18 +62,20 @@ def spend_by_customer(data: SynthData) -> pd.Series:
 
 @pytest.mark.parametrize("dirty_mode", [False, True])
 def test_same_seed_gives_byte_identical_files(tmp_path, dirty_mode):
-    spec = SynthSpec(n_customers=300, seed=5, dirty=dirty_mode)
+    spec = SynthSpec(n_customers=300, seed=5, dirty=dirty_mode, planted=True)
     first = write_synthetic(spec, tmp_path / "a")
     second = write_synthetic(spec, tmp_path / "b")
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
     assert first == second
-    other = write_synthetic(SynthSpec(n_customers=300, seed=6, dirty=dirty_mode), tmp_path / "c")
+    other = write_synthetic(
+        SynthSpec(n_customers=300, seed=6, dirty=dirty_mode, planted=True), tmp_path / "c"
+    )
     assert digests(tmp_path / "c")["transactions.parquet"] != digests(tmp_path / "a")["transactions.parquet"]
     assert other["seed"] == 6
 
 
 def test_written_files_match_generate(tmp_path):
-    spec = SynthSpec(n_customers=300, seed=5)
+    spec = SynthSpec(n_customers=300, seed=5, planted=True)
     truth = write_synthetic(spec, tmp_path)
     data = generate(spec)
     assert json.loads((tmp_path / "truth.json").read_text()) == json.loads(json.dumps(data.truth_json))
@@ -92,6 +94,7 @@ def test_cli_synth_writes_the_folder(tmp_path):
     truth = json.loads((tmp_path / "truth.json").read_text())
     assert f"{truth['transactions']:,} transaction rows" in result.output
     assert truth["customers"] == 200
+    assert truth["spec"]["planted"] is True  # the command plants the effects by default
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -322,7 +325,7 @@ def test_dirty_variants_and_interleaving(dirty: SynthData):
 
 
 def test_dirty_keeps_the_clean_rows(dirty: SynthData):
-    clean = generate(SynthSpec(n_customers=800, seed=3)).transactions
+    clean = generate(SynthSpec(n_customers=800, seed=3, planted=True)).transactions
     kept = dirty.transactions[classify_independently(dirty.transactions).isna()].reset_index(drop=True)
     as_text = clean.assign(
         order_ts=clean["order_ts"].dt.strftime("%Y-%m-%d %H:%M:%S"),
@@ -375,8 +378,9 @@ def test_inactive_at_cutoff_expect_nothing(clean: SynthData):
     assert truth.loc[truth["alive_at_cutoff"], "true_expected_spend"].gt(0).all()
 
 
-def test_horizon_past_end_is_still_expected_analytically():
-    data = generate(SynthSpec(n_customers=800, seed=4, truth_cutoff=dt.date(2026, 1, 31)))
+@pytest.mark.parametrize("planted", [False, True])
+def test_horizon_past_end_is_still_expected_analytically(planted):
+    data = generate(SynthSpec(n_customers=800, seed=4, truth_cutoff=dt.date(2026, 1, 31), planted=planted))
     truth = data.truth
     assert data.truth_json["truth_cutoff"] == "2026-01-31"
     # realized covers five months of the twelve-month horizon
@@ -508,7 +512,7 @@ def _before_cutoff_profile(data: SynthData) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def planted() -> pd.DataFrame:
-    return _before_cutoff_profile(generate(SynthSpec(n_customers=4000, seed=11)))
+    return _before_cutoff_profile(generate(SynthSpec(n_customers=4000, seed=11, planted=True)))
 
 
 def test_lapse_shows_in_complaints_and_payments_before_the_cutoff_not_in_spend(planted):
@@ -656,7 +660,7 @@ def test_dirty_invoices_and_interactions_carry_the_recorded_faults(dirty: SynthD
 
 
 def test_dirty_keeps_clean_invoices_and_interactions(dirty: SynthData):
-    clean = generate(SynthSpec(n_customers=800, seed=3))
+    clean = generate(SynthSpec(n_customers=800, seed=3, planted=True))
     inv = dirty.invoices
     bad = (
         inv["invoice_id"].isna() | (inv["amount"] < 0) | (inv["paid"].notna() & (inv["paid"] < inv["issued"]))
@@ -706,7 +710,7 @@ def test_truth_expects_the_growth_of_responders_yet_to_respond(clean: SynthData)
 
 
 def test_unplanted_data_has_no_planted_effects():
-    data = generate(SynthSpec(n_customers=600, seed=5, planted=False))
+    data = generate(SynthSpec(n_customers=600, seed=5))  # the spec's default
     truth = data.truth
     assert not truth["planted_lapse"].any() and not truth["distressed_at_cutoff"].any()
     assert truth["lapse_date"].isna().all() and (truth["complaints_planted"] == 0).all()

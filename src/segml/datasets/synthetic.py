@@ -39,8 +39,8 @@ Planted behaviour (the information the invoices and interactions carry about the
   multiplied by ``1 +`` :data:`RESPONSE_BOOST`.
 * **Product mix** (``product_mix``: value, standard, premium): the first product of an order leans to low
   or high margin rates (:data:`PRODUCT_MIX_TILT`), so the expected margin rate differs between customers.
-* ``planted=False`` (``segml synth --no-planted``) switches the lapse, the response boost and the product
-  mixes off: customers, transactions (but for ``cost``) and the transactions-only truth columns are then
+* ``segml synth`` plants these effects; ``SynthSpec.planted`` defaults to False (``segml synth
+  --no-planted``), which switches the lapse, the response boost and the product mixes off: customers, transactions (but for ``cost``) and the transactions-only truth columns are then
   exactly those of the model above without planted behaviour; invoices and interactions are still written.
 * Other interactions carry activity only: support tickets at a constant rate, web logins and (customers
   preferring the offline channel) store visits in proportion to the base purchase rate, NPS surveys
@@ -285,7 +285,8 @@ DAYS_PER_YEAR = 365.25
 
 @dataclass
 class SynthSpec:
-    """What to generate. Defaults match ``experiments/synthetic.yaml``.
+    """What to generate. Defaults match ``experiments/synthetic.yaml``, but for ``planted`` (``segml synth``
+    plants the effects unless ``--no-planted``).
 
     ``truth_cutoff`` defaults to ``end - horizon_days`` (2025-06-30 for the defaults).
     """
@@ -300,9 +301,10 @@ class SynthSpec:
     truth_cutoff: dt.date | None = None
     n_products: int = 300
     attributes_only_share: float = 0.04
-    #: plant the lapse, campaign-response and product-mix effects; off, the customers and transactions are
-    #: those of the transactions-only model (invoices and interactions are still written, with no lapse in them)
-    planted: bool = True
+    #: plant the lapse, campaign-response and product-mix effects (``segml synth`` does by default); off, the
+    #: customers, transactions and transactions-only truth are exactly those of the generator without planted
+    #: behaviour, so code that builds a spec keeps its data (invoices and interactions are still written)
+    planted: bool = False
 
     @property
     def cutoff(self) -> dt.date:
