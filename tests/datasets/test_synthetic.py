@@ -17,14 +17,21 @@ from segml.datasets.synthetic import SynthData, SynthSpec, generate, write_synth
 from segml.errors import ConfigError
 from segml.schema import QUARANTINE_PRECEDENCE, QuarantineReason
 
-FILES = ("transactions.parquet", "customers.parquet", "truth.parquet", "truth.json")
+FILES = (
+    "transactions.parquet",
+    "customers.parquet",
+    "invoices.parquet",
+    "interactions.parquet",
+    "truth.parquet",
+    "truth.json",
+)
 START, END = pd.Timestamp("2023-07-01"), pd.Timestamp("2026-06-30")
 NON_PRODUCT_CODES = ["POSTAGE", "FEE", "ADJUST"]
 
 
 @pytest.fixture(scope="module")
 def clean() -> SynthData:
-    return generate(SynthSpec(n_customers=1500, seed=7))
+    return generate(SynthSpec(n_customers=1500, seed=7, planted=True))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +41,7 @@ def flat() -> SynthData:
 
 @pytest.fixture(scope="module")
 def dirty() -> SynthData:
-    return generate(SynthSpec(n_customers=800, seed=3, dirty=True))
+    return generate(SynthSpec(n_customers=800, seed=3, dirty=True, planted=True))
 
 
 def digests(folder) -> dict[str, str]:
@@ -55,18 +62,20 @@ def spend_by_customer(data: SynthData) -> pd.Series:
 
 @pytest.mark.parametrize("dirty_mode", [False, True])
 def test_same_seed_gives_byte_identical_files(tmp_path, dirty_mode):
-    spec = SynthSpec(n_customers=300, seed=5, dirty=dirty_mode)
+    spec = SynthSpec(n_customers=300, seed=5, dirty=dirty_mode, planted=True)
     first = write_synthetic(spec, tmp_path / "a")
     second = write_synthetic(spec, tmp_path / "b")
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
     assert first == second
-    other = write_synthetic(SynthSpec(n_customers=300, seed=6, dirty=dirty_mode), tmp_path / "c")
+    other = write_synthetic(
+        SynthSpec(n_customers=300, seed=6, dirty=dirty_mode, planted=True), tmp_path / "c"
+    )
     assert digests(tmp_path / "c")["transactions.parquet"] != digests(tmp_path / "a")["transactions.parquet"]
     assert other["seed"] == 6
 
 
 def test_written_files_match_generate(tmp_path):
-    spec = SynthSpec(n_customers=300, seed=5)
+    spec = SynthSpec(n_customers=300, seed=5, planted=True)
     truth = write_synthetic(spec, tmp_path)
     data = generate(spec)
     assert json.loads((tmp_path / "truth.json").read_text()) == json.loads(json.dumps(data.truth_json))
@@ -85,6 +94,7 @@ def test_cli_synth_writes_the_folder(tmp_path):
     truth = json.loads((tmp_path / "truth.json").read_text())
     assert f"{truth['transactions']:,} transaction rows" in result.output
     assert truth["customers"] == 200
+    assert truth["spec"]["planted"] is True  # the command plants the effects by default
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -98,6 +108,7 @@ def test_transaction_schema(clean: SynthData):
         "order_id",
         "order_ts",
         "amount",
+        "cost",
         "quantity",
         "product_id",
         "channel",
@@ -314,7 +325,7 @@ def test_dirty_variants_and_interleaving(dirty: SynthData):
 
 
 def test_dirty_keeps_the_clean_rows(dirty: SynthData):
-    clean = generate(SynthSpec(n_customers=800, seed=3)).transactions
+    clean = generate(SynthSpec(n_customers=800, seed=3, planted=True)).transactions
     kept = dirty.transactions[classify_independently(dirty.transactions).isna()].reset_index(drop=True)
     as_text = clean.assign(
         order_ts=clean["order_ts"].dt.strftime("%Y-%m-%d %H:%M:%S"),
@@ -367,8 +378,9 @@ def test_inactive_at_cutoff_expect_nothing(clean: SynthData):
     assert truth.loc[truth["alive_at_cutoff"], "true_expected_spend"].gt(0).all()
 
 
-def test_horizon_past_end_is_still_expected_analytically():
-    data = generate(SynthSpec(n_customers=800, seed=4, truth_cutoff=dt.date(2026, 1, 31)))
+@pytest.mark.parametrize("planted", [False, True])
+def test_horizon_past_end_is_still_expected_analytically(planted):
+    data = generate(SynthSpec(n_customers=800, seed=4, truth_cutoff=dt.date(2026, 1, 31), planted=planted))
     truth = data.truth
     assert data.truth_json["truth_cutoff"] == "2026-01-31"
     # realized covers five months of the twelve-month horizon
@@ -389,3 +401,340 @@ def test_horizon_past_end_is_still_expected_analytically():
 def test_invalid_spec_is_a_config_error(changes, field):
     with pytest.raises(ConfigError, match=field):
         generate(SynthSpec(**({"n_customers": 50} | changes)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cost, invoices, interactions and the planted behaviour
+
+CUTOFF = pd.Timestamp("2025-06-30")
+KIND_LABELS = {
+    "Complaint": "complaint",
+    "Support ticket": "ticket",
+    "Email sent": "campaign_send",
+    "Email clicked": "campaign_response",
+    "Web login": "login",
+    "Store visit": "visit",
+    "NPS survey": "survey",
+}
+
+
+def test_cost_is_a_per_product_margin_rate(clean: SynthData):
+    tx = clean.transactions
+    assert tx["cost"].dtype == "float64" and (tx["cost"].round(2) == tx["cost"]).all()
+    sold, returned = tx[tx["amount"] > 0], tx[tx["amount"] < 0]
+    assert (sold["cost"] >= 0).all() and (sold["cost"] < sold["amount"]).all()
+    assert (returned["cost"] < 0).all() and (returned["cost"] > returned["amount"]).all()
+    rate = 1 - sold["cost"] / sold["amount"]
+    by_product = rate.groupby(sold["product_id"]).agg(["min", "max"])
+    assert ((by_product["max"] - by_product["min"]) < 0.02).all()  # one rate per product, cent rounding
+    assert by_product["max"].max() - by_product["min"].min() > 0.2  # that differs between products
+    margin = (tx["amount"] - tx["cost"]).groupby(tx["customer_id"]).sum()
+    share = margin / tx.groupby("customer_id")["amount"].sum()
+    assert share[tx.groupby("customer_id")["amount"].sum() > 500].std() > 0.02  # varies with the mix
+    assert 0.2 < margin.sum() / tx["amount"].sum() < 0.36
+
+
+def test_invoice_schema_and_one_invoice_per_order(clean: SynthData):
+    inv = clean.invoices
+    assert list(inv.columns) == ["invoice_id", "customer_id", "issued", "due", "paid", "amount"]
+    assert inv["invoice_id"].is_unique and inv["invoice_id"].str.fullmatch(r"I\d{8}").all()
+    for column in ("issued", "due", "paid"):
+        assert isinstance(inv[column].dropna().iloc[0], dt.date)
+    assert ((pd.to_datetime(inv["due"]) - pd.to_datetime(inv["issued"])).dt.days == 30).all()
+    paid = inv["paid"].dropna()
+    assert (paid >= inv.loc[paid.index, "issued"]).all() and (pd.to_datetime(paid) <= END).all()
+    assert 0.01 < inv["paid"].isna().mean() < 0.15
+    orders = orders_only(clean.transactions)
+    totals = orders.groupby("order_id").agg(
+        customer_id=("customer_id", "first"), day=("order_ts", "min"), amount=("amount", "sum")
+    )
+    assert len(inv) == len(totals) == clean.truth_json["invoices"]
+    merged = inv.assign(order_id="O" + inv["invoice_id"].str[1:]).merge(totals, on="order_id")
+    assert (merged["customer_id_x"] == merged["customer_id_y"]).all()
+    assert (pd.to_datetime(merged["issued"]) == merged["day"].dt.normalize()).all()
+    np.testing.assert_allclose(merged["amount_x"], merged["amount_y"], atol=0.005)
+
+
+def test_interaction_schema_and_vocabulary(clean: SynthData):
+    events = clean.interactions
+    assert list(events.columns) == ["customer_id", "timestamp", "kind", "channel", "outcome", "score"]
+    assert pd.api.types.is_datetime64_any_dtype(events["timestamp"])
+    assert events["timestamp"].is_monotonic_increasing
+    assert (events["timestamp"] >= START).all() and (events["timestamp"] < END + pd.Timedelta(days=1)).all()
+    assert set(events["kind"]) == set(KIND_LABELS)
+    assert events["customer_id"].isin(set(clean.customers["customer_id"])).all()
+    survey = events["kind"] == "NPS survey"
+    assert events.loc[survey, "score"].between(0, 10).all() and events.loc[~survey, "score"].isna().all()
+    assert (events.loc[survey, "score"] % 1 == 0).all()
+    assert set(events.loc[events["kind"] == "Web login", "channel"]) == {"web"}
+    kinds = clean.truth_json["interaction_kinds"]
+    assert {label: entry["kind"] for label, entry in kinds.items()} == KIND_LABELS
+    assert {label: entry["rows"] for label, entry in kinds.items()} == events["kind"].value_counts().to_dict()
+    assert not events.duplicated().any()
+
+
+def _before_cutoff_profile(data: SynthData) -> pd.DataFrame:
+    """Per customer, what the data shows on or before the truth cutoff (complaints, payments, spend)."""
+    events = data.interactions[data.interactions["timestamp"] < CUTOFF + pd.Timedelta(days=1)]
+    complaints_90 = (
+        events[(events["kind"] == "Complaint") & (events["timestamp"] > CUTOFF - pd.Timedelta(days=89))]
+        .groupby("customer_id")
+        .size()
+    )
+    inv = data.invoices.assign(
+        issued=pd.to_datetime(data.invoices["issued"]),
+        due=pd.to_datetime(data.invoices["due"]),
+        paid=pd.to_datetime(data.invoices["paid"]),
+    )
+    inv = inv[inv["issued"] <= CUTOFF]
+    known = inv["paid"] <= CUTOFF
+    overdue = inv[~known & (inv["due"] < CUTOFF)].groupby("customer_id")["amount"].sum()
+    late = (inv["paid"] - inv["due"]).dt.days.clip(lower=0).where(known)
+    recent = inv["issued"] > CUTOFF - pd.Timedelta(days=180)
+    days_late = late[recent].groupby(inv.loc[recent, "customer_id"]).mean()
+    tx = data.transactions
+    recent_tx = tx[
+        (tx["order_ts"] < CUTOFF + pd.Timedelta(days=1)) & (tx["order_ts"] > CUTOFF - pd.Timedelta(days=180))
+    ]
+    spend_180 = recent_tx.groupby("customer_id")["amount"].sum()
+    orders_180 = (
+        recent_tx[recent_tx["order_id"].str.startswith("O")].groupby("customer_id")["order_id"].nunique()
+    )
+    frame = data.truth.set_index("customer_id")
+    return frame.assign(
+        complaints_90d=complaints_90.reindex(frame.index, fill_value=0),
+        overdue_amount=overdue.reindex(frame.index, fill_value=0.0),
+        days_late_recent=days_late.reindex(frame.index),
+        spend_180d=spend_180.reindex(frame.index, fill_value=0.0),
+        orders_180d=orders_180.reindex(frame.index, fill_value=0),
+    )
+
+
+@pytest.fixture(scope="module")
+def planted() -> pd.DataFrame:
+    return _before_cutoff_profile(generate(SynthSpec(n_customers=4000, seed=11, planted=True)))
+
+
+def test_lapse_shows_in_complaints_and_payments_before_the_cutoff_not_in_spend(planted):
+    alive = planted[planted["alive_at_cutoff"]]
+    distressed, others = alive[alive["distressed_at_cutoff"]], alive[~alive["distressed_at_cutoff"]]
+    assert len(distressed) > 50
+    assert distressed["complaints_90d"].mean() > 4 * others["complaints_90d"].mean()
+    assert distressed["days_late_recent"].mean() > 1.3 * others["days_late_recent"].mean()
+    assert (distressed["overdue_amount"] > 0).mean() > 2 * (others["overdue_amount"] > 0).mean()
+    assert (distressed["complaints_planted"] > 0).mean() > 0.35
+    assert (others["complaints_planted"] == 0).all()
+    # purchases before the cutoff do not give them away: relative to the latent rate they are as usual
+    expected_180d = alive["purchase_rate"] * 180
+    flag = alive["distressed_at_cutoff"]
+    ratio = (alive["orders_180d"][flag].sum() / expected_180d[flag].sum()) / (
+        alive["orders_180d"][~flag].sum() / expected_180d[~flag].sum()
+    )
+    assert 0.8 < ratio < 1.25
+
+
+def test_lapse_is_in_the_truth(planted):
+    alive = planted[planted["alive_at_cutoff"] & (planted["purchase_rate"] > 0)]
+    # expected orders over the horizon per unit of rate at the cutoff: the known lapse cuts it
+    per_rate = alive["true_expected_spend"] / (alive["purchase_rate"] * alive["mean_basket"])
+    distressed = alive["distressed_at_cutoff"]
+    assert per_rate[distressed].median() < 0.5 * per_rate[~distressed].median()
+    assert (per_rate[distressed] < 125).all()  # at most the lead days are left
+    # at equal past spend (deciles of spend over the 180 days before the cutoff), lower true spend
+    bins = pd.qcut(alive["spend_180d"].rank(method="first"), 5, labels=False)
+    means = alive.groupby([bins, distressed])["true_expected_spend"].median().unstack()
+    assert (means[True] < 0.6 * means[False]).all()
+
+
+def test_responders_grow_after_their_first_response(clean: SynthData):
+    truth = clean.truth.set_index("customer_id")
+    responded = truth[truth["first_response_date"].notna() & truth["alive_at_cutoff"]]
+    assert len(responded) > 50 and responded["responder"].mean() > 0.6
+    tx = orders_only(clean.transactions).drop_duplicates("order_id")
+    tx = tx[tx["customer_id"].isin(responded.index)]
+    first = pd.to_datetime(responded["first_response_date"]).reindex(tx["customer_id"]).to_numpy()
+    after = tx["order_ts"].to_numpy() >= first
+    lifetimes = truth.loc[responded.index]
+    del lifetimes
+    # orders per day before and after the response, pooled over the responders (with a year either side)
+    window = np.abs((tx["order_ts"].to_numpy() - first) / np.timedelta64(1, "D")) <= 180
+    assert (after & window).sum() > 1.3 * (~after & window).sum()
+    events = clean.interactions
+    clicked = (
+        events[events["kind"] == "Email clicked"].groupby("customer_id")["timestamp"].min().dt.normalize()
+    )
+    np.testing.assert_array_equal(
+        pd.to_datetime(truth["first_response_date"].dropna()).sort_index().to_numpy(),
+        clicked.sort_index().to_numpy(),
+    )
+    info = clean.truth_json["planted_effects"]["campaign_response"]
+    assert info["responded_by_cutoff"] == int(truth["responded_by_cutoff"].sum())
+    assert info["rate_multiplier"] == 2.0
+
+
+def test_planted_effects_in_truth_json(clean: SynthData):
+    effects = clean.truth_json["planted_effects"]
+    assert set(effects) == {"lapse", "late_payer", "campaign_response", "margin"}
+    truth = clean.truth
+    lapse = effects["lapse"]
+    assert lapse["prone_customers"] == int(truth["planted_lapse"].sum()) > 0
+    assert lapse["distressed_at_cutoff"] == int(truth["distressed_at_cutoff"].sum()) > 0
+    assert lapse["complaints_planted_by_cutoff"] == int(truth["complaints_planted"].sum())
+    assert effects["late_payer"]["customers"] == int(truth["late_payer"].sum()) > 0
+    assert truth.loc[~truth["planted_lapse"], "lapse_date"].isna().all()
+    lapsed = truth["lapse_date"].notna()
+    assert lapse["lapsed_in_period"] == int(lapsed.sum())
+    gap = pd.to_datetime(truth.loc[lapsed, "lapse_date"]) - pd.to_datetime(
+        truth.loc[lapsed, "lapse_onset_date"]
+    )
+    assert gap.dt.days.between(119, 120).all()
+    # no purchase after the lapse
+    tx = clean.transactions.merge(truth.loc[lapsed, ["customer_id", "lapse_date"]], on="customer_id")
+    assert (
+        tx.loc[tx["amount"] > 0, "order_ts"]
+        < pd.to_datetime(tx.loc[tx["amount"] > 0, "lapse_date"]) + pd.Timedelta(days=1)
+    ).all()
+    json.dumps(effects)
+
+
+def test_late_payers_pay_late_and_buy_normally(clean: SynthData):
+    inv = clean.invoices.merge(clean.truth[["customer_id", "late_payer", "planted_lapse"]], on="customer_id")
+    late = (pd.to_datetime(inv["paid"]) - pd.to_datetime(inv["due"])).dt.days.clip(lower=0)
+    steady = ~inv["planted_lapse"]
+    assert late[steady & inv["late_payer"]].mean() > late[steady & ~inv["late_payer"]].mean() + 10
+    truth = clean.truth[clean.truth["alive_at_cutoff"] & ~clean.truth["planted_lapse"]]
+    per_rate = truth["true_expected_spend"] / (truth["purchase_rate"] * truth["mean_basket"])
+    ratio = per_rate[truth["late_payer"]].median() / per_rate[~truth["late_payer"]].median()
+    assert 0.8 < ratio < 1.25
+
+
+def test_expected_margin_tracks_realized(clean: SynthData):
+    truth = clean.truth
+    assert (truth["true_expected_margin"] >= 0).all()
+    assert (truth["true_expected_margin"] < truth["true_expected_spend"] + 0.01).all()
+    assert spearmanr(truth["true_expected_margin"], truth["realized_margin"]).statistic > 0.6
+    assert 0.7 < truth["realized_margin"].sum() / truth["true_expected_margin"].sum() < 1.3
+    tx = clean.transactions
+    day = tx["order_ts"].dt.normalize()
+    window = (day > CUTOFF) & (day <= CUTOFF + pd.Timedelta(days=365))
+    margin = (tx["amount"] - tx["cost"])[window].groupby(tx.loc[window, "customer_id"]).sum()
+    realized = truth.set_index("customer_id")["realized_margin"]
+    np.testing.assert_allclose(margin.reindex(realized.index, fill_value=0.0), realized, atol=0.011)
+
+
+def test_dirty_invoices_and_interactions_carry_the_recorded_faults(dirty: SynthData):
+    by_file = dirty.truth_json["injected_by_file"]
+    assert by_file["transactions"] == dirty.truth_json["injected"]
+    inv = dirty.invoices
+    found = {
+        "missing_invoice_id": int(inv["invoice_id"].isna().sum()),
+        "paid_before_issued": int((inv["paid"].notna() & (inv["paid"] < inv["issued"])).sum()),
+        "negative_amount": int((inv["amount"] < 0).sum()),
+    }
+    assert found == by_file["invoices"] and all(2 <= n <= 20 for n in found.values())
+    assert (
+        dirty.truth_json["invoices"] == len(inv) == dirty.truth_json["clean_invoices"] + sum(found.values())
+    )
+    assert inv["invoice_id"].dropna().is_unique
+    events = dirty.interactions
+    assert events["timestamp"].dtype == object
+    ts = pd.to_datetime(events["timestamp"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
+    customer = events["customer_id"].fillna("").str.strip()
+    found = {
+        "unparseable_timestamp": int(ts.isna().sum()),
+        "unknown_kind": int((~events["kind"].isin(KIND_LABELS)).sum()),
+        "missing_customer_id": int((customer == "").sum()),
+    }
+    assert found == by_file["interactions"] and all(2 <= n <= 20 for n in found.values())
+    faults = (
+        ts.isna().astype(int) + (~events["kind"].isin(KIND_LABELS)).astype(int) + (customer == "").astype(int)
+    )
+    assert faults.max() == 1
+    assert (
+        dirty.truth_json["interactions"]
+        == len(events)
+        == dirty.truth_json["clean_interactions"] + sum(found.values())
+    )
+    bad = np.flatnonzero(faults.to_numpy())
+    assert bad.min() < len(events) / 3 and bad.max() > 2 * len(events) / 3  # spread, not appended
+
+
+def test_dirty_keeps_clean_invoices_and_interactions(dirty: SynthData):
+    clean = generate(SynthSpec(n_customers=800, seed=3, planted=True))
+    inv = dirty.invoices
+    bad = (
+        inv["invoice_id"].isna() | (inv["amount"] < 0) | (inv["paid"].notna() & (inv["paid"] < inv["issued"]))
+    )
+    kept = inv[~bad]
+    kept = kept[kept["invoice_id"].str[1:].astype(int) <= len(clean.invoices)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, clean.invoices)
+    events = dirty.interactions
+    ts = pd.to_datetime(events["timestamp"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
+    good = (
+        ts.notna() & events["kind"].isin(KIND_LABELS) & (events["customer_id"].fillna("").str.strip() != "")
+    )
+    kept = events[good].reset_index(drop=True)
+    expected = clean.interactions.assign(
+        timestamp=clean.interactions["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    )
+    pd.testing.assert_frame_equal(kept, expected)
+
+
+def test_product_mix_moves_the_margin_rate(clean: SynthData):
+    truth = clean.truth
+    expected = truth[truth["true_expected_spend"] > 0]
+    rate = (expected["true_expected_margin"] / expected["true_expected_spend"]).groupby(
+        expected["product_mix"]
+    )
+    rate = rate.median()
+    assert rate["value"] + 0.015 < rate["standard"] < rate["premium"] - 0.015
+    buyers = truth[truth["realized_spend"] > 200]
+    realized = (buyers["realized_margin"] / buyers["realized_spend"]).groupby(buyers["product_mix"]).median()
+    assert realized["value"] < realized["standard"] < realized["premium"]
+    info = clean.truth_json["planted_effects"]["margin"]["expected_order_margin_rate"]
+    assert info["value"] < info["standard"] < info["premium"]
+
+
+def test_truth_expects_the_growth_of_responders_yet_to_respond(clean: SynthData):
+    truth = clean.truth
+    waiting = truth[
+        truth["alive_at_cutoff"]
+        & ~truth["responded_by_cutoff"]
+        & ~truth["planted_lapse"]
+        & (truth["purchase_rate"] > 0)
+    ]
+    per_rate = waiting["true_expected_spend"] / (waiting["purchase_rate"] * waiting["mean_basket"])
+    by_responder = per_rate.groupby(waiting["responder"]).median()
+    assert waiting["responder"].sum() > 30
+    assert by_responder[True] > 1.1 * by_responder[False]
+
+
+def test_unplanted_data_has_no_planted_effects():
+    data = generate(SynthSpec(n_customers=600, seed=5))  # the spec's default
+    truth = data.truth
+    assert not truth["planted_lapse"].any() and not truth["distressed_at_cutoff"].any()
+    assert truth["lapse_date"].isna().all() and (truth["complaints_planted"] == 0).all()
+    assert set(truth["product_mix"]) == {"standard"}
+    effects = data.truth_json["planted_effects"]
+    assert effects["lapse"]["prone_customers"] == 0
+    assert effects["campaign_response"]["rate_multiplier"] == 1.0
+    assert data.truth_json["spec"]["planted"] is False
+    assert len(data.invoices) == data.truth_json["orders"] and len(data.interactions) > 0
+    # the response does not move the rate: the truth per unit of rate is the same for responders
+    alive = truth[truth["alive_at_cutoff"] & (truth["purchase_rate"] > 0)]
+    per_rate = alive["true_expected_spend"] / (alive["purchase_rate"] * alive["mean_basket"])
+    medians = per_rate.groupby(alive["responded_by_cutoff"]).median()
+    assert 0.8 < medians[True] / medians[False] < 1.25
+
+
+def test_cli_synth_options(tmp_path):
+    from segml.cli import app
+
+    args = ["synth", "--customers", "150", "--seed", "2", "--no-planted", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert truth["spec"]["planted"] is False
+    output = " ".join(result.output.split())  # the console may wrap the line
+    assert f"{truth['invoices']:,} invoices" in output
+    assert f"{truth['interactions']:,} interactions" in output

@@ -189,8 +189,15 @@ def synth(
     seasonality: Annotated[
         bool, typer.Option("--seasonality/--no-seasonality", help="Month-of-year purchase profile.")
     ] = True,
+    planted: Annotated[
+        bool,
+        typer.Option(
+            "--planted/--no-planted",
+            help="Plant the lapse, campaign-response and product-mix effects (off: transactions-only model).",
+        ),
+    ] = True,
 ) -> None:
-    """Generate synthetic customers and transactions with planted ground truth."""
+    """Generate synthetic customers, transactions, invoices and interactions with planted ground truth."""
     from segml.config import parse_date
     from segml.datasets.synthetic import SynthSpec, write_synthetic
 
@@ -202,6 +209,7 @@ def synth(
         end=parse_date(end, "--end"),
         horizon_days=horizon_days,
         seasonality=seasonality,
+        planted=planted,
     )
     from segml.config import project_root
 
@@ -209,7 +217,8 @@ def synth(
     out_dir = out_dir if out_dir.is_absolute() else project_root() / out_dir
     truth = write_synthetic(spec, out_dir)
     out.print(
-        f"synth: {truth['customers']:,} customers, {truth['transactions']:,} transaction rows "
+        f"synth: {truth['customers']:,} customers, {truth['transactions']:,} transaction rows, "
+        f"{truth['invoices']:,} invoices, {truth['interactions']:,} interactions "
         f"({'dirty' if dirty else 'clean'}) -> {out_dir}"
     )
 
