@@ -64,7 +64,9 @@ def _project(name: str, work: Path, tafeng: Path) -> Path:
     else:
         from segml.datasets.synthetic import SynthSpec, write_synthetic
 
-        write_synthetic(SynthSpec(n_customers=5000, seed=3), work / "data" / "raw" / "synthetic")
+        write_synthetic(
+            SynthSpec(n_customers=5000, seed=3, planted=True), work / "data" / "raw" / "synthetic"
+        )
     path = work / "experiments" / f"{experiment}.yaml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -222,7 +222,9 @@ def gain(customers: int, seed: int, keep: Path | None) -> dict:
         (work / "experiments").mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "experiments" / "synthetic.yaml", work / "experiments" / "synthetic.yaml")
         (work / "pyproject.toml").write_text("[project]\nname = 'scratch'\n")
-        truth_json = write_synthetic(SynthSpec(n_customers=customers, seed=seed), work / "data/raw/synthetic")
+        truth_json = write_synthetic(
+            SynthSpec(n_customers=customers, seed=seed, planted=True), work / "data/raw/synthetic"
+        )
         cfg = load_experiment(work / "experiments" / "synthetic.yaml", root=work)
         run_ingest(cfg)
         ctx = load_context(cfg)
@@ -268,12 +270,16 @@ def gain(customers: int, seed: int, keep: Path | None) -> dict:
             "holdout_gini": {k: normalized_gini(realised, v) for k, v in predictions.items()},
             "holdout_gini_diff": {"diff": r_diff, "low": r_low, "high": r_high},
         }
-        lapse_column = next((c for c in ("planted_lapse", "lapse") if c in aligned.columns), None)
-        if lapse_column is not None:
-            mask = aligned[lapse_column].fillna(False).astype(bool).to_numpy()
-            result["planted_lapse_customers"] = int(mask.sum())
-            result["planted_lapse_mean_rank"] = {k: _percentile_rank(v, mask) for k, v in predictions.items()}
-            result["planted_lapse_mean_rank"]["truth"] = _percentile_rank(expected, mask)
+        # mean percentile rank of the planted groups (0.5 = no signal): customers in distress at the cutoff (more
+        # complaints, late and missing payments, about to lapse) should rank lower, responders higher
+        groups = {}
+        for column in ("distressed_at_cutoff", "planted_lapse", "responded_by_cutoff"):
+            if column in aligned.columns:
+                mask = aligned[column].fillna(False).astype(bool).to_numpy()
+                ranks = {k: _percentile_rank(v, mask) for k, v in predictions.items()}
+                ranks["truth"] = _percentile_rank(expected, mask)
+                groups[column] = {"customers": int(mask.sum()), "mean_rank": ranks}
+        result["planted_groups"] = groups
         return result
     finally:
         if keep is None:
@@ -316,26 +322,36 @@ def markdown_table(results: dict) -> str:
             f"--customers {g['customers_generated']} --seed {g['seed']}` ({g['population']:,} customers who "
             f"had bought by {g['calibration_end']}):",
             "",
-            "| model | Gini vs truth | Spearman vs truth | holdout Gini | planted-lapse mean rank |",
-            "|---|---|---|---|---|",
+            "| model | Gini vs truth | Spearman vs truth | holdout Gini | mean rank: in distress | mean rank: "
+            "responded |",
+            "|---|---|---|---|---|---|",
         ]
-        ranks = g.get("planted_lapse_mean_rank", {})
-        for name in ("transactions_only", "with_sources"):
-            rank = ranks.get(name)
+        groups = g.get("planted_groups", {})
+
+        def rank(group: str, name: str) -> str:
+            value = groups.get(group, {}).get("mean_rank", {}).get(name)
+            return "" if value is None else f"{value:.3f}"
+
+        for name in ("transactions_only", "with_sources", "truth"):
+            if name == "truth":
+                lines.append(
+                    f"| planted truth | 1 | 1 | | {rank('distressed_at_cutoff', name)} | "
+                    f"{rank('responded_by_cutoff', name)} |"
+                )
+                continue
             lines.append(
                 f"| {name.replace('_', ' ')} | {g['truth_gini'][name]:.4f} | {g['truth_spearman'][name]:.4f} | "
-                f"{g['holdout_gini'][name]:.4f} | {'' if rank is None else f'{rank:.3f}'} |"
+                f"{g['holdout_gini'][name]:.4f} | {rank('distressed_at_cutoff', name)} | "
+                f"{rank('responded_by_cutoff', name)} |"
             )
+        distressed = groups.get("distressed_at_cutoff", {}).get("customers", 0)
+        responded = groups.get("responded_by_cutoff", {}).get("customers", 0)
         lines += [
             "",
             f"Gini gain vs truth {d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]; on the realised holdout "
-            f"{h['diff']:+.4f} [{h['low']:+.4f}, {h['high']:+.4f}] (paired bootstrap, {N_BOOT} replicates)."
-            + (
-                f" The {g['planted_lapse_customers']:,} customers with a planted lapse sit at mean percentile "
-                f"{ranks.get('truth', float('nan')):.3f} of the truth."
-                if ranks
-                else ""
-            ),
+            f"{h['diff']:+.4f} [{h['low']:+.4f}, {h['high']:+.4f}] (paired bootstrap, {N_BOOT} replicates). Mean "
+            f"percentile rank (0.5 = no signal) of the {distressed:,} customers in planted distress at the cutoff "
+            f"(complaints and late payments before a lapse) and of the {responded:,} campaign responders.",
         ]
     return "\n".join(lines)
 

@@ -723,6 +723,8 @@ def _synthetic_ingest(tmp_path: Path, dirty: bool):
         [
             f"data.transactions.0.path={out_dir / 'transactions.parquet'}",
             f"data.customers.path={out_dir / 'customers.parquet'}",
+            f"data.invoices.path={out_dir / 'invoices.parquet'}",
+            f"data.interactions.path={out_dir / 'interactions.parquet'}",
         ],
         root=tmp_path,
     )
@@ -735,6 +737,11 @@ def test_synthetic_dirty_counts_match_truth(tmp_path: Path) -> None:
     report = result.report
     assert report["by_reason"] == truth["injected"]
     assert report["rows_in"] == report["rows_kept"] + report["rows_quarantined"]
+    # the event files' injected faults are quarantined with exactly the reasons recorded in the truth
+    for key in ("invoices", "interactions"):
+        section = report[key]
+        assert section["by_reason"] == truth["injected_by_file"][key], key
+        assert section["rows_in"] == section["rows_kept"] + section["rows_quarantined"] == truth[key]
 
 
 def test_synthetic_clean_has_nothing_quarantined(tmp_path: Path) -> None:

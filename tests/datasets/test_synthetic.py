@@ -641,7 +641,7 @@ def test_dirty_invoices_and_interactions_carry_the_recorded_faults(dirty: SynthD
     ts = pd.to_datetime(events["timestamp"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
     customer = events["customer_id"].fillna("").str.strip()
     found = {
-        "unparseable_timestamp": int(ts.isna().sum()),
+        "bad_timestamp": int(ts.isna().sum()),
         "unknown_kind": int((~events["kind"].isin(KIND_LABELS)).sum()),
         "missing_customer_id": int((customer == "").sum()),
     }

@@ -72,6 +72,13 @@ def ingest(experiment: ExperimentArg, set_: SetOpt = None) -> None:
         f"ingest {cfg.name}: {rep['rows_in']:,} rows in, {rep['rows_kept']:,} kept, "
         f"{rep['rows_quarantined']:,} quarantined, {rep['customers']:,} customers"
     )
+    for key in ("invoices", "interactions"):
+        section = rep.get(key)
+        if section:
+            out.print(
+                f"  {key}: {section['rows_in']:,} rows in, {section['rows_kept']:,} kept, "
+                f"{section['rows_quarantined']:,} quarantined"
+            )
     out.print(f"  DQ report:    {result.report_path}")
     out.print(f"  transactions: {result.transactions_path}")
     out.print(f"  quarantine:   {result.quarantine_path}")

@@ -1420,7 +1420,7 @@ def _inject_interaction_faults(
     Codes outside the clean ranges mark the faults: customer -1 (missing id; the variants of
     :data:`MISSING_CUSTOMER_IDS`), seconds below ``UNPARSEABLE_SECONDS`` (text of
     :data:`UNPARSEABLE_TIMESTAMPS`) and kinds from ``len(INTERACTION_KINDS)`` on (:data:`UNKNOWN_KINDS`)."""
-    reasons = ("unparseable_timestamp", "unknown_kind", "missing_customer_id")
+    reasons = ("bad_timestamp", "unknown_kind", "missing_customer_id")  # segml.ingest.InteractionReason
     n_clean = events["customer"].size
     counts = _fault_counts(spec, len(reasons), n_clean, rng)
     templates = rng.choice(n_clean, size=int(counts.sum()), replace=False)
