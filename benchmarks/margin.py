@@ -1,9 +1,14 @@
 """Benchmark: the margin forecast on the holdout, where the data maps a product cost.
 
-segml forecasts margin as the potential model's spend forecast × the customer's own margin rate shrunk towards
-the population's (``segml.summaries.predicted_margin``: what the grading report's margin ROI uses). This scores
-that forecast against the margin customers realised in the holdout (unclipped: a loss-making customer counts
-negative), next to two references computed in the same run:
+Two margin forecasts, scored against the margin customers realised in the holdout (unclipped: a loss-making
+customer counts negative):
+
+* ``margin_model`` — the potential model trained on the margin label (``PotentialValueModel(target="margin")``:
+  the same settings, the margin features as inputs, each window's margin clipped at 0, no spend blend);
+* ``margin_forecast`` — the spend forecast × the customer's own margin rate shrunk towards the population's
+  (``segml.summaries.predicted_margin``: what the grading report's margin ROI uses);
+
+next to two references computed in the same run:
 
 * ``past_margin`` — the customer's margin over the longest feature window, as a run rate over the holdout;
 * ``population_rate`` — the same spend forecast × the population's margin rate (no per-customer rate), which
@@ -113,6 +118,13 @@ def evaluate_dataset(name: str, tafeng: Path) -> dict[str, Any]:
         )
         fit_seconds = time.perf_counter() - started
         spend_forecast = model.predict(features)
+        started = time.perf_counter()
+        margin_model = potential_model(ctx)
+        margin_model.target = "margin"  # the same settings, trained on the (clipped) margin label
+        margin_model.fit(
+            ctx.transactions_path, tl.calibration_end, cfg.features, ctx.customers_path, **ctx.event_tables
+        )
+        margin_fit_seconds = time.perf_counter() - started
         actual = _holdout_margin(cfg, ctx.eval_ids, tl.calibration_end, tl.holdout_end)
         forecast = predicted_margin(features, spend_forecast)
         gross = features["gross_spend"].to_numpy(dtype=float)
@@ -120,6 +132,7 @@ def evaluate_dataset(name: str, tafeng: Path) -> dict[str, Any]:
         window = max(w for w in cfg.features.windows if w <= (tl.calibration_end - tl.data_start).days + 1)
         past = features[f"margin_{window}d"].fillna(0.0).to_numpy(dtype=float) * tl.holdout_days / window
         predictions = {
+            "margin_model": margin_model.predict(features),
             "margin_forecast": forecast,
             "population_rate": spend_forecast * rate,
             "past_margin": past,
@@ -133,6 +146,7 @@ def evaluate_dataset(name: str, tafeng: Path) -> dict[str, Any]:
             "holdout_margin_total": float(actual.sum()),
             "customers_with_negative_holdout_margin": int((actual < 0).sum()),
             "fit_seconds": fit_seconds,
+            "margin_model_fit_seconds": margin_fit_seconds,
             "models": {k: _metrics(actual, v) for k, v in predictions.items()},
         }
         for other in ("past_margin", "population_rate"):
@@ -140,6 +154,10 @@ def evaluate_dataset(name: str, tafeng: Path) -> dict[str, Any]:
                 actual, forecast, predictions[other], n_boot=N_BOOT, seed=0
             )
             result[f"gini_diff_vs_{other}"] = {"diff": diff, "low": low, "high": high}
+        diff, low, high = evaluate.paired_bootstrap_gini_diff(
+            actual, predictions["margin_model"], forecast, n_boot=N_BOOT, seed=0
+        )
+        result["margin_model_gini_diff_vs_margin_forecast"] = {"diff": diff, "low": low, "high": high}
         truth_file = work / "data" / "raw" / "synthetic" / "truth.parquet"
         if name == "synthetic" and truth_file.is_file():
             truth = pd.read_parquet(truth_file)
@@ -170,7 +188,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         if "error" in entry:
             lines.append(f"| {name} | {entry['error']} | | | | | |")
             continue
-        for model in ("margin_forecast", "population_rate", "past_margin"):
+        for model in ("margin_model", "margin_forecast", "population_rate", "past_margin"):
             m = entry["models"][model]
             lines.append(
                 f"| {name} | {model.replace('_', ' ')} | {m['normalized_gini']:.4f} | {m['spearman']:.4f} | "
@@ -182,6 +200,10 @@ def markdown_table(results: dict[str, Any]) -> str:
                 f"{name}: margin forecast − {other.replace('_', ' ')} Gini {d['diff']:+.4f} "
                 f"[{d['low']:+.4f}, {d['high']:+.4f}]"
             )
+        d = entry["margin_model_gini_diff_vs_margin_forecast"]
+        notes.append(
+            f"{name}: margin model − margin forecast Gini {d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+        )
     return "\n".join([*lines, "", "; ".join(notes) + f" (paired bootstrap, {N_BOOT} replicates)."])
 
 

@@ -809,9 +809,14 @@ def label_columns() -> tuple[str, ...]:
     return tuple(e.name for e in _FIXED.values() if e.role == "label")
 
 
+#: the margin label of training frames built from transactions with a margin (not in :func:`label_columns`:
+#: present only then)
+MARGIN_LABEL = "future_margin"
+
+
 def non_feature_columns() -> frozenset[str]:
-    """Columns that are never model inputs: identifiers, cutoffs and labels."""
-    return frozenset(e.name for e in _FIXED.values() if e.role in ("id", "cutoff", "label"))
+    """Columns that are never model inputs: identifiers, cutoffs and labels (the margin label included)."""
+    return frozenset(e.name for e in _FIXED.values() if e.role in ("id", "cutoff", "label")) | {MARGIN_LABEL}
 
 
 def redundant_columns() -> frozenset[str]:

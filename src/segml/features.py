@@ -58,6 +58,7 @@ __all__ = [
     "FEATURE_DESCRIPTIONS",
     "NUMERIC_FEATURES",
     "LABEL_COLUMNS",
+    "MARGIN_LABEL",
     "build_features",
     "build_labels",
     "describe_feature",
@@ -83,6 +84,9 @@ MARGIN_COLUMN = "margin"
 
 #: label columns produced by :func:`build_labels` (besides customer_id), from the feature catalog
 LABEL_COLUMNS = catalog.label_columns()
+#: net margin in the label window: a label of training frames whose transactions carry ``margin`` (a cost or
+#: margin role), never a model input
+MARGIN_LABEL = catalog.MARGIN_LABEL
 
 # --------------------------------------------------------------------------------------------------------------
 # Column catalogue: names, descriptions and order come from segml.catalog (one entry per column)
@@ -471,6 +475,8 @@ eligible AS (
             ",\n       COALESCE(l.future_active, 0.0) AS future_active"
             ",\n       CAST(CAST(w.label_end - w.cutoff AS INT) AS DOUBLE) AS label_days"
         )
+        if with_margin:
+            label_select += f",\n       COALESCE(l.{MARGIN_LABEL}, 0.0) AS {MARGIN_LABEL}"
         label_join = (
             f"\nLEFT JOIN labels l ON l.cutoff = {as_of} AND l.customer_id = {customer_id}"
             f"\nLEFT JOIN label_windows w ON w.cutoff = {as_of}"
@@ -571,16 +577,21 @@ ORDER BY as_of, customer_id
 """
 
 
-def _labels_sql(first_cutoff: dt.date, last_end: dt.date, ordered: bool = True) -> str:
-    """Labels for every window in table ``label_windows(cutoff, label_end)``: purchases in (cutoff, label_end]."""
+def _labels_sql(
+    first_cutoff: dt.date, last_end: dt.date, ordered: bool = True, with_margin: bool = False
+) -> str:
+    """Labels for every window in table ``label_windows(cutoff, label_end)``: purchases in (cutoff, label_end]
+    (``with_margin``: also :data:`MARGIN_LABEL`, the net margin there)."""
+    day_margin = ", SUM(margin) AS day_margin" if with_margin else ""
+    future_margin = f"\n       CAST(SUM(d.day_margin) AS DOUBLE) AS {MARGIN_LABEL}," if with_margin else ""
     return f"""
 WITH future_days AS (
-    SELECT customer_id, day, SUM(amount) AS day_spend
+    SELECT customer_id, day, SUM(amount) AS day_spend{day_margin}
     FROM transactions
     WHERE day > {_date_literal(first_cutoff)} AND day <= {_date_literal(last_end)}
     GROUP BY customer_id, day
 )
-SELECT w.cutoff, d.customer_id,
+SELECT w.cutoff, d.customer_id,{future_margin}
        CAST(SUM(d.day_spend) AS DOUBLE) AS future_spend,
        CAST(COUNT(*) AS DOUBLE) AS future_orders,
        1.0 AS future_active,
@@ -954,6 +965,8 @@ def _normalise_features(
         columns[name] = table[alias].cast(pa.string())
     if with_labels:
         columns.update({name: table[name].cast(pa.float64()) for name in LABEL_COLUMNS})
+        if with_margin:
+            columns[MARGIN_LABEL] = table[MARGIN_LABEL].cast(pa.float64())
     return pa.table(columns).to_pandas(split_blocks=True, self_destruct=True)
 
 
@@ -988,7 +1001,9 @@ def _features_at(
         runner.materialise(
             "label_windows", _dates_table_sql({"cutoff": list(cutoffs), "label_end": label_ends})
         )
-        runner.materialise("labels", _labels_sql(min(cutoffs), max(label_ends), ordered=False))
+        runner.materialise(
+            "labels", _labels_sql(min(cutoffs), max(label_ends), ordered=False, with_margin=with_margin)
+        )
     raw = runner.fetch(
         _features_sql(
             spec,

@@ -514,3 +514,35 @@ def test_monotone_constraints_hold_on_money_features(population, features_at_end
         more = base.copy()
         more[column] = more[column] * 1.5 + 10
         assert (model.predict(more) >= model.predict(base) - 1e-12).all(), column
+
+
+def test_margin_target_forecasts_margin(population, features_at_end):
+    """``target="margin"`` learns the margin label: with a planted margin rate per customer the forecast ranks
+    by margin, not by spend, and its level is the margin's."""
+    from segml import evaluate
+
+    transactions, truth, customers = population
+    rate = np.linspace(0.05, 0.6, len(truth))  # planted margin rate per customer, uncorrelated with value
+    rate = pd.Series(np.random.default_rng(5).permutation(rate), index=truth["customer_id"])
+    with_margin = transactions.assign(margin=transactions["amount"] * transactions["customer_id"].map(rate))
+    spend_model = PotentialValueModel(HORIZON, max_estimators=150).fit(
+        with_margin, CALIBRATION_END, SPEC, customers
+    )
+    margin_model = PotentialValueModel(HORIZON, max_estimators=150, target="margin").fit(
+        with_margin, CALIBRATION_END, SPEC, customers
+    )
+    assert margin_model.get_params()["target"] == "margin"
+    assert margin_model.blend_selection_ is None  # the spend-based blend parts do not apply to margin
+    features = build_features(with_margin, CALIBRATION_END, SPEC, customers)
+    spend, margin = spend_model.predict(features), margin_model.predict(features)
+    assert np.all(np.isfinite(margin)) and np.all(margin >= 0)
+    ids = features["customer_id"]
+    true_margin = expected_spend(truth, ids, CALIBRATION_END, HORIZON, np.ones(12)) * ids.map(rate).to_numpy()
+    assert evaluate.spearman(true_margin, margin) > evaluate.spearman(true_margin, spend) + 0.05
+    assert 0.15 < margin.sum() / spend.sum() < 0.6
+    restored = PotentialValueModel.from_dict(margin_model.to_dict())
+    np.testing.assert_array_equal(restored.predict(features), margin)
+    with pytest.raises(ConfigError, match="models.potential.target: margin"):
+        PotentialValueModel(HORIZON, max_estimators=20, target="margin").fit(
+            transactions, CALIBRATION_END, SPEC, customers
+        )

@@ -63,6 +63,8 @@ SERIAL_FORMAT = "segml.potential_value/1"
 
 #: the model families; "auto" lets validation choose
 OBJECTIVES = ("tweedie", "hurdle")
+#: what the model forecasts over the horizon
+TARGETS = ("spend", "margin")
 
 #: columns of the feature table that are identifiers or labels, never model inputs (feature catalog)
 _NON_FEATURE_COLUMNS = catalog.non_feature_columns()
@@ -696,12 +698,15 @@ def _events(invoices: Any, interactions: Any) -> dict[str, Any]:
     }
 
 
-def _numeric(spec: FeatureConfig, events: dict[str, Any]) -> list[str]:
-    """The numeric feature columns the model may read: the transaction features and those of the event
-    sources given."""
+def _numeric(spec: FeatureConfig, events: dict[str, Any], target: str = "spend") -> list[str]:
+    """The numeric feature columns the model may read: the transaction features, those of the event sources
+    given, and the margin features when it forecasts margin."""
     return list(
         _features_module().NUMERIC_FEATURES(
-            spec, with_invoices="invoices" in events, with_interactions="interactions" in events
+            spec,
+            with_margin=target == "margin",
+            with_invoices="invoices" in events,
+            with_interactions="interactions" in events,
         )
     )
 
@@ -715,6 +720,7 @@ def _stack(
     customers: str | Path | pd.DataFrame | None,
     profile: np.ndarray,
     events: dict[str, Any] | None = None,
+    target: str = "spend",
 ) -> _Frame:
     """Features at every cutoff with the net spend (≥ 0) in (cutoff, min(cutoff + horizon, label_end)],
     turned into a per-day rate (spend / seasonal weight of the window) weighted by the window's length.
@@ -723,7 +729,13 @@ def _stack(
     stacked = _features_module().training_frame(
         transactions, cutoffs, horizon_days, spec, customers, label_end=label_end, **(events or {})
     )
-    spend = stacked["future_spend"].to_numpy(dtype=float).clip(min=0.0)
+    label = "future_spend" if target == "spend" else _features_module().MARGIN_LABEL
+    if label not in stacked.columns:
+        raise ConfigError(
+            "models.potential.target: margin needs a 'cost' or 'margin' role in data.transactions[].columns "
+            "(the clean transactions carry no margin)"
+        )
+    spend = stacked[label].to_numpy(dtype=float).clip(min=0.0)
     window = stacked["label_days"].to_numpy(dtype=float)
     seasonal = season_weight(profile, stacked["cutoff"], window)
     return _Frame(stacked, spend / seasonal, window, spend)
@@ -840,6 +852,12 @@ class PotentialValueModel(BaseEstimator):
         Seed of every LightGBM random step.
     num_threads:
         LightGBM threads (fixed: results do not depend on the machine's core count).
+    target:
+        ``"spend"`` (net spend over the horizon) or ``"margin"`` (net margin: the transactions need a ``cost``
+        or ``margin`` role). The margin label of each stacked window is clipped at 0 like spend (a Tweedie /
+        hurdle target cannot be negative), so the forecast is the expected positive margin; money metrics are
+        meant against the unclipped realised margin (``benchmarks/margin.py``). No blend with the spend-based
+        run rate and BG/NBD for margin.
 
     Attributes
     ----------
@@ -879,6 +897,7 @@ class PotentialValueModel(BaseEstimator):
         blend: str = "auto",
         monotone: str = "auto",
         lapse: str = "auto",
+        target: str = "spend",
     ) -> None:
         self.horizon_days = horizon_days
         self.objective = objective
@@ -895,6 +914,7 @@ class PotentialValueModel(BaseEstimator):
         self.blend = blend
         self.monotone = monotone
         self.lapse = lapse
+        self.target = target
 
     #: model-family interface: :meth:`predict_value` is net spend over ``horizon_days``
     predicts_money: ClassVar[bool] = True
@@ -922,6 +942,8 @@ class PotentialValueModel(BaseEstimator):
             raise InvalidParameter(who, "blend", f"{self.blend!r} is not one of auto, none")
         if self.lapse not in ("auto", "none"):
             raise InvalidParameter(who, "lapse", f"{self.lapse!r} is not one of auto, none")
+        if self.target not in TARGETS:
+            raise InvalidParameter(who, "target", f"{self.target!r} is not one of {', '.join(TARGETS)}")
         if self.seasonality not in ("auto", "flat"):
             raise InvalidParameter(who, "seasonality", f"{self.seasonality!r} is not one of auto, flat")
         if self.n_estimators is not None and self.n_estimators < 1:
@@ -1022,7 +1044,7 @@ class PotentialValueModel(BaseEstimator):
                 f"select a model on a validation cutoff inside it (needs at least {4 * step} days)"
             )
         events = _events(invoices, interactions)
-        numeric = _numeric(spec, events)
+        numeric = _numeric(spec, events, self.target)
 
         # final-fit rows; the rows at the validation cutoff double as the validation fold, because their
         # label window (validation cutoff, calibration end] is exactly the inner task's horizon
@@ -1036,6 +1058,7 @@ class PotentialValueModel(BaseEstimator):
             customers,
             self.season_profile_,
             events,
+            target=self.target,
         )
         at_validation = (outer.features["cutoff"] == pd.Timestamp(validation_cutoff)).to_numpy()
         validation = outer.features.loc[at_validation].reset_index(drop=True)
@@ -1045,7 +1068,15 @@ class PotentialValueModel(BaseEstimator):
         # selection on the half-size task: cutoffs before the validation cutoff, labels clipped there
         inner_profile = self._profile(history, start, validation_cutoff)
         inner = _stack(
-            history, inner_cutoffs, inner_horizon, validation_cutoff, spec, customers, inner_profile, events
+            history,
+            inner_cutoffs,
+            inner_horizon,
+            validation_cutoff,
+            spec,
+            customers,
+            inner_profile,
+            events,
+            target=self.target,
         )
         validation_weight = season_weight(inner_profile, [validation_cutoff], inner_horizon)[0]
         design = _design_from_frame(inner.features, numeric, self.categorical, self.max_levels)
@@ -1095,7 +1126,8 @@ class PotentialValueModel(BaseEstimator):
         validation fold (see :func:`segml.models.blend.choose_blend`; None when ``blend="none"``), and the
         validation components (``gbm`` alone when there is no blend)."""
         self.blend_selection_ = None
-        if self.blend == "none":
+        if self.blend == "none" or self.target == "margin":
+            # the blend's other parts (past-spend run rate, BG/NBD + Gamma-Gamma) forecast spend, not margin
             return None, {"gbm": validation_prediction}
         from segml.models import blend
 
@@ -1341,8 +1373,9 @@ class PotentialValueModel(BaseEstimator):
             customers,
             production.season_profile_,
             events,
+            target=self.target,
         )
-        numeric = _numeric(spec, events)
+        numeric = _numeric(spec, events, self.target)
         production.blend_selection_ = getattr(self, "blend_selection_", None)
         production._fit_final(frame, cutoffs, start, data_end, numeric, spec, customers, history, events)
         return production
@@ -1365,6 +1398,7 @@ class PotentialValueModel(BaseEstimator):
             "blend": self.blend,
             "monotone": self.monotone,
             "lapse": self.lapse,
+            "target": self.target,
         }
 
     # -------------------------------------------------------------------------------------------- predict
