@@ -169,6 +169,8 @@ def test_comparison_shows_the_model_without_the_event_sources(invoiced) -> None:
 def test_grade_needs_the_invoices_and_reproduces_the_grades(invoiced, tmp_path: Path) -> None:
     cfg, invoices, interactions = invoiced
     path = export_artifact(cfg)  # the export re-grades from the packaged pieces, invoices included
+    card = (path / "model_card.md").read_text(encoding="utf-8")
+    assert "`--invoices FILE` `--interactions FILE`" in card
     raw = cfg.root / "data" / "raw" / "smoke"
     args = [
         "grade",

@@ -59,6 +59,23 @@ def _selection_lines(selection: dict[str, Any] | None, evaluation: dict[str, Any
     return lines
 
 
+def _event_lines(cfg: ExperimentConfig) -> list[str]:
+    """What the model reads beyond transactions and attributes, and what `segml grade` then needs."""
+    events = [
+        (key, what)
+        for key, what in (("invoices", "payment"), ("interactions", "contact"))
+        if getattr(cfg.data, key) is not None
+    ]
+    if not events:
+        return []
+    named = " and ".join(f"{key} ({what} features)" for key, what in events)
+    options = " ".join(f"`--{key} FILE`" for key, _ in events)
+    return [
+        f"- Event sources: {named}, each as known at the cutoff; `segml grade` needs {options}, and the "
+        "grades carry per-customer `risk_flags`.",
+    ]
+
+
 def model_card(
     *,
     name: str,
@@ -106,6 +123,7 @@ def model_card(
         f"{data_period['model_training_end']} with the selected settings "
         f"({model.objective_}, trees {dict(sorted(model.n_estimators_.items()))}).",
         "- Training data fingerprint: see `manifest.json` (`training_data.fingerprint`).",
+        *_event_lines(cfg),
         "",
         "## Holdout metrics vs baselines",
         "",
@@ -201,7 +219,7 @@ def model_card(
         "",
         "## Fairness and privacy",
         "",
-        "- Inputs are transaction amounts and dates plus the mapped customer attributes (see "
+        "- Inputs are transaction amounts and dates plus the mapped customer attributes and event files (see "
         "`spec/feature_spec.json`). No protected characteristic is needed; do not map one as an attribute. "
         "Attributes that proxy for one (e.g. region) can carry its bias: check grade shares per attribute "
         "level before use.",
