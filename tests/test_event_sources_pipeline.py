@@ -4,6 +4,7 @@ with."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import zlib
 from pathlib import Path
@@ -171,6 +172,14 @@ def test_grade_needs_the_invoices_and_reproduces_the_grades(invoiced, tmp_path: 
     path = export_artifact(cfg)  # the export re-grades from the packaged pieces, invoices included
     card = (path / "model_card.md").read_text(encoding="utf-8")
     assert "`--invoices FILE` `--interactions FILE`" in card
+    # segml monitor re-grades with the event files at each cutoff and tracks the flagged share of the best grades
+    from segml.pipeline.monitoring import run_monitor_series
+
+    series = run_monitor_series(cfg, path, [dt.date(2026, 3, 31), dt.date(2026, 6, 30)], reuse=False)
+    last = series.steps[-1]
+    assert 0 <= last["flagged_top_share"] <= 1
+    shares = pd.DataFrame(last["risk_flags"]).set_index("grade")
+    assert shares.loc["all", "recent complaints"] > 0
     raw = cfg.root / "data" / "raw" / "smoke"
     args = [
         "grade",

@@ -384,6 +384,21 @@ def test_alerts_from_thresholds() -> None:
     )
 
 
+def test_flagged_top_rise_alert() -> None:
+    """The share of the best grades' customers with a risk flag: an alert when it rises by more than the
+    threshold between two steps, none on the first step or on a fall."""
+    steps = [
+        {"as_of": "2026-01-31", "psi": [], "flagged_top_share": 0.10},
+        {"as_of": "2026-02-28", "psi": [], "flagged_top_share": 0.18},
+        {"as_of": "2026-03-31", "psi": [], "flagged_top_share": 0.12},
+        {"as_of": "2026-04-30", "psi": []},  # no payment or contact data at this step
+    ]
+    found = monitor.alerts(steps, MonitorSettings())
+    assert [(a["step"], a["kind"]) for a in found] == [("2026-02-28", "flagged_top_rise")]
+    assert found[0]["value"] == pytest.approx(0.08) and found[0]["share"] == 0.18
+    assert monitor.alerts(steps, MonitorSettings(flag_rise_threshold=0.1)) == []
+
+
 def test_apply_hysteresis_margin_and_periods() -> None:
     thresholds, codes = [0.9, 0.7, 0.4, 0.2], list("ABCDE")
     previous = pd.DataFrame({"customer_id": list("abcd"), "grade": list("BBBB")})

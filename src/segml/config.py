@@ -552,6 +552,9 @@ class MonitorSettings:
     realised_horizon_days: int | None = field(default=None, metadata={"ge": 1})
     #: drop of the realised normalized Gini below the training (holdout) Gini above which it is reported
     gini_drop_threshold: float = field(default=0.05, metadata={"ge": 0})
+    #: rise (between two steps) of the share of the two best grades' customers carrying a risk flag (pays late,
+    #: overdue invoices, complaints; only with invoices or interactions) above which it is reported
+    flag_rise_threshold: float = field(default=0.05, metadata={"ge": 0, "le": 1})
 
 
 @dataclass

@@ -462,8 +462,10 @@ def alerts(steps: Sequence[Mapping[str, Any]], settings: Any) -> list[dict[str, 
 
     Kinds: ``score_psi`` (``monitor.score_psi_threshold``), ``feature_psi`` (``monitor.psi_threshold``, one
     alert per feature, with a ``feature`` key), ``update_rate`` (``monitor.update_rate_threshold``, on the grades
-    in use, i.e. after hysteresis) and ``gini_drop`` (training Gini minus realised Gini,
-    ``monitor.gini_drop_threshold``).
+    in use, i.e. after hysteresis), ``gini_drop`` (training Gini minus realised Gini,
+    ``monitor.gini_drop_threshold``) and ``flagged_top_rise`` (the rise since the previous step of the share of
+    the two best grades' customers carrying a risk flag, ``monitor.flag_rise_threshold``; only with payment or
+    contact data, with a ``share`` key: the share now).
 
     Returns
     -------
@@ -471,6 +473,7 @@ def alerts(steps: Sequence[Mapping[str, Any]], settings: Any) -> list[dict[str, 
         ``{"step", "kind", "value", "threshold"}`` (plus ``feature``), in step order.
     """
     found: list[dict[str, Any]] = []
+    previous: Mapping[str, Any] | None = None
 
     def add(step: str, kind: str, value: Any, threshold: float, **extra: Any) -> None:
         if value is not None and np.isfinite(value) and value > threshold:
@@ -491,6 +494,11 @@ def alerts(steps: Sequence[Mapping[str, Any]], settings: Any) -> list[dict[str, 
             settings.update_rate_threshold,
         )
         add(cutoff, "gini_drop", (step.get("realised") or {}).get("gini_drop"), settings.gini_drop_threshold)
+        before = previous.get("flagged_top_share") if previous is not None else None
+        now = step.get("flagged_top_share")
+        if before is not None and now is not None:
+            add(cutoff, "flagged_top_rise", now - before, settings.flag_rise_threshold, share=now)
+        previous = step
     return found
 
 

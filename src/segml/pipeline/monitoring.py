@@ -298,6 +298,22 @@ def _realised(
     return document
 
 
+def _risk_document(graded: pd.DataFrame, current: pd.DataFrame, order: list[str], codes: list[str]) -> dict:
+    """The step's risk flags (only when the grades carry them: payment or contact data): the share of each
+    grade's customers per flag, and ``flagged_top_share``, the share of the two best grades' customers with any
+    flag (what the ``flagged_top_rise`` alert watches)."""
+    from segml.flags import flags_per_grade
+
+    if "risk_flags" not in graded.columns:
+        return {}
+    flagged = pd.DataFrame(
+        {"grade": current["grade"].to_numpy(), "risk_flags": graded["risk_flags"].fillna("").to_numpy()}
+    )
+    top = flagged["grade"].isin(codes[:2]).to_numpy()
+    share = float((flagged["risk_flags"][top] != "").mean()) if top.any() else None
+    return {"risk_flags": flags_per_grade(flagged, order), "flagged_top_share": share}
+
+
 def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading order
     cfg: Any,
     artifact_dir: Any,
@@ -469,6 +485,7 @@ def run_monitor_series(  # noqa: C901 - one pass over the steps, in reading orde
             "movement_without_hysteresis": None,
             "flows": None,
             "realised": _realised(cfg, current, cutoff, data_end, horizon, codes, training_gini),
+            **_risk_document(graded, current, order, codes),
         }
         migration_rows = None
         if previous is not None:
