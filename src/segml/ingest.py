@@ -1561,6 +1561,39 @@ def _create_parsed(con: duckdb.DuckDBPyConnection, raw: _RawTable, sql: str) -> 
         ) from None
 
 
+def _fault_case(faults: Sequence[tuple[StrEnum, str]]) -> str:
+    """SQL naming a row's first fault: ``faults`` are (reason, condition) in precedence order."""
+    return "CASE " + " ".join(f"WHEN {cond} THEN '{r.value}'" for r, cond in faults) + " END"
+
+
+def _mark_duplicates(
+    con: duckdb.DuckDBPyConnection, name: str, key: str, order: str, duplicate: StrEnum
+) -> None:
+    """``{name}_checked``: ``{name}_faults`` with a ``reason``, the row's fault, else ``duplicate`` for every
+    row with no fault but the first (by ``order``) of those sharing ``key``."""
+    con.execute(
+        f"""
+        CREATE TABLE {name}_checked AS
+        SELECT *, CASE WHEN fault IS NOT NULL THEN fault
+                       WHEN row_number() OVER (PARTITION BY fault, {key} ORDER BY {order}) > 1
+                       THEN '{duplicate.value}' END AS reason
+        FROM {name}_faults
+        """
+    )
+
+
+def _bad_counts(
+    con: duckdb.DuckDBPyConnection, table: str, checks: Sequence[tuple[str, str, str]]
+) -> list[tuple[str, int, str]]:
+    """(role, rows of ``table`` meeting the condition, what they are) for each (role, condition, what)."""
+    if not checks:
+        return []
+    counts = con.execute(
+        f"SELECT {', '.join(f'count(*) FILTER (WHERE {cond})' for _, cond, _ in checks)} FROM {table}"
+    ).fetchall()[0]
+    return [(role, int(n), what) for (role, _, what), n in zip(checks, counts, strict=True)]
+
+
 def _refuse_bad_columns(
     raw: _RawTable,
     mapping: dict[str, str],
@@ -1730,7 +1763,6 @@ def _ingest_invoices(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Clea
         (reason.PAID_BEFORE_ISSUED, "paid < issued"),
         (reason.NEGATIVE_AMOUNT, "amount < 0"),
     )
-    fault_case = "CASE " + " ".join(f"WHEN {cond} THEN '{r.value}'" for r, cond in faults) + " END"
     _create_parsed(
         con,
         raw,
@@ -1746,44 +1778,22 @@ def _ingest_invoices(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Clea
                    {_RAW} IS NOT NULL AS is_malformed
             FROM {source_table}
         )
-        SELECT *, {fault_case} AS fault FROM parsed
+        SELECT *, {_fault_case(faults)} AS fault FROM parsed
         """,
     )
-    con.execute(
-        f"""
-        CREATE TABLE invoices_checked AS
-        SELECT *, CASE WHEN fault IS NOT NULL THEN fault
-                       WHEN row_number() OVER (PARTITION BY fault, invoice_id ORDER BY issued, source_row) > 1
-                       THEN '{reason.DUPLICATE_INVOICE.value}' END AS reason
-        FROM invoices_faults
-        """
-    )
-    bad = con.execute(
-        """
-        SELECT count(*) FILTER (WHERE customer_id IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE issued IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE due IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE paid_present AND paid IS NULL),
-               count(*) FILTER (WHERE NOT coalesce(isfinite(amount), false) AND NOT is_malformed)
-        FROM invoices_checked
-        """
-    ).fetchall()[0]
+    _mark_duplicates(con, "invoices", "invoice_id", "issued, source_row", reason.DUPLICATE_INVOICE)
     checks = [
-        (role, count, what)
-        for role, count, what in zip(
-            ("customer_id", "issued", "due", "paid", "amount"),
-            bad,
-            (
-                "empty — wrong column?",
-                _NOT_DATES,
-                _NOT_DATES,
-                _NOT_DATES,
-                "not numbers — wrong column?",
-            ),
-            strict=True,
-        )
+        ("customer_id", "customer_id IS NULL AND NOT is_malformed", "empty — wrong column?"),
+        ("issued", "issued IS NULL AND NOT is_malformed", _NOT_DATES),
+        ("due", "due IS NULL AND NOT is_malformed", _NOT_DATES),
+        ("paid", "paid_present AND paid IS NULL", _NOT_DATES),
+        (
+            "amount",
+            "NOT coalesce(isfinite(amount), false) AND NOT is_malformed",
+            "not numbers — wrong column?",
+        ),
     ]
-    _refuse_bad_columns(raw, mapping, checks, rules)
+    _refuse_bad_columns(raw, mapping, _bad_counts(con, "invoices_checked", checks), rules)
     _write_checked(con, raw, "invoices", CLEAN_INVOICE_COLUMNS)
     kept, quarantined, unpaid, without_transactions = _checked_counts(
         con,
@@ -1845,7 +1855,6 @@ def _ingest_interactions(
         (reason.UNKNOWN_KIND, "kind IS NULL"),
         (reason.BAD_SCORE, "score_present AND NOT coalesce(isfinite(score), false)"),
     )
-    fault_case = "CASE " + " ".join(f"WHEN {cond} THEN '{r.value}'" for r, cond in faults) + " END"
     _create_parsed(
         con,
         raw,
@@ -1864,29 +1873,16 @@ def _ingest_interactions(
                    {_RAW} IS NOT NULL AS is_malformed
             FROM {source_table}
         )
-        SELECT *, {fault_case} AS fault FROM parsed
+        SELECT *, {_fault_case(faults)} AS fault FROM parsed
         """,
     )
-    con.execute(
-        f"""
-        CREATE TABLE interactions_checked AS
-        SELECT *, CASE WHEN fault IS NOT NULL THEN fault
-                       WHEN row_number() OVER (
-                           PARTITION BY fault, customer_id, timestamp, kind, channel, outcome, score
-                           ORDER BY source_row) > 1
-                       THEN '{reason.DUPLICATE_EVENT.value}' END AS reason
-        FROM interactions_faults
-        """
+    _mark_duplicates(
+        con,
+        "interactions",
+        "customer_id, timestamp, kind, channel, outcome, score",
+        "source_row",
+        reason.DUPLICATE_EVENT,
     )
-    bad = con.execute(
-        """
-        SELECT count(*) FILTER (WHERE customer_id IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE timestamp IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE kind IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE score_present AND NOT coalesce(isfinite(score), false))
-        FROM interactions_checked
-        """
-    ).fetchall()[0]
     # the values behind unknown_kind, most frequent first: what a ``kinds:`` mapping would have to list
     unknown_values = con.execute(
         f"""
@@ -1903,21 +1899,13 @@ def _ingest_interactions(
         else "empty — wrong column?"
     )
     checks = [
-        (role, count, what)
-        for role, count, what in zip(
-            ("customer_id", "timestamp", "kind", "score"),
-            bad,
-            (
-                "empty — wrong column?",
-                _timestamp_words(source.timestamp_format),
-                kind_words,
-                "not numbers — wrong column?",
-            ),
-            strict=True,
-        )
-        if role in mapping
+        ("customer_id", "customer_id IS NULL AND NOT is_malformed", "empty — wrong column?"),
+        ("timestamp", "timestamp IS NULL AND NOT is_malformed", _timestamp_words(source.timestamp_format)),
+        ("kind", "kind IS NULL AND NOT is_malformed", kind_words),
+        ("score", "score_present AND NOT coalesce(isfinite(score), false)", "not numbers — wrong column?"),
     ]
-    _refuse_bad_columns(raw, mapping, checks, rules)
+    checks = [check for check in checks if check[0] in mapping]
+    _refuse_bad_columns(raw, mapping, _bad_counts(con, "interactions_checked", checks), rules)
     _write_checked(con, raw, "interactions", CLEAN_INTERACTION_COLUMNS)
     known = "SELECT customer_id FROM clean_out"
     if with_customers:
