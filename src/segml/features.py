@@ -1347,6 +1347,19 @@ def training_frame(
         )
 
 
+def _clean_events(cfg: ExperimentConfig, source: str, experiment: str | Path) -> Path | None:
+    """The clean ``source`` file ingest wrote when ``data.<source>`` is configured (None when it is not)."""
+    if getattr(cfg.data, source) is None:
+        return None
+    path: Path = getattr(cfg.paths, f"clean_{source}")
+    if not path.is_file():
+        raise SegmlError(
+            f"{path}: clean {source} not found (data.{source} is configured); run "
+            f"`segml ingest {experiment}` first"
+        )
+    return path
+
+
 def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
     """Build the feature table of an experiment at a cutoff and write it as parquet.
 
@@ -1393,22 +1406,8 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
                 )
             keep = ["customer_id", *(["signup_date"] if "signup_date" in names else []), *wanted]
             customers = pd.read_parquet(customers, columns=keep)
-    invoices: TableSource | None = None
-    if cfg.data.invoices is not None:
-        invoices = cfg.paths.clean_invoices
-        if not invoices.is_file():
-            raise SegmlError(
-                f"{invoices}: clean invoices not found (data.invoices is configured); run "
-                f"`segml ingest {experiment}` first"
-            )
-    interactions: TableSource | None = None
-    if cfg.data.interactions is not None:
-        interactions = cfg.paths.clean_interactions
-        if not interactions.is_file():
-            raise SegmlError(
-                f"{interactions}: clean interactions not found (data.interactions is configured); run "
-                f"`segml ingest {experiment}` first"
-            )
+    invoices = _clean_events(cfg, "invoices", experiment)
+    interactions = _clean_events(cfg, "interactions", experiment)
     console = Console(stderr=True)
     with console.status(f"features {cfg.name} as of {as_of} ({cfg.engine})"):
         undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"
