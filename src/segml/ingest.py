@@ -288,33 +288,27 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         paths = cfg.paths
         _copy_parquet(con, _CLEAN_QUERY, paths.clean_transactions)
         _copy_parquet(con, _QUARANTINE_QUERY, paths.quarantine)
-        customers_path = None
-        quarantine_customers = paths.interim / QUARANTINE_CUSTOMERS_FILE
-        if customers_raw is not None:
-            customers_path = paths.clean_customers
-            _copy_parquet(con, "SELECT * FROM customers_out ORDER BY customer_id", customers_path)
-            _copy_parquet(
-                con, "SELECT * FROM quarantine_customers_out ORDER BY source_row", quarantine_customers
-            )
-        else:  # a customers file from an earlier run with another config would be silently stale
-            for stale in (paths.clean_customers, quarantine_customers):
-                stale.unlink(missing_ok=True)
-        invoices_path = None
-        if invoices_raw is not None:
-            invoices_path = paths.clean_invoices
-            _copy_parquet(con, _INVOICES_QUERY, invoices_path)
-            _copy_parquet(con, _QUARANTINE_INVOICES_QUERY, paths.quarantine_invoices)
-        else:
-            for stale in (paths.clean_invoices, paths.quarantine_invoices):
-                stale.unlink(missing_ok=True)
-        interactions_path = None
-        if interactions_raw is not None:
-            interactions_path = paths.clean_interactions
-            _copy_parquet(con, _INTERACTIONS_QUERY, interactions_path)
-            _copy_parquet(con, _QUARANTINE_INTERACTIONS_QUERY, paths.quarantine_interactions)
-        else:
-            for stale in (paths.clean_interactions, paths.quarantine_interactions):
-                stale.unlink(missing_ok=True)
+        customers_path = _write_optional(
+            con,
+            customers_raw is not None,
+            (paths.clean_customers, "SELECT * FROM customers_out ORDER BY customer_id"),
+            (
+                paths.interim / QUARANTINE_CUSTOMERS_FILE,
+                "SELECT * FROM quarantine_customers_out ORDER BY source_row",
+            ),
+        )
+        invoices_path = _write_optional(
+            con,
+            invoices_raw is not None,
+            (paths.clean_invoices, _INVOICES_QUERY),
+            (paths.quarantine_invoices, _QUARANTINE_INVOICES_QUERY),
+        )
+        interactions_path = _write_optional(
+            con,
+            interactions_raw is not None,
+            (paths.clean_interactions, _INTERACTIONS_QUERY),
+            (paths.quarantine_interactions, _QUARANTINE_INTERACTIONS_QUERY),
+        )
         write_json(paths.dq_report, report)
     finally:
         con.close()
@@ -1936,6 +1930,21 @@ def _ingest_interactions(
 
 # --------------------------------------------------------------------------------------------------------------
 # Output and SQL text helpers
+
+
+def _write_optional(
+    con: duckdb.DuckDBPyConnection, configured: bool, clean: tuple[Path, str], quarantine: tuple[Path, str]
+) -> Path | None:
+    """An optional file's clean and quarantine parquet ((path, query) each) when it is configured; otherwise
+    remove both (files from an earlier run with another config would be silently stale). Returns the clean
+    path, or None."""
+    if not configured:
+        for stale, _ in (clean, quarantine):
+            stale.unlink(missing_ok=True)
+        return None
+    for target, query in (clean, quarantine):
+        _copy_parquet(con, query, target)
+    return clean[0]
 
 
 def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, target: Path) -> None:
