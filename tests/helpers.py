@@ -1,6 +1,10 @@
-"""Names the tests of several modules share: the feature columns each event source adds."""
+"""What the tests of several modules share: the feature columns each event source adds, the check of a refused
+``segml ingest``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 #: the columns clean invoices (``data.invoices``) add to the feature table, in catalog order
 INVOICE_FEATURES = [
@@ -28,3 +32,19 @@ INTERACTION_FEATURES = [
     "days_since_complaint",
     "score_mean",
 ]
+
+
+def ingest_error(runner: Any, experiment: Path, *overrides: str) -> str:
+    """Run ``segml ingest`` on ``experiment`` with ``--set`` ``overrides``: it must exit with code 2 and one
+    ``error:`` line, no traceback. Returns that line."""
+    from segml.cli import app
+
+    args = ["ingest", str(experiment)]
+    for override in overrides:
+        args += ["--set", override]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error:"), result.output
+    return last
