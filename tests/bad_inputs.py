@@ -79,6 +79,14 @@ def _invoice_case(case_id: str, what: str, reason: str, row: str) -> Case:
     return Case(case_id, what, "quarantine", (reason,), data=_csv(), invoices=_invoices_csv(row))
 
 
+def _invoice_error(
+    case_id: str, what: str, expect: tuple[str, ...], *, invoices: bytes | None = None, columns: str = ""
+) -> Case:
+    """A good transactions file and an invoices file (the good invoices unless given) ingest must refuse."""
+    invoices = _invoices_csv() if invoices is None else invoices
+    return Case(case_id, what, "error", expect, data=_csv(), invoices=invoices, invoice_columns=columns)
+
+
 INVOICE_CASES = [
     _invoice_case("invoice-short-row", "an invoice row with too few fields", "malformed_row", "n90,c1"),
     _invoice_case(
@@ -135,50 +143,31 @@ INVOICE_CASES = [
         "duplicate_invoice",
         "n1,c3,2024-01-20,2024-02-20,,55",
     ),
-    Case(
+    _invoice_error(
         "invoice-role-missing",
         "data.invoices without a paid role",
-        "error",
         ("data.invoices.columns", "'paid'"),
-        data=_csv(),
-        invoices=_invoices_csv(),
-        invoice_columns="{invoice_id: inv, customer_id: cust, issued: issued, due: due, amount: total}",
+        columns="{invoice_id: inv, customer_id: cust, issued: issued, due: due, amount: total}",
     ),
-    Case(
+    _invoice_error(
         "invoice-unknown-role",
         "data.invoices with an unknown role",
-        "error",
         ("data.invoices.columns", "unknown role 'status'"),
-        data=_csv(),
-        invoices=_invoices_csv(),
-        invoice_columns=INVOICE_COLUMNS.replace("}", ", status: paid}"),
+        columns=INVOICE_COLUMNS.replace("}", ", status: paid}"),
     ),
-    Case(
+    _invoice_error(
         "invoice-column-absent",
         "an invoice role mapped to a column the file lacks",
-        "error",
         ("invoices.csv", "'settled'", "role paid"),
-        data=_csv(),
-        invoices=_invoices_csv(),
-        invoice_columns=INVOICE_COLUMNS.replace("paid: paid", "paid: settled"),
+        columns=INVOICE_COLUMNS.replace("paid: paid", "paid: settled"),
     ),
-    Case(
+    _invoice_error(
         "invoice-wrong-date-column",
         "the invoices' issued role mapped to a text column",
-        "error",
         ("invoices.csv", "'cust'", "role issued"),
-        data=_csv(),
-        invoices=_invoices_csv(),
-        invoice_columns=INVOICE_COLUMNS.replace("issued: issued", "issued: cust"),
+        columns=INVOICE_COLUMNS.replace("issued: issued", "issued: cust"),
     ),
-    Case(
-        "invoice-file-empty",
-        "an empty invoices file",
-        "error",
-        ("invoices.csv", "empty"),
-        data=_csv(),
-        invoices=b"\n",
-    ),
+    _invoice_error("invoice-file-empty", "an empty invoices file", ("invoices.csv", "empty"), invoices=b"\n"),
 ]
 
 INTERACTION_HEADER = "who,when,what,via,result,rating\n"
@@ -201,6 +190,29 @@ def _interactions_csv(*rows: str, good: str = INTERACTION_GOOD) -> bytes:
 def _interaction_case(case_id: str, what: str, reason: str, row: str) -> Case:
     """A good transactions file and an interactions file with one bad row among good ones."""
     return Case(case_id, what, "quarantine", (reason,), data=_csv(), interactions=_interactions_csv(row))
+
+
+def _interaction_error(
+    case_id: str,
+    what: str,
+    expect: tuple[str, ...],
+    *,
+    interactions: bytes | None = None,
+    columns: str = "",
+    kinds: str = "",
+) -> Case:
+    """A good transactions file and an interactions file (the good events unless given) ingest must refuse."""
+    interactions = _interactions_csv() if interactions is None else interactions
+    return Case(
+        case_id,
+        what,
+        "error",
+        expect,
+        data=_csv(),
+        interactions=interactions,
+        interaction_columns=columns,
+        interaction_kinds=kinds,
+    )
 
 
 INTERACTION_CASES = [
@@ -249,67 +261,48 @@ INTERACTION_CASES = [
         "duplicate_event",
         "c1,2024-01-02 10:01,ticket,web,,",
     ),
-    Case(
+    _interaction_error(
         "interaction-role-missing",
         "data.interactions without a kind role",
-        "error",
         ("data.interactions.columns", "'kind'"),
-        data=_csv(),
-        interactions=_interactions_csv(),
-        interaction_columns="{customer_id: who, timestamp: when}",
+        columns="{customer_id: who, timestamp: when}",
     ),
-    Case(
+    _interaction_error(
         "interaction-unknown-role",
         "data.interactions with an unknown role",
-        "error",
         ("data.interactions.columns", "unknown role 'mood'"),
-        data=_csv(),
-        interactions=_interactions_csv(),
-        interaction_columns=INTERACTION_COLUMNS.replace("}", ", mood: via}"),
+        columns=INTERACTION_COLUMNS.replace("}", ", mood: via}"),
     ),
-    Case(
+    _interaction_error(
         "interaction-kinds-not-segml",
         "a kinds: entry mapping to a kind segml does not know",
-        "error",
         ("data.interactions.kinds.Beschwerde", "'gripe'", "not a segml kind"),
-        data=_csv(),
-        interactions=_interactions_csv(),
-        interaction_kinds="{Beschwerde: gripe}",
+        kinds="{Beschwerde: gripe}",
     ),
-    Case(
+    _interaction_error(
         "interaction-column-absent",
         "an interaction role mapped to a column the file lacks",
-        "error",
         ("interactions.csv", "'medium'", "role channel"),
-        data=_csv(),
-        interactions=_interactions_csv(),
-        interaction_columns=INTERACTION_COLUMNS.replace("channel: via", "channel: medium"),
+        columns=INTERACTION_COLUMNS.replace("channel: via", "channel: medium"),
     ),
-    Case(
+    _interaction_error(
         "interaction-wrong-kind-column",
         "the interactions' kind role mapped to the channel column",
-        "error",
         ("interactions.csv", "'via'", "role kind", "kinds"),
-        data=_csv(),
-        interactions=_interactions_csv(),
-        interaction_columns=INTERACTION_COLUMNS.replace("kind: what", "kind: via"),
+        columns=INTERACTION_COLUMNS.replace("kind: what", "kind: via"),
     ),
-    Case(
+    _interaction_error(
         "interaction-kinds-unmapped",
         "the file's own kind words without a kinds: mapping",
-        "error",
         ("interactions.csv", "'what'", "role kind"),
-        data=_csv(),
         interactions=_interactions_csv(
             good="".join(f"c{i % 7},2024-01-{1 + i:02d},Anruf,phone,,\n" for i in range(10))
         ),
     ),
-    Case(
+    _interaction_error(
         "interaction-file-empty",
         "an empty interactions file",
-        "error",
         ("interactions.csv", "empty"),
-        data=_csv(),
         interactions=b"\n",
     ),
 ]

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+from helpers import INTERACTION_FEATURES, INVOICE_FEATURES
 
 from segml import catalog, features
 from segml.config import FeatureConfig
@@ -70,49 +71,52 @@ def _invoices(transactions: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-INVOICE_FEATURES = [
-    "invoices_n",
-    "days_late_mean",
-    "paid_on_time_share",
-    "outstanding_amount",
-    "overdue_amount",
-    "days_late_trend",
-]
-
-
-@pytest.fixture(scope="module")
-def invoice_tables(synthetic):
-    """With clean invoices (``data.invoices``): the feature table and a training frame."""
+def _event_tables(synthetic, source: str, make) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """With the clean events ``make(transactions)`` of ``source`` (``data.<source>``): the feature table and a
+    training frame."""
     transactions, customers = synthetic
-    invoices = _invoices(transactions)
-    frame = features.build_features(transactions, AS_OF, SPEC, customers, invoices=invoices)
-    training = features.training_frame(transactions, [AS_OF], 90, SPEC, customers, invoices=invoices)
+    events = {source: make(transactions)}
+    frame = features.build_features(transactions, AS_OF, SPEC, customers, **events)
+    training = features.training_frame(transactions, [AS_OF], 90, SPEC, customers, **events)
     return frame, training
 
 
-def test_invoice_columns_have_catalog_entries_and_only_with_invoices(built, invoice_tables):
+def _check_event_columns(built, tables, source: str, names: list[str]) -> pd.DataFrame:
+    """The columns ``names`` an event source adds: catalogued, after the base features in catalog order, absent
+    (not zero-filled) without the source and leaving the other columns unchanged, each entry requiring the
+    source. Returns the feature table with the source."""
     _, frame, _, attributes, margin_frame, _ = built
-    invoice_frame, invoice_training = invoice_tables
-    for columns in (list(invoice_frame.columns), list(invoice_training.columns)):
+    event_frame, event_training = tables
+    flag = {f"with_{source}": True}
+    for columns in (list(event_frame.columns), list(event_training.columns)):
         assert catalog.uncatalogued(columns, attributes) == []
-    numeric = catalog.numeric_features(SPEC, with_invoices=True)
-    assert [c for c in invoice_frame.columns if c not in attributes] == [
+    numeric = catalog.numeric_features(SPEC, **flag)
+    assert [c for c in event_frame.columns if c not in attributes] == [
         "customer_id",
         "as_of",
         "has_purchases",
         *numeric,
     ]
-    assert numeric == [*catalog.numeric_features(SPEC), *INVOICE_FEATURES]
-    assert features.NUMERIC_FEATURES(SPEC, with_invoices=True) == numeric
-    stale = {e.name for e in catalog.entries(SPEC, with_invoices=True)} - set(invoice_training.columns)
+    assert numeric == [*catalog.numeric_features(SPEC), *names]
+    assert features.NUMERIC_FEATURES(SPEC, **flag) == numeric
+    stale = {e.name for e in catalog.entries(SPEC, **flag)} - set(event_training.columns)
     assert stale == set()
-    # absent, not zero-filled, without invoices; the other columns are unchanged by them
-    assert not set(INVOICE_FEATURES) & (set(frame.columns) | set(margin_frame.columns))
-    pd.testing.assert_frame_equal(invoice_frame.drop(columns=INVOICE_FEATURES), frame, check_exact=True)
-    for name in INVOICE_FEATURES:
+    assert not set(names) & (set(frame.columns) | set(margin_frame.columns))
+    pd.testing.assert_frame_equal(event_frame.drop(columns=names), frame, check_exact=True)
+    for name in names:
         item = catalog.entry(name)
-        assert item.requires == "invoices" and item.wording is not None and item.description
+        assert item.requires == source and item.wording is not None and item.description
         assert item.seasonality == "none"
+    return event_frame
+
+
+@pytest.fixture(scope="module")
+def invoice_tables(synthetic):
+    return _event_tables(synthetic, "invoices", _invoices)
+
+
+def test_invoice_columns_have_catalog_entries_and_only_with_invoices(built, invoice_tables):
+    _check_event_columns(built, invoice_tables, "invoices", INVOICE_FEATURES)
     assert catalog.kind("overdue_amount") == "money" and catalog.kind("paid_on_time_share") == "share"
     assert catalog.kind("invoices_n") == "count" and catalog.kind("days_late_mean") == "days"
 
@@ -230,23 +234,6 @@ def test_key_and_drift_features_follow_the_configured_windows():
     assert catalog.key_features(["industry", "recency_days"]) == ["recency_days"]
 
 
-INTERACTION_FEATURES = [
-    "interactions_90d",
-    "complaints_90d",
-    "complaints_365d",
-    "complaint_rate",
-    "complaints_trend",
-    "tickets_90d",
-    "campaign_sends_365d",
-    "campaign_responses_365d",
-    "response_rate",
-    "visits_90d",
-    "days_since_interaction",
-    "days_since_complaint",
-    "score_mean",
-]
-
-
 def _interactions(transactions: pd.DataFrame) -> pd.DataFrame:
     """Events of every kind spread over the year before the cutoff and after it, for the first customers."""
     kinds = ["complaint", "ticket", "campaign_send", "campaign_response", "login", "visit", "survey"]
@@ -268,45 +255,17 @@ def _interactions(transactions: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def interaction_tables(synthetic):
-    """With clean interactions (``data.interactions``): the feature table and a training frame."""
-    transactions, customers = synthetic
-    events = _interactions(transactions)
-    frame = features.build_features(transactions, AS_OF, SPEC, customers, interactions=events)
-    training = features.training_frame(transactions, [AS_OF], 90, SPEC, customers, interactions=events)
-    return frame, training
+    return _event_tables(synthetic, "interactions", _interactions)
 
 
 def test_interaction_columns_have_catalog_entries_and_only_with_interactions(built, interaction_tables):
-    _, frame, _, attributes, margin_frame, _ = built
-    interaction_frame, interaction_training = interaction_tables
-    for columns in (list(interaction_frame.columns), list(interaction_training.columns)):
-        assert catalog.uncatalogued(columns, attributes) == []
-    numeric = catalog.numeric_features(SPEC, with_interactions=True)
-    assert [c for c in interaction_frame.columns if c not in attributes] == [
-        "customer_id",
-        "as_of",
-        "has_purchases",
-        *numeric,
-    ]
-    assert numeric == [*catalog.numeric_features(SPEC), *INTERACTION_FEATURES]
-    assert features.NUMERIC_FEATURES(SPEC, with_interactions=True) == numeric
+    interaction_frame = _check_event_columns(built, interaction_tables, "interactions", INTERACTION_FEATURES)
     both = catalog.numeric_features(SPEC, with_invoices=True, with_interactions=True)
     assert both == [*catalog.numeric_features(SPEC), *INVOICE_FEATURES, *INTERACTION_FEATURES]
-    stale = {e.name for e in catalog.entries(SPEC, with_interactions=True)} - set(
-        interaction_training.columns
-    )
-    assert stale == set()
-    # absent, not zero-filled, without interactions; the other columns are unchanged by them
-    assert not set(INTERACTION_FEATURES) & (set(frame.columns) | set(margin_frame.columns))
-    pd.testing.assert_frame_equal(
-        interaction_frame.drop(columns=INTERACTION_FEATURES), frame, check_exact=True
-    )
     assert interaction_frame["complaints_365d"].gt(0).sum() > 20  # the fixture reaches every column
     assert interaction_frame[INTERACTION_FEATURES].notna().any().all()
     for name in INTERACTION_FEATURES:
-        item = catalog.entry(name)
-        assert item.requires == "interactions" and item.wording is not None and item.description
-        assert item.seasonality == "none" and item.window is None  # fixed windows, not a family
+        assert catalog.entry(name).window is None  # fixed windows, not a family
         assert not catalog.window_pattern().match(name)
     assert catalog.kind("complaints_90d") == "count" and catalog.kind("days_since_complaint") == "days"
     assert catalog.kind("response_rate") == "ratio" and catalog.fill_rule("days_since_interaction") == "max"

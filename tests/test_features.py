@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import INTERACTION_FEATURES, INVOICE_FEATURES
 
 from segml.config import FeatureConfig
 from segml.errors import ConfigError, InputFileError, SegmlError
@@ -618,15 +619,6 @@ def test_btyd_columns_equal_lifetimes_on_cdnow():
 # --------------------------------------------------------------------------------------------------------------
 # Invoice features (data.invoices): strictly as known at the cutoff
 
-INVOICE_FEATURES = [
-    "invoices_n",
-    "days_late_mean",
-    "paid_on_time_share",
-    "outstanding_amount",
-    "overdue_amount",
-    "days_late_trend",
-]
-
 
 def make_invoices() -> pd.DataFrame:
     """Clean invoices (as ingest writes them) around the cutoff 2024-06-30.
@@ -753,73 +745,9 @@ def test_invoice_features_hand_checked(transactions, customers, invoices):
     )
 
 
-def test_invoice_training_frame_equals_features_at_each_cutoff(transactions, customers, invoices):
-    cutoffs = [dt.date(2024, 4, 20), AS_OF]
-    frame = training_frame(transactions, cutoffs, 90, SPEC, customers, invoices=invoices)
-    for cutoff in cutoffs:
-        rows = frame[frame["cutoff"] == pd.Timestamp(cutoff)].reset_index(drop=True)
-        alone = build_features(transactions, cutoff, SPEC, customers, invoices=invoices)
-        pd.testing.assert_frame_equal(rows[alone.columns], alone, check_exact=True)
-
-
-def test_invoice_input_errors(transactions, invoices):
-    with pytest.raises(InputFileError, match="missing column.*paid"):
-        build_features(transactions, AS_OF, SPEC, invoices=invoices.drop(columns="paid"))
-
-
-def test_run_features_reads_clean_invoices(tmp_path, transactions, invoices):
-    from segml.config import load_experiment
-    from segml.features import run_features
-
-    path = tmp_path / "experiments" / "paid.yaml"
-    path.parent.mkdir(parents=True)
-    path.write_text(
-        f"""
-data:
-  transactions:
-    - path: raw/tx.parquet
-      columns: {{customer_id: customer_id, timestamp: timestamp, amount: amount}}
-  invoices:
-    path: raw/invoices.csv
-    columns: {{invoice_id: inv, customer_id: cust, issued: issued, due: due, paid: paid, amount: total}}
-cutoffs:
-  calibration_end: {AS_OF.isoformat()}
-features:
-  windows: [30, 90]
-  threads: 1
-""",
-        encoding="utf-8",
-    )
-    cfg = load_experiment(path, root=tmp_path)
-    cfg.paths.interim.mkdir(parents=True)
-    transactions.to_parquet(cfg.paths.clean_transactions, index=False)
-    with pytest.raises(SegmlError, match="clean invoices not found.*segml ingest"):
-        run_features(cfg, AS_OF)
-    invoices.to_parquet(cfg.paths.clean_invoices, index=False)
-    written, _ = run_features(cfg, AS_OF)
-    expected = build_features(transactions, AS_OF, cfg.features, invoices=invoices)
-    assert_same(pd.read_parquet(written), expected)
-    assert set(INVOICE_FEATURES) <= set(expected.columns)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Interaction features (data.interactions): strictly from events dated on or before the cutoff day
 
-INTERACTION_FEATURES = [
-    "interactions_90d",
-    "complaints_90d",
-    "complaints_365d",
-    "complaint_rate",
-    "complaints_trend",
-    "tickets_90d",
-    "campaign_sends_365d",
-    "campaign_responses_365d",
-    "response_rate",
-    "visits_90d",
-    "days_since_interaction",
-    "days_since_complaint",
-    "score_mean",
-]
 #: interaction counts: 0 for a customer without events (the rest are missing then)
 INTERACTION_COUNTS = [
     "interactions_90d",
@@ -1034,25 +962,47 @@ def test_interaction_trend_follows_the_trend_window(transactions, interactions):
     assert one["complaints_trend"] == 2.0  # last 30 days: ages 0 and 20; the 30 before: none
 
 
-def test_interaction_training_frame_equals_features_at_each_cutoff(transactions, customers, interactions):
+# --------------------------------------------------------------------------------------------------------------
+# Both event sources: the training frame, a missing clean column, reading the clean file
+
+#: source: (its columns mapping in the experiment YAML, a clean column it cannot do without, its features)
+EVENT_SOURCES = {
+    "invoices": (
+        "{invoice_id: inv, customer_id: cust, issued: issued, due: due, paid: paid, amount: total}",
+        "paid",
+        INVOICE_FEATURES,
+    ),
+    "interactions": ("{customer_id: cust, timestamp: ts, kind: what}", "kind", INTERACTION_FEATURES),
+}
+
+
+@pytest.mark.parametrize("source", list(EVENT_SOURCES))
+def test_event_training_frame_equals_features_at_each_cutoff(request, transactions, customers, source):
+    events = {source: request.getfixturevalue(source)}
     cutoffs = [dt.date(2024, 4, 20), AS_OF]
-    frame = training_frame(transactions, cutoffs, 90, SPEC, customers, interactions=interactions)
+    frame = training_frame(transactions, cutoffs, 90, SPEC, customers, **events)
     for cutoff in cutoffs:
         rows = frame[frame["cutoff"] == pd.Timestamp(cutoff)].reset_index(drop=True)
-        alone = build_features(transactions, cutoff, SPEC, customers, interactions=interactions)
+        alone = build_features(transactions, cutoff, SPEC, customers, **events)
         pd.testing.assert_frame_equal(rows[alone.columns], alone, check_exact=True)
 
 
-def test_interaction_input_errors(transactions, interactions):
-    with pytest.raises(InputFileError, match="missing column.*kind"):
-        build_features(transactions, AS_OF, SPEC, interactions=interactions.drop(columns="kind"))
+@pytest.mark.parametrize("source", list(EVENT_SOURCES))
+def test_event_input_errors(request, transactions, source):
+    column = EVENT_SOURCES[source][1]
+    events = request.getfixturevalue(source).drop(columns=column)
+    with pytest.raises(InputFileError, match=f"missing column.*{column}"):
+        build_features(transactions, AS_OF, SPEC, **{source: events})
 
 
-def test_run_features_reads_clean_interactions(tmp_path, transactions, interactions):
+@pytest.mark.parametrize("source", list(EVENT_SOURCES))
+def test_run_features_reads_clean_events(request, tmp_path, transactions, source):
     from segml.config import load_experiment
     from segml.features import run_features
 
-    path = tmp_path / "experiments" / "contact.yaml"
+    columns, _, source_features = EVENT_SOURCES[source]
+    events = request.getfixturevalue(source)
+    path = tmp_path / "experiments" / f"{source}.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(
         f"""
@@ -1060,9 +1010,9 @@ data:
   transactions:
     - path: raw/tx.parquet
       columns: {{customer_id: customer_id, timestamp: timestamp, amount: amount}}
-  interactions:
-    path: raw/interactions.csv
-    columns: {{customer_id: cust, timestamp: ts, kind: what}}
+  {source}:
+    path: raw/{source}.csv
+    columns: {columns}
 cutoffs:
   calibration_end: {AS_OF.isoformat()}
 features:
@@ -1074,10 +1024,10 @@ features:
     cfg = load_experiment(path, root=tmp_path)
     cfg.paths.interim.mkdir(parents=True)
     transactions.to_parquet(cfg.paths.clean_transactions, index=False)
-    with pytest.raises(SegmlError, match="clean interactions not found.*segml ingest"):
+    with pytest.raises(SegmlError, match=f"clean {source} not found.*segml ingest"):
         run_features(cfg, AS_OF)
-    interactions.to_parquet(cfg.paths.clean_interactions, index=False)
+    events.to_parquet(getattr(cfg.paths, f"clean_{source}"), index=False)
     written, _ = run_features(cfg, AS_OF)
-    expected = build_features(transactions, AS_OF, cfg.features, interactions=interactions)
+    expected = build_features(transactions, AS_OF, cfg.features, **{source: events})
     assert_same(pd.read_parquet(written), expected)
-    assert set(INTERACTION_FEATURES) <= set(expected.columns)
+    assert set(source_features) <= set(expected.columns)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import ingest_error
 from typer.testing import CliRunner
 
 from segml.cli import app
@@ -189,19 +190,10 @@ def test_cli_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SEGML_ROOT", str(tmp_path))
     experiment = _project(tmp_path, invoices=True, invoices_csv="inv,cust,issued,due,paid,total\n")
     runner = CliRunner()
-    result = runner.invoke(app, ["ingest", str(experiment)])
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert "Traceback" not in result.output and lines[-1].startswith("error:")
-    assert "invoices.csv" in lines[-1] and "no data rows" in lines[-1]
-    result = runner.invoke(app, ["ingest", str(experiment), "--set", "data.invoices.columns.amount=missing"])
-    assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.output.strip().splitlines()[-1].startswith("error:")
-    result = runner.invoke(app, ["ingest", str(experiment), "--set", "data.invoices.colums={}"])
-    assert (
-        result.exit_code == 2
-        and "unknown key 'data.invoices.colums'" in result.output.strip().splitlines()[-1]
-    )
+    last = ingest_error(runner, experiment)
+    assert "invoices.csv" in last and "no data rows" in last
+    ingest_error(runner, experiment, "data.invoices.columns.amount=missing")
+    assert "unknown key 'data.invoices.colums'" in ingest_error(runner, experiment, "data.invoices.colums={}")
     _project(tmp_path, invoices=True)
     result = runner.invoke(app, ["ingest", str(experiment)])
     assert result.exit_code == 0, result.output

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import INTERACTION_FEATURES, INVOICE_FEATURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -410,14 +411,6 @@ INVOICES_YAML = """  invoices:
     format: csv
     columns: {invoice_id: inv, customer_id: cust, issued: issued, due: due, paid: paid, amount: total}
 """
-INVOICE_FEATURES = [
-    "invoices_n",
-    "days_late_mean",
-    "paid_on_time_share",
-    "outstanding_amount",
-    "overdue_amount",
-    "days_late_trend",
-]
 
 
 def _invoice_with(changes: dict[tuple[str, str], str]) -> list[list[str]]:
@@ -459,26 +452,42 @@ def _invoice_mutations() -> dict[str, Callable[[], list[list[str]]]]:
     }
 
 
-def _invoice_features_through_ingest(
-    root: Path, invoice_rows: list[list[str]]
+def _events_through_ingest(
+    root: Path, source: str, header: list[str], source_yaml: str, rows: list[list[str]]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Features at the cutoff from the raw fixture plus an invoices file, the clean invoices and the
-    quarantined invoice rows ingest wrote."""
+    """Features at the cutoff from the raw fixture plus a ``source`` file (``header``, then ``rows``; mapped by
+    ``source_yaml``), the clean ``source`` rows and the quarantined ones ingest wrote."""
     from segml.ingest import run_ingest
 
     _write_raw(root, RAW_ROWS)
-    lines = [",".join(INVOICE_HEADER), *(",".join(r) for r in invoice_rows)]
-    (root / "raw" / "invoices.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    lines = [",".join(header), *(",".join(r) for r in rows)]
+    (root / "raw" / f"{source}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     experiment = root / "experiments" / "leak.yaml"
     experiment.parent.mkdir(parents=True, exist_ok=True)
-    experiment.write_text(EXPERIMENT_YAML.replace("  cleaning:\n", INVOICES_YAML + "  cleaning:\n"))
+    experiment.write_text(EXPERIMENT_YAML.replace("  cleaning:\n", source_yaml + "  cleaning:\n"))
     cfg = load_experiment(experiment, [], root=root)
     result = run_ingest(cfg, today=dt.date(2025, 12, 31))
+    clean_path = getattr(result, f"{source}_path")
     features = build_features(
-        result.transactions_path, CUTOFF, cfg.features, result.customers_path, invoices=result.invoices_path
+        result.transactions_path, CUTOFF, cfg.features, result.customers_path, **{source: clean_path}
     )
-    quarantine = pd.read_parquet(cfg.paths.quarantine_invoices)
-    return features, pd.read_parquet(result.invoices_path), quarantine
+    quarantine = pd.read_parquet(getattr(cfg.paths, f"quarantine_{source}"))
+    return features, pd.read_parquet(clean_path), quarantine
+
+
+def _assert_no_leak(run: tuple, baseline_run: tuple, source: str) -> None:
+    """A mutated run (a change after the cutoff) reached ingest's output, and the features did not move."""
+    baseline_features, baseline_clean, baseline_quarantine = baseline_run
+    features, clean, quarantine = run
+    changed = not clean.equals(baseline_clean) or len(quarantine) != len(baseline_quarantine)
+    assert changed, f"the mutation reached neither the clean {source} nor their quarantine"
+    pd.testing.assert_frame_equal(features, baseline_features, check_exact=True)
+
+
+def _invoice_features_through_ingest(
+    root: Path, invoice_rows: list[list[str]]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return _events_through_ingest(root, "invoices", INVOICE_HEADER, INVOICES_YAML, invoice_rows)
 
 
 @pytest.fixture(scope="module")
@@ -498,11 +507,8 @@ def test_invoice_fixture_builds_invoice_features(baseline_invoice_run, baseline)
 
 @pytest.mark.parametrize("mutation", sorted(_invoice_mutations()))
 def test_post_cutoff_invoice_events_do_not_leak(tmp_path, baseline_invoice_run, mutation):
-    baseline_features, baseline_clean, baseline_quarantine = baseline_invoice_run
-    features, clean, quarantine = _invoice_features_through_ingest(tmp_path, _invoice_mutations()[mutation]())
-    changed = not clean.equals(baseline_clean) or len(quarantine) != len(baseline_quarantine)
-    assert changed, "the mutation reached neither the clean invoices nor their quarantine"
-    pd.testing.assert_frame_equal(features, baseline_features, check_exact=True)
+    run = _invoice_features_through_ingest(tmp_path, _invoice_mutations()[mutation]())
+    _assert_no_leak(run, baseline_invoice_run, "invoices")
 
 
 def _clean_invoices() -> pd.DataFrame:
@@ -614,21 +620,6 @@ INTERACTIONS_YAML = """  interactions:
     kinds: {reklamation: complaint}
     columns: {customer_id: cust, timestamp: ts, kind: what, channel: via, outcome: result, score: rating}
 """
-INTERACTION_FEATURES = [
-    "interactions_90d",
-    "complaints_90d",
-    "complaints_365d",
-    "complaint_rate",
-    "complaints_trend",
-    "tickets_90d",
-    "campaign_sends_365d",
-    "campaign_responses_365d",
-    "response_rate",
-    "visits_90d",
-    "days_since_interaction",
-    "days_since_complaint",
-    "score_mean",
-]
 INTERACTION_POST = [i for i, row in enumerate(INTERACTION_ROWS) if _is_after_cutoff(row[:1] + ["", row[1]])]
 
 
@@ -680,27 +671,9 @@ def _interaction_mutations() -> dict[str, Callable[[], list[list[str]]]]:
 def _interaction_features_through_ingest(
     root: Path, interaction_rows: list[list[str]]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Features at the cutoff from the raw fixture plus an interactions file, the clean interactions and the
-    quarantined interaction rows ingest wrote."""
-    from segml.ingest import run_ingest
-
-    _write_raw(root, RAW_ROWS)
-    lines = [",".join(INTERACTION_HEADER), *(",".join(r) for r in interaction_rows)]
-    (root / "raw" / "interactions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    experiment = root / "experiments" / "leak.yaml"
-    experiment.parent.mkdir(parents=True, exist_ok=True)
-    experiment.write_text(EXPERIMENT_YAML.replace("  cleaning:\n", INTERACTIONS_YAML + "  cleaning:\n"))
-    cfg = load_experiment(experiment, [], root=root)
-    result = run_ingest(cfg, today=dt.date(2025, 12, 31))
-    features = build_features(
-        result.transactions_path,
-        CUTOFF,
-        cfg.features,
-        result.customers_path,
-        interactions=result.interactions_path,
+    return _events_through_ingest(
+        root, "interactions", INTERACTION_HEADER, INTERACTIONS_YAML, interaction_rows
     )
-    quarantine = pd.read_parquet(cfg.paths.quarantine_interactions)
-    return features, pd.read_parquet(result.interactions_path), quarantine
 
 
 @pytest.fixture(scope="module")
@@ -720,13 +693,8 @@ def test_interaction_fixture_builds_interaction_features(baseline_interaction_ru
 
 @pytest.mark.parametrize("mutation", sorted(_interaction_mutations()))
 def test_post_cutoff_interaction_events_do_not_leak(tmp_path, baseline_interaction_run, mutation):
-    baseline_features, baseline_clean, baseline_quarantine = baseline_interaction_run
-    features, clean, quarantine = _interaction_features_through_ingest(
-        tmp_path, _interaction_mutations()[mutation]()
-    )
-    changed = not clean.equals(baseline_clean) or len(quarantine) != len(baseline_quarantine)
-    assert changed, "the mutation reached neither the clean interactions nor their quarantine"
-    pd.testing.assert_frame_equal(features, baseline_features, check_exact=True)
+    run = _interaction_features_through_ingest(tmp_path, _interaction_mutations()[mutation]())
+    _assert_no_leak(run, baseline_interaction_run, "interactions")
 
 
 def test_an_event_on_the_cutoff_day_reaches_the_features(tmp_path, baseline_interaction_run):

@@ -203,6 +203,19 @@ class CustomerSource:
     encoding: TextEncoding = "utf-8"
 
 
+def _check_roles(
+    where: str, columns: dict[str, str], roles: tuple[str, ...], required: tuple[str, ...]
+) -> None:
+    """An event file's role mapping names only ``roles`` and maps every one of ``required``."""
+    unknown = [role for role in columns if role not in roles]
+    if unknown:
+        raise ConfigError(f"{where}.columns: unknown role '{unknown[0]}' (roles: {', '.join(roles)})")
+    missing = [role for role in required if role not in columns]
+    if missing:
+        listed = f"roles: {', '.join(roles)}" if required == roles else f"required: {', '.join(required)}"
+        raise ConfigError(f"{where}.columns: role '{missing[0]}' must be mapped ({listed})")
+
+
 #: roles of an invoices file; every one must be mapped (an empty ``paid`` field means unpaid)
 INVOICE_ROLES = ("invoice_id", "customer_id", "issued", "due", "paid", "amount")
 
@@ -226,16 +239,7 @@ class InvoiceSource:
     encoding: TextEncoding = "utf-8"
 
     def check(self, where: str) -> None:
-        unknown = [role for role in self.columns if role not in INVOICE_ROLES]
-        if unknown:
-            raise ConfigError(
-                f"{where}.columns: unknown role '{unknown[0]}' (roles: {', '.join(INVOICE_ROLES)})"
-            )
-        missing = [role for role in INVOICE_ROLES if role not in self.columns]
-        if missing:
-            raise ConfigError(
-                f"{where}.columns: role '{missing[0]}' must be mapped (roles: {', '.join(INVOICE_ROLES)})"
-            )
+        _check_roles(where, self.columns, INVOICE_ROLES, INVOICE_ROLES)
 
 
 #: roles of an interactions file: ``customer_id``, ``timestamp`` and ``kind`` are required, the rest optional
@@ -269,17 +273,7 @@ class InteractionSource:
     encoding: TextEncoding = "utf-8"
 
     def check(self, where: str) -> None:
-        unknown = [role for role in self.columns if role not in INTERACTION_ROLES]
-        if unknown:
-            raise ConfigError(
-                f"{where}.columns: unknown role '{unknown[0]}' (roles: {', '.join(INTERACTION_ROLES)})"
-            )
-        missing = [role for role in INTERACTION_REQUIRED_ROLES if role not in self.columns]
-        if missing:
-            raise ConfigError(
-                f"{where}.columns: role '{missing[0]}' must be mapped "
-                f"(required: {', '.join(INTERACTION_REQUIRED_ROLES)})"
-            )
+        _check_roles(where, self.columns, INTERACTION_ROLES, INTERACTION_REQUIRED_ROLES)
         seen: dict[str, str] = {}
         for value, kind in self.kinds.items():
             if kind not in INTERACTION_KINDS:

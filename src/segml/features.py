@@ -36,7 +36,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -832,23 +832,45 @@ _TRANSACTION_ARROW_TYPES = {
 }
 
 
-def _register_transactions(runner: _SqlEngine, transactions: TableSource) -> bool:
-    """Register clean transactions as view ``transactions``; True when they carry ``margin``."""
-    present = _source_columns(transactions, "transactions")
-    missing = [c for c in REQUIRED_TRANSACTION_COLUMNS if c not in present]
+def _register_table(
+    runner: _SqlEngine,
+    source: TableSource,
+    what: str,
+    columns: dict[str, pa.DataType],
+    select_sql: Callable[[str, set[str]], str],
+    required: Sequence[str] | None = None,
+) -> set[str]:
+    """Register a clean table as view ``what`` (from ``{what}_source``, read through ``select_sql(name,
+    present)``); a DataFrame is converted to the Arrow types of ``columns``. ``required`` (default: every
+    one of ``columns``) must be present. Returns the source's column names."""
+    present = _source_columns(source, what)
+    required = list(columns) if required is None else required
+    missing = [c for c in required if c not in present]
     if missing:
         raise InputFileError(
-            f"{_label(transactions, 'transactions')}: missing column(s) {', '.join(missing)} "
-            f"(clean transactions need {', '.join(REQUIRED_TRANSACTION_COLUMNS)})"
+            f"{_label(source, what)}: missing column(s) {', '.join(missing)} "
+            f"(clean {what} need {', '.join(required)})"
         )
-    source: _EngineSource
-    if isinstance(transactions, pd.DataFrame):
-        types = {name: kind for name, kind in _TRANSACTION_ARROW_TYPES.items() if name in present}
-        source = _typed_table(transactions, types)
+    table: _EngineSource
+    if isinstance(source, pd.DataFrame):
+        table = _typed_table(source, {name: kind for name, kind in columns.items() if name in present})
     else:
-        source = transactions
-    runner.register("transactions_source", source)
-    runner.create_view("transactions", _transactions_select_sql("transactions_source", present))
+        table = source
+    runner.register(f"{what}_source", table)
+    runner.create_view(what, select_sql(f"{what}_source", present))
+    return present
+
+
+def _register_transactions(runner: _SqlEngine, transactions: TableSource) -> bool:
+    """Register clean transactions as view ``transactions``; True when they carry ``margin``."""
+    present = _register_table(
+        runner,
+        transactions,
+        "transactions",
+        _TRANSACTION_ARROW_TYPES,
+        _transactions_select_sql,
+        REQUIRED_TRANSACTION_COLUMNS,
+    )
     return MARGIN_COLUMN in present
 
 
@@ -864,17 +886,7 @@ INVOICE_COLUMNS = {
 
 def _register_invoices(runner: _SqlEngine, invoices: TableSource) -> None:
     """Register clean invoices as view ``invoices``."""
-    present = _source_columns(invoices, "invoices")
-    missing = [c for c in INVOICE_COLUMNS if c not in present]
-    if missing:
-        raise InputFileError(
-            f"{_label(invoices, 'invoices')}: missing column(s) {', '.join(missing)} "
-            f"(clean invoices need {', '.join(INVOICE_COLUMNS)})"
-        )
-    source: _EngineSource
-    source = _typed_table(invoices, INVOICE_COLUMNS) if isinstance(invoices, pd.DataFrame) else invoices
-    runner.register("invoices_source", source)
-    runner.create_view("invoices", _invoices_select_sql("invoices_source"))
+    _register_table(runner, invoices, "invoices", INVOICE_COLUMNS, lambda name, _: _invoices_select_sql(name))
 
 
 #: clean interaction columns the interaction features read (ingest writes them, see docs/ingest.md)
@@ -888,20 +900,13 @@ INTERACTION_COLUMNS = {
 
 def _register_interactions(runner: _SqlEngine, interactions: TableSource) -> None:
     """Register clean interactions as view ``interactions``."""
-    present = _source_columns(interactions, "interactions")
-    missing = [c for c in INTERACTION_COLUMNS if c not in present]
-    if missing:
-        raise InputFileError(
-            f"{_label(interactions, 'interactions')}: missing column(s) {', '.join(missing)} "
-            f"(clean interactions need {', '.join(INTERACTION_COLUMNS)})"
-        )
-    source: _EngineSource
-    if isinstance(interactions, pd.DataFrame):
-        source = _typed_table(interactions, INTERACTION_COLUMNS)
-    else:
-        source = interactions
-    runner.register("interactions_source", source)
-    runner.create_view("interactions", _interactions_select_sql("interactions_source"))
+    _register_table(
+        runner,
+        interactions,
+        "interactions",
+        INTERACTION_COLUMNS,
+        lambda name, _: _interactions_select_sql(name),
+    )
 
 
 def _attribute_aliases(attributes: Sequence[str]) -> list[str]:
@@ -1342,6 +1347,19 @@ def training_frame(
         )
 
 
+def _clean_events(cfg: ExperimentConfig, source: str, experiment: str | Path) -> Path | None:
+    """The clean ``source`` file ingest wrote when ``data.<source>`` is configured (None when it is not)."""
+    if getattr(cfg.data, source) is None:
+        return None
+    path: Path = getattr(cfg.paths, f"clean_{source}")
+    if not path.is_file():
+        raise SegmlError(
+            f"{path}: clean {source} not found (data.{source} is configured); run "
+            f"`segml ingest {experiment}` first"
+        )
+    return path
+
+
 def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
     """Build the feature table of an experiment at a cutoff and write it as parquet.
 
@@ -1388,22 +1406,8 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
                 )
             keep = ["customer_id", *(["signup_date"] if "signup_date" in names else []), *wanted]
             customers = pd.read_parquet(customers, columns=keep)
-    invoices: TableSource | None = None
-    if cfg.data.invoices is not None:
-        invoices = cfg.paths.clean_invoices
-        if not invoices.is_file():
-            raise SegmlError(
-                f"{invoices}: clean invoices not found (data.invoices is configured); run "
-                f"`segml ingest {experiment}` first"
-            )
-    interactions: TableSource | None = None
-    if cfg.data.interactions is not None:
-        interactions = cfg.paths.clean_interactions
-        if not interactions.is_file():
-            raise SegmlError(
-                f"{interactions}: clean interactions not found (data.interactions is configured); run "
-                f"`segml ingest {experiment}` first"
-            )
+    invoices = _clean_events(cfg, "invoices", experiment)
+    interactions = _clean_events(cfg, "interactions", experiment)
     console = Console(stderr=True)
     with console.status(f"features {cfg.name} as of {as_of} ({cfg.engine})"):
         undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"

@@ -288,33 +288,27 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         paths = cfg.paths
         _copy_parquet(con, _CLEAN_QUERY, paths.clean_transactions)
         _copy_parquet(con, _QUARANTINE_QUERY, paths.quarantine)
-        customers_path = None
-        quarantine_customers = paths.interim / QUARANTINE_CUSTOMERS_FILE
-        if customers_raw is not None:
-            customers_path = paths.clean_customers
-            _copy_parquet(con, "SELECT * FROM customers_out ORDER BY customer_id", customers_path)
-            _copy_parquet(
-                con, "SELECT * FROM quarantine_customers_out ORDER BY source_row", quarantine_customers
-            )
-        else:  # a customers file from an earlier run with another config would be silently stale
-            for stale in (paths.clean_customers, quarantine_customers):
-                stale.unlink(missing_ok=True)
-        invoices_path = None
-        if invoices_raw is not None:
-            invoices_path = paths.clean_invoices
-            _copy_parquet(con, _INVOICES_QUERY, invoices_path)
-            _copy_parquet(con, _QUARANTINE_INVOICES_QUERY, paths.quarantine_invoices)
-        else:
-            for stale in (paths.clean_invoices, paths.quarantine_invoices):
-                stale.unlink(missing_ok=True)
-        interactions_path = None
-        if interactions_raw is not None:
-            interactions_path = paths.clean_interactions
-            _copy_parquet(con, _INTERACTIONS_QUERY, interactions_path)
-            _copy_parquet(con, _QUARANTINE_INTERACTIONS_QUERY, paths.quarantine_interactions)
-        else:
-            for stale in (paths.clean_interactions, paths.quarantine_interactions):
-                stale.unlink(missing_ok=True)
+        customers_path = _write_optional(
+            con,
+            customers_raw is not None,
+            (paths.clean_customers, "SELECT * FROM customers_out ORDER BY customer_id"),
+            (
+                paths.interim / QUARANTINE_CUSTOMERS_FILE,
+                "SELECT * FROM quarantine_customers_out ORDER BY source_row",
+            ),
+        )
+        invoices_path = _write_optional(
+            con,
+            invoices_raw is not None,
+            (paths.clean_invoices, _INVOICES_QUERY),
+            (paths.quarantine_invoices, _QUARANTINE_INVOICES_QUERY),
+        )
+        interactions_path = _write_optional(
+            con,
+            interactions_raw is not None,
+            (paths.clean_interactions, _INTERACTIONS_QUERY),
+            (paths.quarantine_interactions, _QUARANTINE_INTERACTIONS_QUERY),
+        )
         write_json(paths.dq_report, report)
     finally:
         con.close()
@@ -1146,12 +1140,7 @@ def _typed_transactions(
             {cancellation} AS is_cancellation
         FROM parsed
     """
-    try:
-        con.execute(sql)
-    except duckdb.Error as exc:
-        raise InputFileError(
-            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
-        ) from None
+    _create_parsed(con, raw, sql)
     _refuse_mostly_bad(con, raw, table, mapping, source.timestamp_format, max_bad_share)
     return table
 
@@ -1183,14 +1172,7 @@ def _refuse_mostly_bad(
     counts = con.execute(
         f"SELECT {', '.join(f'count(*) FILTER (WHERE fail_{r})' for r in roles)} FROM {table}"
     ).fetchall()[0]
-    what = {
-        "customer_id": "empty — wrong column?",
-        "timestamp": (
-            f"not timestamps in format {timestamp_format!r} — wrong column or format?"
-            if timestamp_format
-            else "not dates/timestamps — wrong column, or set timestamp_format?"
-        ),
-    }
+    what = {"customer_id": "empty — wrong column?", "timestamp": _timestamp_words(timestamp_format)}
     for role, bad in zip(roles, counts, strict=True):
         if bad > max_bad_share * raw.rows_in:
             raise InputFileError(
@@ -1428,9 +1410,9 @@ def _build_quarantine(
     con.execute(f"CREATE TABLE {out} AS {' UNION ALL '.join(parts)}")
 
 
-def _by_reason(rows: Sequence[tuple[str, int]]) -> dict[str, int]:
+def _by_reason(rows: Sequence[tuple[str, int]], reasons: Any = ROW_PRECEDENCE) -> dict[str, int]:
     counts = dict(rows)
-    return {r.value: int(counts[r.value]) for r in ROW_PRECEDENCE if counts.get(r.value)}
+    return {r.value: int(counts[r.value]) for r in reasons if counts.get(r.value)}
 
 
 def _transaction_report(
@@ -1550,6 +1532,121 @@ def _transaction_report(
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Shared by the customers, invoices and interactions files
+
+_MALFORMED_WORDS = "malformed lines (wrong number of fields) — wrong delimiter?"
+_NOT_DATES = "not dates — wrong column, or set timestamp_format?"
+
+
+def _timestamp_words(timestamp_format: str | None) -> str:
+    """What rows whose timestamp does not parse are, in a refusal message."""
+    if timestamp_format:
+        return f"not timestamps in format {timestamp_format!r} — wrong column or format?"
+    return "not dates/timestamps — wrong column, or set timestamp_format?"
+
+
+def _create_parsed(con: duckdb.DuckDBPyConnection, raw: _RawTable, sql: str) -> None:
+    """Run the statement that parses the mapped columns; a value DuckDB cannot interpret refuses the file."""
+    try:
+        con.execute(sql)
+    except duckdb.Error as exc:
+        raise InputFileError(
+            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
+        ) from None
+
+
+def _fault_case(faults: Sequence[tuple[StrEnum, str]]) -> str:
+    """SQL naming a row's first fault: ``faults`` are (reason, condition) in precedence order."""
+    return "CASE " + " ".join(f"WHEN {cond} THEN '{r.value}'" for r, cond in faults) + " END"
+
+
+def _mark_duplicates(
+    con: duckdb.DuckDBPyConnection, name: str, key: str, order: str, duplicate: StrEnum
+) -> None:
+    """``{name}_checked``: ``{name}_faults`` with a ``reason``, the row's fault, else ``duplicate`` for every
+    row with no fault but the first (by ``order``) of those sharing ``key``."""
+    con.execute(
+        f"""
+        CREATE TABLE {name}_checked AS
+        SELECT *, CASE WHEN fault IS NOT NULL THEN fault
+                       WHEN row_number() OVER (PARTITION BY fault, {key} ORDER BY {order}) > 1
+                       THEN '{duplicate.value}' END AS reason
+        FROM {name}_faults
+        """
+    )
+
+
+def _bad_counts(
+    con: duckdb.DuckDBPyConnection, table: str, checks: Sequence[tuple[str, str, str]]
+) -> list[tuple[str, int, str]]:
+    """(role, rows of ``table`` meeting the condition, what they are) for each (role, condition, what)."""
+    if not checks:
+        return []
+    counts = con.execute(
+        f"SELECT {', '.join(f'count(*) FILTER (WHERE {cond})' for _, cond, _ in checks)} FROM {table}"
+    ).fetchall()[0]
+    return [(role, int(n), what) for (role, _, what), n in zip(checks, counts, strict=True)]
+
+
+def _refuse_bad_columns(
+    raw: _RawTable,
+    mapping: dict[str, str],
+    checks: Sequence[tuple[str, int, str]],
+    rules: CleaningRules,
+) -> None:
+    """Refuse the whole file when its malformed lines, then one of ``checks`` (role, bad rows, what they are),
+    pass max_bad_share of its rows; the malformed lines are reported under the customer_id column."""
+    for role, count, what in [("customer_id", raw.malformed, _MALFORMED_WORDS), *checks]:
+        if count > rules.max_bad_share * raw.rows_in:
+            raise InputFileError(
+                f"{raw.label}: column '{mapping[role]}' (role {role}): {count:,} of {raw.rows_in:,} rows are "
+                f"{what}"
+            )
+
+
+def _write_checked(
+    con: duckdb.DuckDBPyConnection, raw: _RawTable, name: str, columns: dict[str, str]
+) -> None:
+    """``{name}_out``: the rows of ``{name}_checked`` with no reason, cast to ``columns``;
+    ``quarantine_{name}_out``: the others, as the file had them."""
+    clean_select = ", ".join(f"CAST({col} AS {col_type}) AS {col}" for col, col_type in columns.items())
+    con.execute(f"CREATE TABLE {name}_out AS SELECT {clean_select} FROM {name}_checked WHERE reason IS NULL")
+    _build_quarantine(con, [raw], f"{name}_checked", f"quarantine_{name}_out", with_source=False)
+
+
+def _checked_counts(
+    con: duckdb.DuckDBPyConnection,
+    raw: _RawTable,
+    name: str,
+    extra: Sequence[str],
+    *,
+    with_clause: str = "",
+) -> tuple[Any, ...]:
+    """Rows kept and quarantined for ``{name}``, then the result of each ``extra`` scalar query; refuse to go
+    on when kept + quarantined is not the rows read (a bug, not bad input)."""
+    subqueries = [f"SELECT count(*) FROM {name}_out", f"SELECT count(*) FROM quarantine_{name}_out", *extra]
+    kept, quarantined, *rest = con.execute(
+        f"{with_clause} SELECT {', '.join(f'({q})' for q in subqueries)}"
+    ).fetchall()[0]
+    if kept + quarantined != raw.rows_in:
+        raise RuntimeError(
+            f"ingest invariant violated for {raw.label}: rows_in {raw.rows_in} != "
+            f"kept {kept} + quarantined {quarantined}"
+        )
+    return (kept, quarantined, *rest)
+
+
+def _reason_counts(con: duckdb.DuckDBPyConnection, checked: str, reasons: Any) -> dict[str, int]:
+    """Rows of ``checked`` per reason, in the order of ``reasons``, reasons with no row left out."""
+    return _by_reason(
+        con.execute(
+            f"SELECT reason, count(*) FROM {checked} WHERE reason IS NOT NULL GROUP BY reason"
+        ).fetchall(),
+        reasons,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Customer attributes
 
 
@@ -1575,67 +1672,52 @@ def _ingest_customers(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Cle
     else:
         signup, signup_present = "CAST(NULL AS DATE)", "false"
     attribute_selects = "".join(f", {_text_expr(raw, mapping[a])} AS {_ident(a)}" for a in attributes)
-    try:
-        con.execute(
-            f"""
-            CREATE TABLE customers_checked AS
-            WITH parsed AS (
-                SELECT {_ROW} AS source_row, {_text_expr(raw, mapping["customer_id"])} AS customer_id,
-                       {signup} AS signup_date, {signup_present} AS signup_present {attribute_selects},
-                       {_RAW} IS NOT NULL AS is_malformed
-                FROM {source_table}
-            )
-            SELECT *,
-                CASE WHEN is_malformed THEN '{QuarantineReason.MALFORMED_ROW.value}'
-                     WHEN customer_id IS NULL THEN '{QuarantineReason.MISSING_CUSTOMER_ID.value}'
-                     WHEN row_number() OVER (PARTITION BY customer_id ORDER BY source_row) > 1
-                     THEN '{QuarantineReason.DUPLICATE_ROW.value}' END AS reason
-            FROM parsed
-            """
+    _create_parsed(
+        con,
+        raw,
+        f"""
+        CREATE TABLE customers_checked AS
+        WITH parsed AS (
+            SELECT {_ROW} AS source_row, {_text_expr(raw, mapping["customer_id"])} AS customer_id,
+                   {signup} AS signup_date, {signup_present} AS signup_present {attribute_selects},
+                   {_RAW} IS NOT NULL AS is_malformed
+            FROM {source_table}
         )
-    except duckdb.Error as exc:
-        raise InputFileError(
-            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
-        ) from None
+        SELECT *,
+            CASE WHEN is_malformed THEN '{QuarantineReason.MALFORMED_ROW.value}'
+                 WHEN customer_id IS NULL THEN '{QuarantineReason.MISSING_CUSTOMER_ID.value}'
+                 WHEN row_number() OVER (PARTITION BY customer_id ORDER BY source_row) > 1
+                 THEN '{QuarantineReason.DUPLICATE_ROW.value}' END AS reason
+        FROM parsed
+        """,
+    )
     missing_ids, bad_signup = con.execute(
         "SELECT count(*) FILTER (WHERE customer_id IS NULL AND NOT is_malformed), "
         "count(*) FILTER (WHERE signup_present AND signup_date IS NULL) FROM customers_checked"
     ).fetchall()[0]
-    for role, bad, what in (
-        ("customer_id", raw.malformed, "malformed lines (wrong number of fields) — wrong delimiter?"),
-        ("customer_id", missing_ids, "empty — wrong column?"),
-        ("signup_date", bad_signup, "not dates — wrong column, or set timestamp_format?"),
-    ):
-        if bad > rules.max_bad_share * raw.rows_in:
-            raise InputFileError(
-                f"{raw.label}: column '{mapping[role]}' (role {role}): {bad:,} of {raw.rows_in:,} rows are {what}"
-            )
+    _refuse_bad_columns(
+        raw,
+        mapping,
+        [("customer_id", missing_ids, "empty — wrong column?"), ("signup_date", bad_signup, _NOT_DATES)],
+        rules,
+    )
     attribute_columns = "".join(f", {_ident(a)}" for a in attributes)
     con.execute(
         f"CREATE TABLE customers_out AS SELECT customer_id, signup_date{attribute_columns} "
         "FROM customers_checked WHERE reason IS NULL"
     )
     _build_quarantine(con, [raw], "customers_checked", "quarantine_customers_out", with_source=False)
-    kept, quarantined, transaction_customers_missing, customers_without_transactions = con.execute(
-        """
-        SELECT (SELECT count(*) FROM customers_out),
-               (SELECT count(*) FROM quarantine_customers_out),
-               (SELECT count(DISTINCT customer_id) FROM clean_out
-                 WHERE customer_id NOT IN (SELECT customer_id FROM customers_out)),
-               (SELECT count(*) FROM customers_out
-                 WHERE customer_id NOT IN (SELECT customer_id FROM clean_out))
-        """
-    ).fetchall()[0]
-    if kept + quarantined != raw.rows_in:
-        raise RuntimeError(
-            f"ingest invariant violated for {raw.label}: rows_in {raw.rows_in} != "
-            f"kept {kept} + quarantined {quarantined}"
-        )
-    by_reason = _by_reason(
-        con.execute(
-            "SELECT reason, count(*) FROM customers_checked WHERE reason IS NOT NULL GROUP BY reason"
-        ).fetchall()
+    kept, quarantined, transaction_customers_missing, customers_without_transactions = _checked_counts(
+        con,
+        raw,
+        "customers",
+        [
+            "SELECT count(DISTINCT customer_id) FROM clean_out "
+            "WHERE customer_id NOT IN (SELECT customer_id FROM customers_out)",
+            "SELECT count(*) FROM customers_out WHERE customer_id NOT IN (SELECT customer_id FROM clean_out)",
+        ],
     )
+    by_reason = _reason_counts(con, "customers_checked", ROW_PRECEDENCE)
     return {
         "path": raw.label,
         "columns": dict(source.columns),
@@ -1675,94 +1757,47 @@ def _ingest_invoices(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Clea
         (reason.PAID_BEFORE_ISSUED, "paid < issued"),
         (reason.NEGATIVE_AMOUNT, "amount < 0"),
     )
-    fault_case = "CASE " + " ".join(f"WHEN {cond} THEN '{r.value}'" for r, cond in faults) + " END"
-    try:
-        con.execute(
-            f"""
-            CREATE TABLE invoices_faults AS
-            WITH parsed AS (
-                SELECT {_ROW} AS source_row,
-                       {_text_expr(raw, mapping["invoice_id"])} AS invoice_id,
-                       {_text_expr(raw, mapping["customer_id"])} AS customer_id,
-                       {date("issued")} AS issued, {date("due")} AS due, {date("paid")} AS paid,
-                       {paid_present} AS paid_present,
-                       {_number_expr(raw, mapping["amount"])} AS amount,
-                       {_RAW} IS NOT NULL AS is_malformed
-                FROM {source_table}
-            )
-            SELECT *, {fault_case} AS fault FROM parsed
-            """
-        )
-    except duckdb.Error as exc:
-        raise InputFileError(
-            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
-        ) from None
-    con.execute(
+    _create_parsed(
+        con,
+        raw,
         f"""
-        CREATE TABLE invoices_checked AS
-        SELECT *, CASE WHEN fault IS NOT NULL THEN fault
-                       WHEN row_number() OVER (PARTITION BY fault, invoice_id ORDER BY issued, source_row) > 1
-                       THEN '{reason.DUPLICATE_INVOICE.value}' END AS reason
-        FROM invoices_faults
-        """
-    )
-    bad = con.execute(
-        """
-        SELECT count(*) FILTER (WHERE customer_id IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE issued IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE due IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE paid_present AND paid IS NULL),
-               count(*) FILTER (WHERE NOT coalesce(isfinite(amount), false) AND NOT is_malformed)
-        FROM invoices_checked
-        """
-    ).fetchall()[0]
-    checks = [("customer_id", raw.malformed, "malformed lines (wrong number of fields) — wrong delimiter?")]
-    checks += [
-        (role, count, what)
-        for role, count, what in zip(
-            ("customer_id", "issued", "due", "paid", "amount"),
-            bad,
-            (
-                "empty — wrong column?",
-                "not dates — wrong column, or set timestamp_format?",
-                "not dates — wrong column, or set timestamp_format?",
-                "not dates — wrong column, or set timestamp_format?",
-                "not numbers — wrong column?",
-            ),
-            strict=True,
+        CREATE TABLE invoices_faults AS
+        WITH parsed AS (
+            SELECT {_ROW} AS source_row,
+                   {_text_expr(raw, mapping["invoice_id"])} AS invoice_id,
+                   {_text_expr(raw, mapping["customer_id"])} AS customer_id,
+                   {date("issued")} AS issued, {date("due")} AS due, {date("paid")} AS paid,
+                   {paid_present} AS paid_present,
+                   {_number_expr(raw, mapping["amount"])} AS amount,
+                   {_RAW} IS NOT NULL AS is_malformed
+            FROM {source_table}
         )
+        SELECT *, {_fault_case(faults)} AS fault FROM parsed
+        """,
+    )
+    _mark_duplicates(con, "invoices", "invoice_id", "issued, source_row", reason.DUPLICATE_INVOICE)
+    checks = [
+        ("customer_id", "customer_id IS NULL AND NOT is_malformed", "empty — wrong column?"),
+        ("issued", "issued IS NULL AND NOT is_malformed", _NOT_DATES),
+        ("due", "due IS NULL AND NOT is_malformed", _NOT_DATES),
+        ("paid", "paid_present AND paid IS NULL", _NOT_DATES),
+        (
+            "amount",
+            "NOT coalesce(isfinite(amount), false) AND NOT is_malformed",
+            "not numbers — wrong column?",
+        ),
     ]
-    for role, count, what in checks:
-        if count > rules.max_bad_share * raw.rows_in:
-            raise InputFileError(
-                f"{raw.label}: column '{mapping[role]}' (role {role}): {count:,} of {raw.rows_in:,} rows are "
-                f"{what}"
-            )
-    clean_select = ", ".join(
-        f"CAST({col} AS {col_type}) AS {col}" for col, col_type in CLEAN_INVOICE_COLUMNS.items()
-    )
-    con.execute(
-        f"CREATE TABLE invoices_out AS SELECT {clean_select} FROM invoices_checked WHERE reason IS NULL"
-    )
-    _build_quarantine(con, [raw], "invoices_checked", "quarantine_invoices_out", with_source=False)
-    kept, quarantined, unpaid, without_transactions = con.execute(
-        """
-        SELECT (SELECT count(*) FROM invoices_out),
-               (SELECT count(*) FROM quarantine_invoices_out),
-               (SELECT count(*) FROM invoices_out WHERE paid IS NULL),
-               (SELECT count(DISTINCT customer_id) FROM invoices_out
-                 WHERE customer_id NOT IN (SELECT customer_id FROM clean_out))
-        """
-    ).fetchall()[0]
-    if kept + quarantined != raw.rows_in:
-        raise RuntimeError(
-            f"ingest invariant violated for {raw.label}: rows_in {raw.rows_in} != "
-            f"kept {kept} + quarantined {quarantined}"
-        )
-    counts = dict(
-        con.execute(
-            "SELECT reason, count(*) FROM invoices_checked WHERE reason IS NOT NULL GROUP BY reason"
-        ).fetchall()
+    _refuse_bad_columns(raw, mapping, _bad_counts(con, "invoices_checked", checks), rules)
+    _write_checked(con, raw, "invoices", CLEAN_INVOICE_COLUMNS)
+    kept, quarantined, unpaid, without_transactions = _checked_counts(
+        con,
+        raw,
+        "invoices",
+        [
+            "SELECT count(*) FROM invoices_out WHERE paid IS NULL",
+            "SELECT count(DISTINCT customer_id) FROM invoices_out "
+            "WHERE customer_id NOT IN (SELECT customer_id FROM clean_out)",
+        ],
     )
     return {
         "path": raw.label,
@@ -1771,7 +1806,7 @@ def _ingest_invoices(con: duckdb.DuckDBPyConnection, raw: _RawTable, rules: Clea
         "rows_in": int(raw.rows_in),
         "rows_kept": int(kept),
         "rows_quarantined": int(quarantined),
-        "by_reason": {r.value: int(counts[r.value]) for r in InvoiceReason if counts.get(r.value)},
+        "by_reason": _reason_counts(con, "invoices_checked", InvoiceReason),
         "invoices_unpaid": int(unpaid),
         "invoice_customers_without_transactions": int(without_transactions),
     }
@@ -1814,55 +1849,33 @@ def _ingest_interactions(
         (reason.UNKNOWN_KIND, "kind IS NULL"),
         (reason.BAD_SCORE, "score_present AND NOT coalesce(isfinite(score), false)"),
     )
-    fault_case = "CASE " + " ".join(f"WHEN {cond} THEN '{r.value}'" for r, cond in faults) + " END"
-    try:
-        con.execute(
-            f"""
-            CREATE TABLE interactions_faults AS
-            WITH parsed AS (
-                SELECT {_ROW} AS source_row,
-                       {text("customer_id")} AS customer_id,
-                       {_timestamp_expr(raw, mapping["timestamp"], source.timestamp_format)} AS timestamp,
-                       {text("kind")} AS kind_value,
-                       CASE lower({text("kind")}) {kind_cases} END AS kind,
-                       {text("channel")} AS channel,
-                       {text("outcome")} AS outcome,
-                       {score} AS score,
-                       {score_present} AS score_present,
-                       {_RAW} IS NOT NULL AS is_malformed
-                FROM {source_table}
-            )
-            SELECT *, {fault_case} AS fault FROM parsed
-            """
-        )
-    except duckdb.Error as exc:
-        raise InputFileError(
-            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
-        ) from None
-    con.execute(
+    _create_parsed(
+        con,
+        raw,
         f"""
-        CREATE TABLE interactions_checked AS
-        SELECT *, CASE WHEN fault IS NOT NULL THEN fault
-                       WHEN row_number() OVER (
-                           PARTITION BY fault, customer_id, timestamp, kind, channel, outcome, score
-                           ORDER BY source_row) > 1
-                       THEN '{reason.DUPLICATE_EVENT.value}' END AS reason
-        FROM interactions_faults
-        """
+        CREATE TABLE interactions_faults AS
+        WITH parsed AS (
+            SELECT {_ROW} AS source_row,
+                   {text("customer_id")} AS customer_id,
+                   {_timestamp_expr(raw, mapping["timestamp"], source.timestamp_format)} AS timestamp,
+                   {text("kind")} AS kind_value,
+                   CASE lower({text("kind")}) {kind_cases} END AS kind,
+                   {text("channel")} AS channel,
+                   {text("outcome")} AS outcome,
+                   {score} AS score,
+                   {score_present} AS score_present,
+                   {_RAW} IS NOT NULL AS is_malformed
+            FROM {source_table}
+        )
+        SELECT *, {_fault_case(faults)} AS fault FROM parsed
+        """,
     )
-    bad = con.execute(
-        """
-        SELECT count(*) FILTER (WHERE customer_id IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE timestamp IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE kind IS NULL AND NOT is_malformed),
-               count(*) FILTER (WHERE score_present AND NOT coalesce(isfinite(score), false))
-        FROM interactions_checked
-        """
-    ).fetchall()[0]
-    timestamp_words = (
-        f"not timestamps in format {source.timestamp_format!r} — wrong column or format?"
-        if source.timestamp_format
-        else "not dates/timestamps — wrong column, or set timestamp_format?"
+    _mark_duplicates(
+        con,
+        "interactions",
+        "customer_id, timestamp, kind, channel, outcome, score",
+        "source_row",
+        reason.DUPLICATE_EVENT,
     )
     # the values behind unknown_kind, most frequent first: what a ``kinds:`` mapping would have to list
     unknown_values = con.execute(
@@ -1879,56 +1892,24 @@ def _ingest_interactions(
         if frequent
         else "empty — wrong column?"
     )
-    checks = [("customer_id", raw.malformed, "malformed lines (wrong number of fields) — wrong delimiter?")]
-    checks += [
-        (role, count, what)
-        for role, count, what in zip(
-            ("customer_id", "timestamp", "kind", "score"),
-            bad,
-            (
-                "empty — wrong column?",
-                timestamp_words,
-                kind_words,
-                "not numbers — wrong column?",
-            ),
-            strict=True,
-        )
-        if role in mapping
+    checks = [
+        ("customer_id", "customer_id IS NULL AND NOT is_malformed", "empty — wrong column?"),
+        ("timestamp", "timestamp IS NULL AND NOT is_malformed", _timestamp_words(source.timestamp_format)),
+        ("kind", "kind IS NULL AND NOT is_malformed", kind_words),
+        ("score", "score_present AND NOT coalesce(isfinite(score), false)", "not numbers — wrong column?"),
     ]
-    for role, count, what in checks:
-        if count > rules.max_bad_share * raw.rows_in:
-            raise InputFileError(
-                f"{raw.label}: column '{mapping[role]}' (role {role}): {count:,} of {raw.rows_in:,} rows are "
-                f"{what}"
-            )
-    clean_select = ", ".join(
-        f"CAST({col} AS {col_type}) AS {col}" for col, col_type in CLEAN_INTERACTION_COLUMNS.items()
-    )
-    con.execute(
-        f"CREATE TABLE interactions_out AS SELECT {clean_select} FROM interactions_checked WHERE reason IS NULL"
-    )
-    _build_quarantine(con, [raw], "interactions_checked", "quarantine_interactions_out", with_source=False)
+    checks = [check for check in checks if check[0] in mapping]
+    _refuse_bad_columns(raw, mapping, _bad_counts(con, "interactions_checked", checks), rules)
+    _write_checked(con, raw, "interactions", CLEAN_INTERACTION_COLUMNS)
     known = "SELECT customer_id FROM clean_out"
     if with_customers:
         known += " UNION SELECT customer_id FROM customers_out"
-    kept, quarantined, unknown_customer, unknown_customer_ids = con.execute(
-        f"""
-        WITH unknown AS (SELECT customer_id FROM interactions_out WHERE customer_id NOT IN ({known}))
-        SELECT (SELECT count(*) FROM interactions_out),
-               (SELECT count(*) FROM quarantine_interactions_out),
-               (SELECT count(*) FROM unknown),
-               (SELECT count(DISTINCT customer_id) FROM unknown)
-        """
-    ).fetchall()[0]
-    if kept + quarantined != raw.rows_in:
-        raise RuntimeError(
-            f"ingest invariant violated for {raw.label}: rows_in {raw.rows_in} != "
-            f"kept {kept} + quarantined {quarantined}"
-        )
-    counts = dict(
-        con.execute(
-            "SELECT reason, count(*) FROM interactions_checked WHERE reason IS NOT NULL GROUP BY reason"
-        ).fetchall()
+    kept, quarantined, unknown_customer, unknown_customer_ids = _checked_counts(
+        con,
+        raw,
+        "interactions",
+        ["SELECT count(*) FROM unknown", "SELECT count(DISTINCT customer_id) FROM unknown"],
+        with_clause=f"WITH unknown AS (SELECT customer_id FROM interactions_out WHERE customer_id NOT IN ({known}))",
     )
     kinds = dict(con.execute("SELECT kind, count(*) FROM interactions_out GROUP BY kind").fetchall())
     return {
@@ -1939,7 +1920,7 @@ def _ingest_interactions(
         "rows_in": int(raw.rows_in),
         "rows_kept": int(kept),
         "rows_quarantined": int(quarantined),
-        "by_reason": {r.value: int(counts[r.value]) for r in InteractionReason if counts.get(r.value)},
+        "by_reason": _reason_counts(con, "interactions_checked", InteractionReason),
         "by_kind": {k: int(kinds[k]) for k in INTERACTION_KINDS if kinds.get(k)},
         "unknown_kind_values": {str(value): int(n) for value, n in unknown_values},
         "unknown_customer": int(unknown_customer),
@@ -1949,6 +1930,21 @@ def _ingest_interactions(
 
 # --------------------------------------------------------------------------------------------------------------
 # Output and SQL text helpers
+
+
+def _write_optional(
+    con: duckdb.DuckDBPyConnection, configured: bool, clean: tuple[Path, str], quarantine: tuple[Path, str]
+) -> Path | None:
+    """An optional file's clean and quarantine parquet ((path, query) each) when it is configured; otherwise
+    remove both (files from an earlier run with another config would be silently stale). Returns the clean
+    path, or None."""
+    if not configured:
+        for stale, _ in (clean, quarantine):
+            stale.unlink(missing_ok=True)
+        return None
+    for target, query in (clean, quarantine):
+        _copy_parquet(con, query, target)
+    return clean[0]
 
 
 def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, target: Path) -> None:

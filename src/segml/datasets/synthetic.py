@@ -1355,12 +1355,7 @@ def _inject_faults(
     duplicate = rows_for(QuarantineReason.DUPLICATE_ROW)
     after = templates[duplicate] + 1
     slot[duplicate] = after + np.floor(rng.random(duplicate.size) * (n_clean + 1 - after)).astype(np.int64)
-    placed = np.lexsort((rng.random(n_bad), slot))
-    bad_row = np.zeros(n_clean + n_bad, dtype=bool)
-    bad_row[slot[placed] + np.arange(n_bad)] = True
-    order = np.empty(n_clean + n_bad, dtype=np.int64)
-    order[bad_row] = n_clean + placed
-    order[~bad_row] = np.arange(n_clean)
+    order = _interleave(n_clean, n_bad, rng, slot)
     injected = {str(reason): int(count) for reason, count in zip(reasons, counts, strict=True) if count}
     text_overrides = {
         column: (np.asarray(idx, dtype=np.int64), values) for column, (idx, values) in overrides.items()
@@ -1377,9 +1372,13 @@ def _fault_counts(spec: SynthSpec, kinds: int, available: int, rng: np.random.Ge
     return counts
 
 
-def _interleave(n_clean: int, n_bad: int, rng: np.random.Generator) -> np.ndarray:
-    """Row order placing ``n_bad`` appended rows (indices ``n_clean..``) at random places among the clean."""
-    slot = rng.integers(0, n_clean + 1, size=n_bad)
+def _interleave(
+    n_clean: int, n_bad: int, rng: np.random.Generator, slot: np.ndarray | None = None
+) -> np.ndarray:
+    """Row order placing ``n_bad`` appended rows (indices ``n_clean..``) among the clean: each just before clean
+    row ``slot`` (drawn at random unless given), rows sharing a slot in random order."""
+    if slot is None:
+        slot = rng.integers(0, n_clean + 1, size=n_bad)
     placed = np.lexsort((rng.random(n_bad), slot))
     bad_row = np.zeros(n_clean + n_bad, dtype=bool)
     bad_row[slot[placed] + np.arange(n_bad)] = True
