@@ -191,8 +191,12 @@ def test_entries_carry_kind_fill_transform_and_seasonality():
         "future_spend",
         "future_orders",
         "future_active",
+        "future_margin",
     }
     assert catalog.label_columns() == features.LABEL_COLUMNS
+    assert (
+        catalog.entry("future_margin").requires == "margin" and "future_margin" not in catalog.label_columns()
+    )
     assert catalog.redundant_columns() == {"has_purchases"}
     assert catalog.window_pattern().match("spend_45d").groups() == ("spend", "45")
 

@@ -296,6 +296,21 @@ def test_margin_features_hand_checked(transactions, customers):
     assert describe_feature("margin_45d") == "margin (spend minus cost, returns netted) in the last 45 days"
 
 
+@pytest.mark.parametrize("cutoff", [dt.date(2024, 1, 10), dt.date(2024, 4, 20)])
+def test_margin_label_matches_independent_pandas(transactions, cutoff):
+    """``future_margin``: the net margin in (cutoff, cutoff + horizon] (unclipped), only with margin."""
+    tx = with_margin(transactions)
+    frame = training_frame(tx, [cutoff], 120, SPEC).set_index("customer_id")
+    day = pd.to_datetime(tx["timestamp"]).dt.normalize()
+    inside = (day > pd.Timestamp(cutoff)) & (day <= pd.Timestamp(cutoff) + pd.Timedelta(days=120))
+    # the population at the cutoff: customers who first buy later are not in it
+    expected = tx[inside].groupby("customer_id")["margin"].sum().reindex(frame.index).fillna(0.0)
+    got = frame["future_margin"]
+    assert (expected != 0).any()
+    assert got.to_dict() == pytest.approx(expected.to_dict())
+    assert "future_margin" not in training_frame(transactions, [cutoff], 120, SPEC).columns
+
+
 def test_no_margin_column_no_margin_features(transactions):
     features = build_features(transactions, AS_OF, SPEC)
     assert not [c for c in features.columns if c.startswith("margin")]

@@ -642,6 +642,14 @@ _CATALOG: tuple[FeatureEntry | WindowFamily, ...] = (
         numeric=False,
     ),
     FeatureEntry("label_days", "days", "label", "observed length of the label window in days", numeric=False),
+    FeatureEntry(
+        "future_margin",
+        "money",
+        "label",
+        "net margin in the label window after the cutoff (unclipped)",
+        numeric=False,
+        requires="margin",
+    ),
 )
 
 _FIXED: dict[str, FeatureEntry] = {e.name: e for e in _CATALOG if isinstance(e, FeatureEntry)}
@@ -804,9 +812,9 @@ def numeric_features(
 
 
 def label_columns() -> tuple[str, ...]:
-    """Label columns of a training frame, in order (``future_spend, future_orders, future_active,
-    label_days``)."""
-    return tuple(e.name for e in _FIXED.values() if e.role == "label")
+    """Label columns of every training frame, in order (``future_spend, future_orders, future_active,
+    label_days``); :data:`MARGIN_LABEL` comes on top when the transactions carry margin."""
+    return tuple(e.name for e in _FIXED.values() if e.role == "label" and e.requires is None)
 
 
 #: the margin label of training frames built from transactions with a margin (not in :func:`label_columns`:
@@ -816,7 +824,7 @@ MARGIN_LABEL = "future_margin"
 
 def non_feature_columns() -> frozenset[str]:
     """Columns that are never model inputs: identifiers, cutoffs and labels (the margin label included)."""
-    return frozenset(e.name for e in _FIXED.values() if e.role in ("id", "cutoff", "label")) | {MARGIN_LABEL}
+    return frozenset(e.name for e in _FIXED.values() if e.role in ("id", "cutoff", "label"))
 
 
 def redundant_columns() -> frozenset[str]:
