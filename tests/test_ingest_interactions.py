@@ -176,8 +176,9 @@ def test_every_reason_and_rows_in_equal_kept_plus_quarantined() -> None:
         ["B", "2024-01-07", "survey", "web", "", "5"],  # another score: kept
         ["B", "2024-06-30 23:59", "survey", "web", "", "4"],  # the max_date day itself: kept
         ["B", "2024-01-07", "survey", "web", "", "4"],  # duplicate_event of row 13
+        ["B", "whenever", "Fax", "web", "", ""],  # ignored_kind (set aside: its bad timestamp does not matter)
     ]
-    result = _frames(rows)
+    result = _frames(rows, kinds={"fax": "ignore"})
     block = result.report["interactions"]
     assert block["rows_in"] == len(rows) == block["rows_kept"] + block["rows_quarantined"]
     assert block["rows_kept"] == len(result.interactions)
@@ -201,6 +202,7 @@ def test_every_reason_and_rows_in_equal_kept_plus_quarantined() -> None:
         11: "bad_score",
         12: "bad_score",
         16: "duplicate_event",
+        17: "ignored_kind",
     }
     assert set(block["by_reason"]) == {r.value for r in InteractionReason} - {"malformed_row"}
     assert sum(block["by_reason"].values()) == block["rows_quarantined"]
@@ -232,6 +234,24 @@ def test_kinds_mapping_is_trimmed_case_blind_and_may_rename_a_segml_kind() -> No
         "ticket",
     ]
     assert result.report["interactions"]["by_reason"] == {}
+
+
+def test_kinds_mapped_to_ignore_are_set_aside_and_never_refuse_the_file() -> None:
+    """An export full of event types segml does not model: ``kinds: {Fax: ignore}`` sets them aside as
+    ``ignored_kind`` (counted, whatever else is wrong with them) instead of refusing the file."""
+    rows = [["A", "2024-01-02", "Complaint", "", "", ""]]
+    rows += [["A", f"2024-01-{day:02d}", "Fax", "", "", ""] for day in range(3, 20)]
+    rows += [["A", "not a date", "fax", "", "", ""], ["", "2024-01-21", "FAX", "", "", "x"]]
+    with pytest.raises(InputFileError, match="not known kinds"):
+        _frames(rows, kinds={"complaint": "complaint"})
+    result = _frames(rows, kinds={"Fax": "ignore"})
+    report = result.report["interactions"]
+    assert result.interactions["kind"].tolist() == ["complaint"]
+    assert report["by_reason"] == {"ignored_kind": 19}
+    assert report["rows_in"] == report["rows_kept"] + report["rows_quarantined"] == 20
+    assert report["by_kind"] == {"complaint": 1}
+    with pytest.raises(ConfigError, match="or ignore to set the rows aside"):
+        InteractionSource(path="x.csv", columns=dict(ROLES), kinds={"Fax": "skip"}).check("data.interactions")
 
 
 def test_optional_roles_absent_are_null_columns() -> None:

@@ -248,6 +248,9 @@ INTERACTION_ROLES = ("customer_id", "timestamp", "kind", "channel", "outcome", "
 INTERACTION_REQUIRED_ROLES = ("customer_id", "timestamp", "kind")
 #: the kinds of interaction the features know; a file's own kind values map onto them through ``kinds:``
 INTERACTION_KINDS = ("complaint", "ticket", "campaign_send", "campaign_response", "login", "visit", "survey")
+#: a ``kinds:`` target for event types segml does not model: such rows are set aside (quarantine reason
+#: ``ignored_kind``, counted, never refused as bad data)
+IGNORE_KIND = "ignore"
 
 
 @dataclass
@@ -276,9 +279,10 @@ class InteractionSource:
         _check_roles(where, self.columns, INTERACTION_ROLES, INTERACTION_REQUIRED_ROLES)
         seen: dict[str, str] = {}
         for value, kind in self.kinds.items():
-            if kind not in INTERACTION_KINDS:
+            if kind not in (*INTERACTION_KINDS, IGNORE_KIND):
                 raise ConfigError(
-                    f"{where}.kinds.{value}: {kind!r} is not a segml kind (kinds: {', '.join(INTERACTION_KINDS)})"
+                    f"{where}.kinds.{value}: {kind!r} is not a segml kind (kinds: {', '.join(INTERACTION_KINDS)}; "
+                    f"or {IGNORE_KIND} to set the rows aside)"
                 )
             folded = str(value).strip().lower()
             if not folded:

@@ -40,6 +40,7 @@ import duckdb
 import pandas as pd
 
 from segml.config import (
+    IGNORE_KIND,
     INTERACTION_KINDS,
     INTERACTION_ROLES,
     INVOICE_ROLES,
@@ -114,6 +115,9 @@ class InteractionReason(StrEnum):
     """Why an interaction row was quarantined; a row with several faults gets the first reason in this order."""
 
     MALFORMED_ROW = "malformed_row"  # a CSV line with too few/many fields or an unterminated quote
+    #: mapped to ``ignore`` under ``kinds:``: an event type segml does not model, set aside on purpose (its
+    #: other faults do not matter and it never counts towards refusing the file)
+    IGNORED_KIND = "ignored_kind"
     MISSING_CUSTOMER_ID = "missing_customer_id"
     BAD_TIMESTAMP = "bad_timestamp"  # empty or not a date/timestamp
     FUTURE_TIMESTAMP = "future_timestamp"  # after cleaning.max_date (default: the ingest day)
@@ -1842,6 +1846,7 @@ def _ingest_interactions(
     reason = InteractionReason
     faults = (
         (reason.MALFORMED_ROW, "is_malformed"),
+        (reason.IGNORED_KIND, f"kind = '{IGNORE_KIND}'"),
         (reason.MISSING_CUSTOMER_ID, "customer_id IS NULL"),
         (reason.BAD_TIMESTAMP, "timestamp IS NULL"),
         (reason.FUTURE_TIMESTAMP, f"CAST(timestamp AS DATE) > DATE '{max_date.isoformat()}'"),
@@ -1892,11 +1897,16 @@ def _ingest_interactions(
         if frequent
         else "empty — wrong column?"
     )
+    modelled = f"NOT is_malformed AND kind IS DISTINCT FROM '{IGNORE_KIND}'"  # set-aside rows never refuse
     checks = [
-        ("customer_id", "customer_id IS NULL AND NOT is_malformed", "empty — wrong column?"),
-        ("timestamp", "timestamp IS NULL AND NOT is_malformed", _timestamp_words(source.timestamp_format)),
-        ("kind", "kind IS NULL AND NOT is_malformed", kind_words),
-        ("score", "score_present AND NOT coalesce(isfinite(score), false)", "not numbers — wrong column?"),
+        ("customer_id", f"customer_id IS NULL AND {modelled}", "empty — wrong column?"),
+        ("timestamp", f"timestamp IS NULL AND {modelled}", _timestamp_words(source.timestamp_format)),
+        ("kind", f"kind IS NULL AND {modelled}", kind_words),
+        (
+            "score",
+            f"score_present AND NOT coalesce(isfinite(score), false) AND {modelled}",
+            "not numbers — wrong column?",
+        ),
     ]
     checks = [check for check in checks if check[0] in mapping]
     _refuse_bad_columns(raw, mapping, _bad_counts(con, "interactions_checked", checks), rules)
