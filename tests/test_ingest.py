@@ -742,6 +742,9 @@ def test_synthetic_dirty_counts_match_truth(tmp_path: Path) -> None:
         section = report[key]
         assert section["by_reason"] == truth["injected_by_file"][key], key
         assert section["rows_in"] == section["rows_kept"] + section["rows_quarantined"] == truth[key]
+    # events of customers outside the population are kept, counted and left to the features to ignore
+    assert report["interactions"]["unknown_customer"] == truth["unknown_customer_events"] > 0
+    assert report["interactions"]["unknown_customer_ids"] == truth["unknown_customer_ids"]
 
 
 def test_synthetic_clean_has_nothing_quarantined(tmp_path: Path) -> None:

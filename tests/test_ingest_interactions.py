@@ -176,7 +176,14 @@ def test_every_reason_and_rows_in_equal_kept_plus_quarantined() -> None:
         ["B", "2024-01-07", "survey", "web", "", "5"],  # another score: kept
         ["B", "2024-06-30 23:59", "survey", "web", "", "4"],  # the max_date day itself: kept
         ["B", "2024-01-07", "survey", "web", "", "4"],  # duplicate_event of row 13
-        ["B", "whenever", "Fax", "web", "", ""],  # ignored_kind (set aside: its bad timestamp does not matter)
+        [
+            "B",
+            "whenever",
+            "Fax",
+            "web",
+            "",
+            "",
+        ],  # ignored_kind (set aside: its bad timestamp does not matter)
     ]
     result = _frames(rows, kinds={"fax": "ignore"})
     block = result.report["interactions"]

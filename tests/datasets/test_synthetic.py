@@ -650,10 +650,15 @@ def test_dirty_invoices_and_interactions_carry_the_recorded_faults(dirty: SynthD
         ts.isna().astype(int) + (~events["kind"].isin(KIND_LABELS)).astype(int) + (customer == "").astype(int)
     )
     assert faults.max() == 1
+    # plus well-formed events of customers outside the population (ids U…), counted apart
+    strangers = customer.str.startswith("U")
+    assert int(strangers.sum()) == dirty.truth_json["unknown_customer_events"] >= 2
+    assert customer[strangers].nunique() == dirty.truth_json["unknown_customer_ids"]
+    assert not customer[strangers].isin(dirty.customers["customer_id"]).any()
     assert (
         dirty.truth_json["interactions"]
         == len(events)
-        == dirty.truth_json["clean_interactions"] + sum(found.values())
+        == dirty.truth_json["clean_interactions"] + sum(found.values()) + int(strangers.sum())
     )
     bad = np.flatnonzero(faults.to_numpy())
     assert bad.min() < len(events) / 3 and bad.max() > 2 * len(events) / 3  # spread, not appended
@@ -670,9 +675,8 @@ def test_dirty_keeps_clean_invoices_and_interactions(dirty: SynthData):
     pd.testing.assert_frame_equal(kept, clean.invoices)
     events = dirty.interactions
     ts = pd.to_datetime(events["timestamp"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
-    good = (
-        ts.notna() & events["kind"].isin(KIND_LABELS) & (events["customer_id"].fillna("").str.strip() != "")
-    )
+    customer = events["customer_id"].fillna("").str.strip()
+    good = ts.notna() & events["kind"].isin(KIND_LABELS) & (customer != "") & ~customer.str.startswith("U")
     kept = events[good].reset_index(drop=True)
     expected = clean.interactions.assign(
         timestamp=clean.interactions["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")

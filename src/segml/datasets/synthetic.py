@@ -469,14 +469,18 @@ def _build_tables(spec: SynthSpec) -> _Tables:
     injected_by_file: dict[str, dict[str, int]] = {}
     overrides: dict[str, tuple[np.ndarray, list[Any]]] = {}
     order = invoice_order = event_order = None
+    strangers = {"events": 0, "customers": 0}
     if spec.dirty:
         injected, overrides, order = _inject_faults(spec, lines, np.random.default_rng(fault_seed))
-        invoice_seed, event_seed = fault_seed.spawn(2)
+        invoice_seed, event_seed, stranger_seed = fault_seed.spawn(3)
         injected_invoices, invoice_order = _inject_invoice_faults(
             spec, invoices, np.random.default_rng(invoice_seed)
         )
         injected_events, event_order = _inject_interaction_faults(
             spec, events, np.random.default_rng(event_seed)
+        )
+        strangers, event_order = _add_stranger_events(
+            spec, events, n_clean_events, event_order, np.random.default_rng(stranger_seed)
         )
         injected_by_file = {
             "transactions": injected,
@@ -508,6 +512,10 @@ def _build_tables(spec: SynthSpec) -> _Tables:
         "clean_invoices": n_clean_invoices,
         "interactions": interactions_table.num_rows,
         "clean_interactions": n_clean_events,
+        # dirty mode: well-formed events of customers outside the population (ingest keeps and counts them as
+        # unknown_customer; no feature reads them)
+        "unknown_customer_events": strangers["events"],
+        "unknown_customer_ids": strangers["customers"],
         "interaction_kinds": {
             label: {"kind": kind, "rows": int(count)}
             for label, kind, count in zip(
@@ -1438,6 +1446,31 @@ def _inject_interaction_faults(
     return injected, _interleave(n_clean, templates.size, rng)
 
 
+def _add_stranger_events(
+    spec: SynthSpec,
+    events: dict[str, np.ndarray],
+    n_clean: int,
+    order: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[dict[str, int], np.ndarray]:
+    """Append copies of a few of the ``n_clean`` clean events (the first rows) under customer ids outside the
+    population (codes from ``n_customers`` on, written ``U0000001``…), after every other row; return their
+    counts and the new row order."""
+    n_rows = events["customer"].size
+    count = min(n_clean, max(2, n_clean // 1000))
+    if count == 0:
+        return {"events": 0, "customers": 0}, order
+    templates = rng.choice(n_clean, size=count, replace=False)
+    n_ids = max(1, count // 3)
+    extra = {key: values[templates].copy() for key, values in events.items()}
+    extra["customer"] = spec.n_customers + rng.integers(0, n_ids, size=count)
+    extra["planted"][:] = False
+    for key, values in extra.items():
+        events[key] = np.concatenate([events[key], values])
+    order = np.concatenate([np.asarray(order), np.arange(n_rows, n_rows + count)])
+    return {"events": int(count), "customers": int(np.unique(extra["customer"]).size)}, order
+
+
 def _random_seconds(
     first: dt.date, last: dt.date, n: int, rng: np.random.Generator, spec: SynthSpec
 ) -> np.ndarray:
@@ -1557,7 +1590,11 @@ def _invoices_table(spec: SynthSpec, invoices: dict[str, np.ndarray], order: np.
 def _interactions_table(spec: SynthSpec, events: dict[str, np.ndarray], order: np.ndarray | None) -> pa.Table:
     customer = events["customer"]
     missing = customer < 0
-    ids = _customer_ids(spec.n_customers).take(pa.array(np.where(missing, 0, customer)))
+    stranger = customer >= spec.n_customers
+    ids = _customer_ids(spec.n_customers).take(pa.array(np.where(missing | stranger, 0, customer)))
+    if stranger.any():
+        outside = _ids("U", customer[stranger] - spec.n_customers + 1, 7)
+        ids = pc.replace_with_mask(ids, pa.array(stranger), outside)
     seconds = events["seconds"]
     unparseable = seconds <= UNPARSEABLE_SECONDS
     epoch = _epoch_seconds(spec, np.where(unparseable, 0, seconds))
