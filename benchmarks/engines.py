@@ -512,6 +512,12 @@ def markdown_table(results: dict) -> str:
             f"`{size.get('command', results.get('command'))}` ({size.get('date', results.get('date'))})"
             for size in results["sizes"]
         }
+        | {
+            f"`{size[task]['command']}` ({size.get('date', results.get('date'))})"
+            for size in results["sizes"]
+            for task in TASKS
+            if task in size and size[task].get("command")
+        }
     )
     lines += ["", "Commands: " + ", ".join(commands) + "."]
     return "\n".join(lines)
@@ -588,6 +594,16 @@ def main() -> None:
         for entry in earlier:
             for key in ("command", "repeats", "date"):
                 entry.setdefault(key, previous.get(key))
+        for entry in results["sizes"]:  # a size re-run with other --tasks keeps the earlier tasks
+            for old in earlier:
+                if old.get("requested_rows", old["rows"]) == entry["requested_rows"]:
+                    for task in TASKS:
+                        if task not in entry and task in old:
+                            entry[task] = {
+                                **old[task],
+                                "command": old.get("command"),
+                                "repeats": old["repeats"],
+                            }
         results["sizes"] += [e for e in earlier if e.get("requested_rows", e["rows"]) not in done]
         results["sizes"].sort(key=lambda e: e["rows"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
