@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONHASHSEED := 0
 
-.PHONY: help venv run test test-slow test-all lint format bench bench-quality bench-scale lock clean mlflow-ui lab
+.PHONY: help venv run test test-slow test-all lint format bench bench-quality bench-scale bench-engines lock clean mlflow-ui lab
 
 help:
-	@echo "make run | test | test-slow | lint | format | bench | bench-quality | bench-scale | mlflow-ui | lab | lock | clean"
+	@echo "make run | test | test-slow | lint | format | bench | bench-quality | bench-scale | bench-engines | mlflow-ui | lab | lock | clean"
 
 # The venv is (re)installed only when pyproject.toml or the lock file change: a second `make run` reuses it.
 $(STAMP): pyproject.toml requirements.lock
@@ -66,6 +66,11 @@ bench-quality: $(STAMP)
 # benchmarks/results/scale.json. Not part of CI (about 20-30 minutes on 2 cores, a few GB of disk while it runs).
 bench-scale: $(STAMP)
 	nice -n 10 $(BIN)/python benchmarks/scale.py
+
+# Features and grading on DuckDB vs Spark local[2] vs a Spark standalone cluster on loopback, 1M and 10M rows:
+# benchmarks/results/engines.json. Not part of CI (needs the spark extra and Java).
+bench-engines: $(STAMP)
+	nice -n 10 $(BIN)/python benchmarks/engines.py
 
 # MLflow UI on the project's SQLite store, loopback only. The links open each experiment's training runs
 # (the Runs tab: parent run per `segml run` / `segml train`, one nested run per stage) rather than the start page.
