@@ -43,14 +43,13 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import update_readme_block  # noqa: E402
@@ -133,21 +132,6 @@ def smoke_artifact() -> Path:
 # The standalone cluster
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _alive_workers(ui_port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as response:
-            state = json.load(response)
-    except OSError:
-        return 0
-    return sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
-
-
 def spark_env() -> dict[str, str]:
     """Environment of every Spark process: loopback, this interpreter, segml from this checkout."""
     import pyspark
@@ -161,52 +145,6 @@ def spark_env() -> dict[str, str]:
         "OMP_NUM_THREADS": str(feature_bench.THREADS),
         "PYTHONHASHSEED": "0",
     }
-
-
-class Cluster:
-    """One master and one worker on 127.0.0.1, started with ``spark-class``; :meth:`stop` ends both by PID."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.processes: list[subprocess.Popen] = []
-        self.master = ""
-
-    def start(self, timeout: float = 120.0) -> str:
-        env = spark_env()
-        spark_class = str(Path(env["SPARK_HOME"]) / "bin" / "spark-class")
-        port, ui_port, worker_ui = _free_port(), _free_port(), _free_port()
-        master_cmd = [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1"]
-        master_cmd += ["--port", str(port), "--webui-port", str(ui_port)]
-        with (self.logs / "master.log").open("wb") as log:
-            self.processes.append(subprocess.Popen(master_cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-        worker_cmd = [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}"]
-        worker_cmd += ["--host", "127.0.0.1", "--cores", str(WORKER_CORES), "--memory", WORKER_MEMORY]
-        worker_cmd += ["--webui-port", str(worker_ui), "--work-dir", str(self.logs / "work")]
-        with (self.logs / "worker.log").open("wb") as log:
-            self.processes.append(subprocess.Popen(worker_cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + timeout
-        while _alive_workers(ui_port) < 1:
-            if any(p.poll() is not None for p in self.processes):
-                raise RuntimeError(f"the Spark master or worker exited; logs in {self.logs}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not register with the master in {timeout:.0f} s")
-            time.sleep(1)
-        self.master = f"spark://127.0.0.1:{port}"
-        return self.master
-
-    @property
-    def worker_pid(self) -> int | None:
-        return self.processes[1].pid if len(self.processes) > 1 else None
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -380,7 +318,7 @@ def summarise(runs: list[dict]) -> dict:
     return entry
 
 
-def run_size(rows: int, args, cluster: Cluster, artifact: Path, work: Path) -> dict:
+def run_size(rows: int, args, cluster: Any, artifact: Path, work: Path) -> dict:
     path, n_rows, n_customers = feature_bench.write_size(rows)
     raw = raw_grading_input(path, rows) if "grading" in args.tasks else path
     entry: dict = {
@@ -578,7 +516,9 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="segml-engines-") as tmp:
         work = Path(tmp)
-        cluster = Cluster(work)
+        from segml.spark_cluster import StandaloneCluster
+
+        cluster = StandaloneCluster(work, cores=WORKER_CORES, memory=WORKER_MEMORY, env=spark_env())
         try:
             if "spark_standalone" in args.engines:
                 print(f"cluster: {cluster.start()}", flush=True)

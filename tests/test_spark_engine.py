@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -148,70 +145,20 @@ def test_grade_cli_refuses_what_spark_does_not_do(exported, tmp_path: Path) -> N
 # A standalone cluster on loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _alive_workers(ui_port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as response:
-            state = json.load(response)
-    except OSError:
-        return 0
-    return sum(1 for worker in state.get("workers", []) if worker.get("state") == "ALIVE")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def cluster(exported, tmp_path_factory: pytest.TempPathFactory):
     """``spark://127.0.0.1:P`` with one worker (1 core, 1 GB); both stopped by PID at teardown."""
-    import pyspark
+    from segml.spark_cluster import StandaloneCluster
 
-    spark_home = Path(pyspark.__file__).parent
-    logs = tmp_path_factory.mktemp("spark_cluster")
     src = str(Path(__import__("segml").__file__).resolve().parents[1])
     env = {
         **os.environ,
-        "SPARK_HOME": str(spark_home),
-        "SPARK_LOCAL_IP": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
         # executors import segml from the same sources as the driver
         "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p),
     }
-    port, ui_port, worker_ui = _free_port(), _free_port(), _free_port()
-    spark_class = str(spark_home / "bin" / "spark-class")
-    started = []
-    try:
-        master_cmd = [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1"]
-        master_cmd += ["--port", str(port), "--webui-port", str(ui_port)]
-        with (logs / "master.log").open("wb") as log:
-            started.append(subprocess.Popen(master_cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-        worker_cmd = [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}"]
-        worker_cmd += ["--host", "127.0.0.1", "--cores", "1", "--memory", "1g"]
-        worker_cmd += ["--webui-port", str(worker_ui), "--work-dir", str(logs / "work")]
-        with (logs / "worker.log").open("wb") as log:
-            started.append(subprocess.Popen(worker_cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + 120
-        while _alive_workers(ui_port) < 1:
-            dead = [p for p in started if p.poll() is not None]
-            assert not dead, (logs / "master.log").read_text() + (logs / "worker.log").read_text()
-            assert time.monotonic() < deadline, "the worker did not register with the master in 120 s"
-            time.sleep(1)
-        yield f"spark://127.0.0.1:{port}"
-    finally:
-        for process in reversed(started):
-            _stop(process)
+    with StandaloneCluster(tmp_path_factory.mktemp("spark_cluster"), cores=1, memory="1g", env=env) as master:
+        yield master
 
 
 @pytest.fixture(scope="module")
