@@ -11,9 +11,11 @@ Each run is a fresh child process (``--worker``) with DuckDB ``threads=2``, ``me
 files in ``benchmarks/data/scale/spill/`` (``TMPDIR`` for the features engine's private spill folder, the
 working directory's ``.tmp`` for ingest's connection). Steps:
 
-* ``features``: ``segml.features.build_features(parquet, 2026-06-30, FeatureConfig(threads=2,
-  memory_limit="4GB"))`` (the pandas frame, one row per customer) plus its write with
-  ``segml.storage.write_parquet``; ``seconds`` is both, ``build_seconds`` / ``write_seconds`` apart.
+* ``features``: ``segml.features.write_features(parquet, 2026-06-30, FeatureConfig(threads=2,
+  memory_limit="4GB"), out)``, what ``segml features`` runs on DuckDB: the feature query's result streamed from
+  DuckDB in Arrow batches straight into the parquet file (row groups of 1,048,576 rows), never a whole pandas
+  frame. ``seconds`` covers query and write together; a run has no ``build_seconds`` / ``write_seconds`` /
+  ``frame_mb`` any more (they measured the whole-frame path), but ``output_row_groups`` instead.
 * ``ingest``: ``segml.ingest.run_ingest`` on an experiment whose one Parquet source is the generated file
   (clean transactions, quarantine and DQ report written under the data folder).
 
@@ -196,24 +198,22 @@ def own_peak_rss_mb() -> float:
 
 def worker(step: str, path: str, out_dir: str) -> dict:
     if step == "features":
+        import pyarrow.parquet as pq
+
         from segml.config import FeatureConfig
-        from segml.features import build_features
-        from segml.storage import write_parquet
+        from segml.features import write_features
 
         spec = FeatureConfig(threads=THREADS, memory_limit=MEMORY_LIMIT)
-        started = time.perf_counter()
-        frame = build_features(path, AS_OF, spec)
-        build_seconds = time.perf_counter() - started
         target = Path(out_dir) / "features.parquet"
-        write_parquet(frame, target)
+        started = time.perf_counter()
+        n_customers = write_features(path, AS_OF, spec, target)
         seconds = time.perf_counter() - started
+        written = pq.ParquetFile(target).metadata
         result = {
             "seconds": seconds,
-            "build_seconds": build_seconds,
-            "write_seconds": seconds - build_seconds,
-            "output_customers": len(frame),
-            "output_columns": frame.shape[1],
-            "frame_mb": float(frame.memory_usage(deep=True).sum()) / 2**20,
+            "output_customers": n_customers,
+            "output_columns": written.num_columns,
+            "output_row_groups": written.num_row_groups,
             "output_mb": target.stat().st_size / 2**20,
         }
         target.unlink()

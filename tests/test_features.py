@@ -1046,3 +1046,196 @@ features:
     expected = build_features(transactions, AS_OF, cfg.features, **{source: events})
     assert_same(pd.read_parquet(written), expected)
     assert set(source_features) <= set(expected.columns)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# write_features: the DuckDB table streamed to parquet in row groups (what `segml features` writes)
+
+
+@pytest.fixture(scope="module")
+def synthetic_sources() -> dict[str, pd.DataFrame]:
+    """Synthetic clean inputs: transactions with a line margin, customers with attributes, invoices and
+    interactions (kinds in the segml vocabulary, as ingest writes them)."""
+    from segml.datasets.synthetic import INTERACTION_KIND_LABELS, INTERACTION_KINDS, SynthSpec, generate
+
+    data = generate(SynthSpec(n_customers=300, seed=5))
+    transactions = data.transactions.rename(columns={"order_ts": "timestamp"})
+    transactions["margin"] = transactions["amount"] - transactions["cost"]
+    kinds = dict(zip(INTERACTION_KIND_LABELS, INTERACTION_KINDS, strict=True))
+    interactions = data.interactions.assign(kind=data.interactions["kind"].map(kinds))
+    return {
+        "transactions": transactions,
+        "customers": data.customers,
+        "invoices": data.invoices,
+        "interactions": interactions,
+    }
+
+
+SYNTHETIC_AS_OF = dt.date(2025, 6, 30)
+#: which optional inputs each case passes besides the transactions
+WRITE_CASES = {
+    "transactions": (),
+    "customers": ("customers",),
+    "events": ("customers", "invoices", "interactions"),
+}
+
+
+def _sha256(path) -> str:
+    from segml.storage import sha256_file
+
+    return sha256_file(path)
+
+
+@pytest.mark.parametrize("case", list(WRITE_CASES))
+def test_write_features_file_is_the_build_features_frame(tmp_path, synthetic_sources, case):
+    from segml.features import write_features
+    from segml.storage import write_parquet
+
+    tx = synthetic_sources["transactions"]
+    extra = {name: synthetic_sources[name] for name in WRITE_CASES[case]}
+    expected = build_features(tx, SYNTHETIC_AS_OF, SPEC, **extra)
+    assert len(expected) > 200
+    out = tmp_path / "out" / "features.parquet"
+    n_customers = write_features(tx, SYNTHETIC_AS_OF, SPEC, out, **extra)
+    assert n_customers == len(expected)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), expected, check_exact=True)
+    # the default row group is that of DataFrame.to_parquet: the very bytes the whole-frame path writes
+    write_parquet(expected, tmp_path / "whole.parquet")
+    assert _sha256(out) == _sha256(tmp_path / "whole.parquet")
+    assert [p.name for p in out.parent.iterdir()] == ["features.parquet"]
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 100])
+def test_write_features_in_small_batches(tmp_path, synthetic_sources, batch_rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from segml.features import write_features
+
+    tx = synthetic_sources["transactions"]
+    extra = {name: synthetic_sources[name] for name in WRITE_CASES["events"]}
+    expected = build_features(tx, SYNTHETIC_AS_OF, SPEC, **extra)
+    out = tmp_path / "features.parquet"
+    assert write_features(tx, SYNTHETIC_AS_OF, SPEC, out, batch_rows=batch_rows, **extra) == len(expected)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), expected, check_exact=True)
+    groups = pq.ParquetFile(out).metadata
+    assert groups.num_row_groups == -(-len(expected) // batch_rows)
+    assert {groups.row_group(i).num_rows for i in range(groups.num_row_groups - 1)} <= {batch_rows}
+    # the same bytes as the whole frame written with that row group size
+    reference = tmp_path / "reference.parquet"
+    table = pa.Table.from_pandas(expected, preserve_index=False)
+    pq.write_table(table, reference, row_group_size=batch_rows, compression="snappy")
+    assert _sha256(out) == _sha256(reference)
+
+
+@pytest.mark.parametrize("with_customers", [False, True])
+def test_write_features_without_any_customer(tmp_path, transactions, customers, with_customers):
+    from segml.features import write_features
+
+    extra = {"customers": customers} if with_customers else {}
+    before_everything = dt.date(2020, 1, 1)  # no purchase, no signup on or before it
+    expected = build_features(transactions, before_everything, SPEC, **extra)
+    assert len(expected) == 0
+    out = tmp_path / "features.parquet"
+    assert write_features(transactions, before_everything, SPEC, out, **extra) == 0
+    written = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(written, expected, check_exact=True)
+    assert list(written.columns) == feature_columns(SPEC, ["industry", "size"] if with_customers else [])
+
+
+def test_write_features_reruns_are_byte_identical(tmp_path, synthetic_sources):
+    from segml.features import write_features
+
+    tx = synthetic_sources["transactions"]
+    first, second = tmp_path / "first.parquet", tmp_path / "second.parquet"
+    write_features(tx, SYNTHETIC_AS_OF, SPEC, first, synthetic_sources["customers"], batch_rows=50)
+    # more DuckDB threads cut the result differently: the file depends on the rows only
+    two_threads = FeatureConfig(threads=2)
+    write_features(tx, SYNTHETIC_AS_OF, two_threads, second, synthetic_sources["customers"], batch_rows=50)
+    assert _sha256(first) == _sha256(second)
+
+
+def test_write_features_failure_leaves_no_partial_file(tmp_path, monkeypatch, synthetic_sources):
+    from segml import features
+    from segml.features import write_features
+
+    tx = synthetic_sources["transactions"]
+    out = tmp_path / "features.parquet"
+    out.write_bytes(b"the previous table")
+    normalise = features._normalise_features
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # the schema template, then batches: fail once row groups are written
+            raise RuntimeError("interrupted")
+        return normalise(*args, **kwargs)
+
+    monkeypatch.setattr(features, "_normalise_features", failing)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        write_features(tx, SYNTHETIC_AS_OF, SPEC, out, batch_rows=10)
+    assert out.read_bytes() == b"the previous table"
+    assert [p.name for p in tmp_path.iterdir()] == ["features.parquet"]
+    monkeypatch.setattr(features, "_normalise_features", normalise)
+    with pytest.raises(ConfigError, match="batch_rows"):
+        write_features(tx, SYNTHETIC_AS_OF, SPEC, tmp_path / "other.parquet", batch_rows=0)
+    with pytest.raises(InputFileError, match="missing column"):
+        write_features(tx.drop(columns="amount"), SYNTHETIC_AS_OF, SPEC, tmp_path / "other.parquet")
+    assert [p.name for p in tmp_path.iterdir()] == ["features.parquet"]
+
+
+def test_run_features_streams_the_duckdb_table(tmp_path, monkeypatch, synthetic_sources):
+    from segml import features
+    from segml.config import load_experiment
+    from segml.features import run_features
+    from segml.storage import write_parquet
+
+    path = tmp_path / "experiments" / "events.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        f"""
+data:
+  transactions:
+    - path: raw/tx.parquet
+      columns: {{customer_id: customer_id, timestamp: timestamp, amount: amount}}
+  customers: {{path: raw/cu.parquet, columns: {{customer_id: customer_id, signup_date: signup_date}}}}
+  invoices:
+    path: raw/invoices.csv
+    columns: {EVENT_SOURCES["invoices"][0]}
+  interactions:
+    path: raw/interactions.csv
+    columns: {EVENT_SOURCES["interactions"][0]}
+cutoffs:
+  calibration_end: {SYNTHETIC_AS_OF.isoformat()}
+features:
+  threads: 1
+""",
+        encoding="utf-8",
+    )
+    cfg = load_experiment(path, root=tmp_path)
+    cfg.paths.interim.mkdir(parents=True)
+    sources = synthetic_sources
+    sources["transactions"].to_parquet(cfg.paths.clean_transactions, index=False)
+    sources["customers"].to_parquet(cfg.paths.clean_customers, index=False)
+    sources["invoices"].to_parquet(cfg.paths.clean_invoices, index=False)
+    sources["interactions"].to_parquet(cfg.paths.clean_interactions, index=False)
+    expected = build_features(
+        cfg.paths.clean_transactions,
+        SYNTHETIC_AS_OF,
+        cfg.features,
+        cfg.paths.clean_customers,
+        invoices=cfg.paths.clean_invoices,
+        interactions=cfg.paths.clean_interactions,
+    )
+
+    def whole_frame(*args, **kwargs):
+        raise AssertionError("segml features on DuckDB must not build the whole frame")
+
+    monkeypatch.setattr(features, "build_features", whole_frame)
+    written, n_customers = run_features(cfg, SYNTHETIC_AS_OF)
+    assert n_customers == len(expected)
+    pd.testing.assert_frame_equal(pd.read_parquet(written), expected, check_exact=True)
+    write_parquet(expected, tmp_path / "whole.parquet")
+    assert _sha256(written) == _sha256(tmp_path / "whole.parquet")
+    assert set(INVOICE_FEATURES + INTERACTION_FEATURES) <= set(expected.columns)
+    assert [p.name for p in written.parent.iterdir()] == [written.name]

@@ -31,6 +31,7 @@ rows after a cutoff, so a feature built on it would leak.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import sys
@@ -68,6 +69,7 @@ __all__ = [
     "spark_features",
     "spark_session",
     "training_frame",
+    "write_features",
 ]
 
 Engine = Literal["duckdb", "spark"]
@@ -655,6 +657,13 @@ class _DuckDBEngine:
     def fetch(self, sql: str) -> pa.Table:
         return self.con.sql(sql).to_arrow_table()
 
+    @contextlib.contextmanager
+    def stream(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatchReader]:
+        """The result of ``sql`` as Arrow record batches of at most ``batch_rows`` rows, read as DuckDB
+        produces them (never the whole result at once); the connection runs nothing else until it closes."""
+        with self.con.sql(sql).to_arrow_reader(batch_size=batch_rows) as reader:
+            yield reader
+
     def close(self) -> None:
         self.con.close()
         self._spill.cleanup()
@@ -945,7 +954,7 @@ def _register_customers(runner: _SqlEngine, customers: TableSource) -> list[str]
     return attributes
 
 
-def _normalise_features(
+def _normalised_table(
     table: pa.Table,
     spec: FeatureConfig,
     attributes: Sequence[str],
@@ -953,9 +962,10 @@ def _normalise_features(
     with_margin: bool = False,
     with_invoices: bool = False,
     with_interactions: bool = False,
-) -> pd.DataFrame:
-    """Same dtypes from both engines, converted in Arrow: str ids, datetime64[ns] cutoff, bool flag, float64
-    features, attributes as str or None (and float64 labels plus a ``cutoff`` column ``with_labels``)."""
+) -> pa.Table:
+    """The engine's result in the output's Arrow types and column order: string ids, timestamp[ns] cutoff,
+    bool flag, float64 features, string attributes under their own names (and float64 labels plus a
+    ``cutoff`` column ``with_labels``)."""
     as_of = table["as_of"].cast(pa.timestamp("ns"))
     columns = {"customer_id": table["customer_id"].cast(pa.string())}
     if with_labels:
@@ -972,14 +982,67 @@ def _normalise_features(
         columns.update({name: table[name].cast(pa.float64()) for name in LABEL_COLUMNS})
         if with_margin:
             columns[MARGIN_LABEL] = table[MARGIN_LABEL].cast(pa.float64())
-    return pa.table(columns).to_pandas(split_blocks=True, self_destruct=True)
+    return pa.table(columns)
+
+
+def _normalise_features(
+    table: pa.Table,
+    spec: FeatureConfig,
+    attributes: Sequence[str],
+    with_labels: bool = False,
+    with_margin: bool = False,
+    with_invoices: bool = False,
+    with_interactions: bool = False,
+) -> pd.DataFrame:
+    """Same dtypes from both engines, converted in Arrow (:func:`_normalised_table`): str ids,
+    datetime64[ns] cutoff, bool flag, float64 features, attributes as str or None."""
+    normalised = _normalised_table(
+        table,
+        spec,
+        attributes,
+        with_labels,
+        with_margin=with_margin,
+        with_invoices=with_invoices,
+        with_interactions=with_interactions,
+    )
+    return normalised.to_pandas(split_blocks=True, self_destruct=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Public API
 
 
-def _features_at(
+@dataclasses.dataclass(frozen=True)
+class _FeatureQuery:
+    """The feature query over registered inputs, and what its result's normalisation needs to know."""
+
+    sql: str
+    spec: FeatureConfig
+    attributes: list[str]
+    with_labels: bool
+    with_margin: bool
+    with_invoices: bool
+    with_interactions: bool
+
+    def _options(self) -> dict[str, bool]:
+        return {
+            "with_margin": self.with_margin,
+            "with_invoices": self.with_invoices,
+            "with_interactions": self.with_interactions,
+        }
+
+    def normalise(self, table: pa.Table) -> pd.DataFrame:
+        """Rows of the result (all of it or one batch) as :func:`build_features` returns them."""
+        return _normalise_features(table, self.spec, self.attributes, self.with_labels, **self._options())
+
+    def arrow_schema(self, raw: pa.Schema) -> pa.Schema:
+        """The Arrow types :meth:`normalise` gives, from the engine's result schema ``raw``."""
+        return _normalised_table(
+            raw.empty_table(), self.spec, self.attributes, self.with_labels, **self._options()
+        ).schema
+
+
+def _feature_query(
     runner: _SqlEngine,
     transactions: TableSource,
     cutoffs: Sequence[dt.date],
@@ -989,8 +1052,9 @@ def _features_at(
     undated: Undated = "exclude",
     invoices: TableSource | None = None,
     interactions: TableSource | None = None,
-) -> pd.DataFrame:
-    """Features at each cutoff; with ``label_ends`` (one per cutoff) also the labels of (cutoff, end]."""
+) -> _FeatureQuery:
+    """Register the inputs on ``runner`` and build the features query at each cutoff; with ``label_ends``
+    (one per cutoff) it also selects the labels of (cutoff, end]."""
     _check_undated(undated, customers is not None)
     with_margin = _register_transactions(runner, transactions)
     attributes = _register_customers(runner, customers) if customers is not None else []
@@ -1009,28 +1073,36 @@ def _features_at(
         runner.materialise(
             "labels", _labels_sql(min(cutoffs), max(label_ends), ordered=False, with_margin=with_margin)
         )
-    raw = runner.fetch(
-        _features_sql(
-            spec,
-            max(cutoffs),
-            attributes,
-            customers is not None,
-            with_labels,
-            undated,
-            with_margin,
-            with_invoices,
-            with_interactions,
-        )
-    )
-    return _normalise_features(
-        raw,
+    sql = _features_sql(
         spec,
+        max(cutoffs),
         attributes,
+        customers is not None,
         with_labels,
-        with_margin=with_margin,
-        with_invoices=with_invoices,
-        with_interactions=with_interactions,
+        undated,
+        with_margin,
+        with_invoices,
+        with_interactions,
     )
+    return _FeatureQuery(sql, spec, attributes, with_labels, with_margin, with_invoices, with_interactions)
+
+
+def _features_at(
+    runner: _SqlEngine,
+    transactions: TableSource,
+    cutoffs: Sequence[dt.date],
+    spec: FeatureConfig,
+    customers: TableSource | None,
+    label_ends: Sequence[dt.date] | None = None,
+    undated: Undated = "exclude",
+    invoices: TableSource | None = None,
+    interactions: TableSource | None = None,
+) -> pd.DataFrame:
+    """Features at each cutoff; with ``label_ends`` (one per cutoff) also the labels of (cutoff, end]."""
+    query = _feature_query(
+        runner, transactions, cutoffs, spec, customers, label_ends, undated, invoices, interactions
+    )
+    return query.normalise(runner.fetch(query.sql))
 
 
 class UndatedCustomersWarning(UserWarning):
@@ -1131,6 +1203,109 @@ def build_features(
             invoices=invoices,
             interactions=interactions,
         )
+
+
+#: rows per parquet row group of :func:`write_features`: pyarrow's default for a whole table, so the file is the
+#: one ``write_parquet(build_features(...))`` writes
+FEATURE_ROW_GROUP_ROWS = 1024 * 1024
+
+
+def write_features(
+    transactions: TableSource,
+    as_of: dt.date,
+    spec: FeatureConfig,
+    out: str | Path,
+    customers: TableSource | None = None,
+    *,
+    undated: Undated = "exclude",
+    invoices: TableSource | None = None,
+    interactions: TableSource | None = None,
+    batch_rows: int = FEATURE_ROW_GROUP_ROWS,
+) -> int:
+    """Write the :func:`build_features` table at a cutoff to parquet in batches, on DuckDB, without building it
+    in memory.
+
+    The same query runs, its result is read back in Arrow batches as DuckDB produces them, each batch is typed
+    as :func:`build_features` types its rows, and row groups of ``batch_rows`` rows are appended to a temporary
+    file next to ``out`` that is renamed over ``out`` at the end (a failed run leaves no file). Reading the file
+    back (``pandas.read_parquet(out)``) gives exactly the frame :func:`build_features` returns.
+
+    Parameters
+    ----------
+    transactions, as_of, spec, customers, undated, invoices, interactions:
+        As for :func:`build_features` (DuckDB with ``spec.threads`` / ``spec.memory_limit``).
+    out:
+        The parquet file to write (its folder is created).
+    batch_rows:
+        Rows per parquet row group, and the most rows of one batch read from DuckDB; Python holds at most
+        one row group and one batch at a time. The default is the row group size of ``DataFrame.to_parquet``,
+        so the bytes are those of ``segml.storage.write_parquet(build_features(...), out)`` (but for a column
+        without any value, e.g. in a table without rows, which keeps its type instead of Arrow's null type).
+
+    Returns
+    -------
+    int
+        The number of rows written (customers in the population at ``as_of``).
+
+    Raises
+    ------
+    InputFileError
+        A file is missing or unreadable, or a required column is absent.
+    ConfigError
+        Invalid windows, date or ``batch_rows``.
+    """
+    from segml.storage import atomic_path
+
+    _check_spec(spec)
+    as_of = as_date(as_of, "as_of")
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int | np.integer) or batch_rows < 1:
+        raise ConfigError(f"batch_rows: expected a positive row count, got {batch_rows!r}")
+    with contextlib.closing(_DuckDBEngine(spec.threads, spec.memory_limit)) as runner:
+        query = _feature_query(
+            runner,
+            transactions,
+            [as_of],
+            spec,
+            customers,
+            undated=undated,
+            invoices=invoices,
+            interactions=interactions,
+        )
+        with runner.stream(query.sql, int(batch_rows)) as reader, atomic_path(out) as tmp:
+            return _write_feature_batches(reader, query, tmp, int(batch_rows))
+
+
+def _write_feature_batches(
+    reader: pa.RecordBatchReader, query: _FeatureQuery, path: Path, row_group_rows: int
+) -> int:
+    """Normalise each batch of ``reader`` with ``query`` and write it to ``path`` in row groups of exactly
+    ``row_group_rows`` rows (the last one shorter), so the file depends on the rows only, never on how the
+    engine cut its batches. Each batch goes the way ``DataFrame.to_parquet`` sends a whole frame (to pandas,
+    then ``Table.from_pandas``), so values, types and pandas metadata are those of ``write_parquet``."""
+    # the schema comes from the query, not from the first batch: a column without any value in one batch (or
+    # a result without rows) keeps its type
+    types = query.arrow_schema(reader.schema)
+    template = query.normalise(reader.schema.empty_table())
+    schema = pa.Table.from_pandas(template, schema=types, preserve_index=False).schema
+    pending: list[pa.Table] = []
+    pending_rows = written = 0
+    with pq.ParquetWriter(path, schema, compression="snappy") as writer:
+        for batch in reader:
+            frame = query.normalise(pa.Table.from_batches([batch]))
+            pending.append(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+            pending_rows += len(frame)
+            del frame
+            while pending_rows >= row_group_rows:
+                rows = pa.concat_tables(pending)
+                writer.write_table(rows.slice(0, row_group_rows), row_group_size=row_group_rows)
+                written += row_group_rows
+                rest = rows.slice(row_group_rows)
+                pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        if pending_rows or not written:  # a table without rows is still written, as one empty row group
+            rows = pa.concat_tables(pending) if pending else schema.empty_table()
+            writer.write_table(rows, row_group_size=row_group_rows)
+            written += rows.num_rows
+    return written
 
 
 @contextlib.contextmanager
@@ -1363,6 +1538,10 @@ def _clean_events(cfg: ExperimentConfig, source: str, experiment: str | Path) ->
 def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
     """Build the feature table of an experiment at a cutoff and write it as parquet.
 
+    On DuckDB (``engine: duckdb``) the table is streamed to the file in row groups (:func:`write_features`),
+    never held whole in memory; on Spark it is collected (:func:`build_features`) and then written. The file
+    reads back as the :func:`build_features` frame either way.
+
     Parameters
     ----------
     cfg:
@@ -1409,8 +1588,21 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
     invoices = _clean_events(cfg, "invoices", experiment)
     interactions = _clean_events(cfg, "interactions", experiment)
     console = Console(stderr=True)
+    target = cfg.paths.features_file(as_of)
+    undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"
     with console.status(f"features {cfg.name} as of {as_of} ({cfg.engine})"):
-        undated = cfg.data.customers.undated if cfg.data.customers is not None else "exclude"
+        if cfg.engine == "duckdb":  # streamed to the file: the table is never whole in memory
+            n_customers = write_features(
+                tx_path,
+                as_of,
+                cfg.features,
+                target,
+                customers,
+                undated=undated,
+                invoices=invoices,
+                interactions=interactions,
+            )
+            return target, n_customers
         frame = build_features(
             tx_path,
             as_of,
@@ -1422,6 +1614,5 @@ def run_features(cfg: ExperimentConfig, as_of: dt.date) -> tuple[Path, int]:
             invoices=invoices,
             interactions=interactions,
         )
-        target = cfg.paths.features_file(as_of)
         write_parquet(frame, target)
     return target, len(frame)
