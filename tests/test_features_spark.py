@@ -59,6 +59,23 @@ def assert_same(spark_frame: pd.DataFrame, duck_frame: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(spark_frame, duck_frame, check_exact=False, rtol=1e-9, atol=1e-12)
 
 
+def test_lazy_spark_features_with_margin_equal(spark, tmp_path):
+    """Transactions with a margin (a product cost was mapped): the lazy Spark query, which `segml grade
+    --engine spark` runs, keeps the margin features the grade policy and the margin summaries read."""
+    import pyarrow as pa
+
+    from segml.features import normalise_feature_batch, spark_features
+
+    tx = FIXTURE.with_margin(FIXTURE.make_transactions())
+    tx_path = tmp_path / "tx.parquet"
+    tx.to_parquet(tx_path, index=False, coerce_timestamps="us")
+    with spark_features(tx_path, FIXTURE.AS_OF, SPEC) as (frame, attributes):
+        batch = pa.Table.from_batches(frame._collect_as_arrow())
+        lazy = normalise_feature_batch(batch, SPEC, attributes)
+    assert "margin_total" in lazy.columns and "margin_rate" in lazy.columns
+    assert_same(lazy, build_features(tx, FIXTURE.AS_OF, SPEC))
+
+
 @pytest.mark.parametrize("as_of", [FIXTURE.AS_OF, dt.date(2024, 4, 20)])
 def test_fixture_features_equal(spark, as_of):
     tx, customers = FIXTURE.make_transactions(), FIXTURE.make_customers()

@@ -1351,7 +1351,7 @@ def spark_features(
     as_of = as_date(as_of, "as_of")
     _check_undated(undated, customers is not None)
     with _open_engine("spark", spec, spark) as runner:
-        _register_transactions(runner, transactions)
+        with_margin = _register_transactions(runner, transactions)
         attributes = _register_customers(runner, customers) if customers is not None else []
         if invoices is not None:
             _register_invoices(runner, invoices)
@@ -1365,6 +1365,7 @@ def spark_features(
             customers is not None,
             False,
             undated,
+            with_margin=with_margin,
             with_invoices=invoices is not None,
             with_interactions=interactions is not None,
         )
@@ -1380,9 +1381,15 @@ def normalise_feature_batch(
     with_interactions: bool = False,
 ) -> pd.DataFrame:
     """Rows of a :func:`spark_features` DataFrame (an Arrow batch) as :func:`build_features` types them
-    (``with_invoices`` when it was given invoices, ``with_interactions`` when it was given interactions)."""
+    (``with_invoices`` when it was given invoices, ``with_interactions`` when it was given interactions; the
+    margin features are kept when the batch has them, i.e. when the transactions carry a ``margin``)."""
     return _normalise_features(
-        batch, spec, attributes, with_invoices=with_invoices, with_interactions=with_interactions
+        batch,
+        spec,
+        attributes,
+        with_margin="margin_total" in batch.column_names,
+        with_invoices=with_invoices,
+        with_interactions=with_interactions,
     )
 
 
