@@ -182,6 +182,20 @@ def test_rerun_is_byte_identical(tmp_path: Path) -> None:
     assert before == after
 
 
+def test_same_project_in_another_folder_gives_the_same_report(tmp_path: Path) -> None:
+    """The data-quality report names the sources and lookups relative to the project root, so a clone
+    elsewhere (another machine, another CI folder) writes the same bytes."""
+    reports = []
+    for name in ("here", "elsewhere"):
+        root = tmp_path / name
+        cfg = load_experiment(_project(root), root=root)
+        reports.append(run_ingest(cfg, today=TODAY).report_path.read_bytes())
+        assert str(root).encode() not in reports[-1]
+    assert reports[0] == reports[1]
+    report = json.loads(reports[0])
+    assert report["sources"][0]["path"] == "raw/olist/payments.csv"
+
+
 def test_ingest_frames_reads_lookup_files(tmp_path: Path) -> None:
     """In-memory ingest (tests, notebooks): the transaction frame joins lookup files by their paths."""
     _project(tmp_path)

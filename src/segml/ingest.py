@@ -313,6 +313,7 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
             (paths.clean_interactions, _INTERACTIONS_QUERY),
             (paths.quarantine_interactions, _QUARANTINE_INTERACTIONS_QUERY),
         )
+        report = _portable_paths(report, cfg.root)
         write_json(paths.dq_report, report)
     finally:
         con.close()
@@ -325,6 +326,24 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         invoices_path=invoices_path,
         interactions_path=interactions_path,
     )
+
+
+def _portable_paths(report: Any, root: Path) -> Any:
+    """The report with every ``path`` inside the project root written relative to it (POSIX), so the same
+    inputs give the same report on any machine or clone; paths outside the root stay as given."""
+    if isinstance(report, dict):
+        out = {}
+        for key, value in report.items():
+            if key == "path" and isinstance(value, str):
+                try:
+                    value = Path(value).relative_to(root).as_posix()
+                except ValueError:
+                    pass
+            out[key] = _portable_paths(value, root)
+        return out
+    if isinstance(report, list):
+        return [_portable_paths(value, root) for value in report]
+    return report
 
 
 def ingest_frames(
