@@ -196,3 +196,33 @@ def test_features_as_of_outside_the_data(tmp_path: Path) -> None:
     assert "Traceback" not in before.stderr
     after = run_cli(tmp_path, "features", "experiments/smoke.yaml", "--as-of", "2031-01-31")
     assert after.returncode == 0 and "after the last clean transaction" in after.stderr
+
+
+def test_the_grade_and_monitor_stages_share_one_data_end_feature_table(monkeypatch) -> None:
+    """Consecutive calls for one cutoff build the features once; another cutoff replaces the kept table; a
+    column added to one caller's frame does not reach the next."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from segml.pipeline import context
+
+    calls: list[dt.date] = []
+
+    def fake_build(transactions, cutoff, spec, customers, **kwargs):
+        calls.append(cutoff)
+        return pd.DataFrame({"customer_id": ["a", "b"], "as_of": [pd.Timestamp(cutoff)] * 2})
+
+    monkeypatch.setattr(context.features, "build_features", fake_build)
+    ctx = context.TrainContext(
+        SimpleNamespace(features="settings"), None, Path("t.parquet"), None, pd.DataFrame(), None
+    )
+    end, other = dt.date(2024, 6, 30), dt.date(2024, 3, 31)
+    first = ctx.features_at(end)
+    first["added"] = 1
+    second = ctx.features_at(end)
+    assert calls == [end] and "added" not in second.columns
+    ctx.features_at(other)
+    ctx.features_at(end)
+    assert calls == [end, other, end]

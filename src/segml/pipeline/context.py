@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,11 @@ class TrainContext:
     holdout_spend: np.ndarray
     #: every clean input of the features (transactions and customers repeated from the fields above)
     sources: FeatureSources | None = None
+    #: the last feature table built in this run, by cutoff and feature settings (the grade and monitor stages
+    #: both read data_end's)
+    _features: dict[tuple[dt.date, str], pd.DataFrame] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.sources is None:
@@ -139,10 +144,16 @@ class TrainContext:
         return self.sources.event_tables
 
     def features_at(self, cutoff: dt.date) -> pd.DataFrame:
-        """Every customer's features at ``cutoff`` from all of the experiment's sources."""
-        return features.build_features(
-            self.transactions_path, cutoff, self.cfg.features, self.customers_path, **self.feature_kwargs
-        )
+        """Every customer's features at ``cutoff`` from all of the experiment's sources. The last table built is
+        kept, so consecutive calls for one cutoff build it once; each call gets its own frame (a column added in
+        one stage does not reach another)."""
+        key = (cutoff, repr((self.cfg.features, self.transactions_path, self.customers_path, self.sources)))
+        if key not in self._features:
+            self._features.clear()  # keep one table: a big customer base cannot hold one per backtest cutoff
+            self._features[key] = features.build_features(
+                self.transactions_path, cutoff, self.cfg.features, self.customers_path, **self.feature_kwargs
+            )
+        return self._features[key].copy(deep=False)
 
     @property
     def models(self) -> ModelsConfig:
