@@ -24,6 +24,7 @@ from segml.cli import app
 from segml.config import load_experiment
 from segml.ingest import run_ingest
 from segml.pipeline import run_pipeline, stages_between
+from segml.policy import GradePolicy
 
 runner = CliRunner()
 
@@ -566,3 +567,64 @@ def test_cdnow_export_grade_reproduces_grades_and_onnx_parity(cdnow_exported, tm
     assert parity["n_grade_differs_away_from_boundary"] == 0 and parity["passed"]
     card = (path / "model_card.md").read_text()
     assert str(parity["n_within_error_of_boundary"]) in card
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Forecast interval and grade range
+
+PRED_COLUMNS = ("predicted_p10", "predicted_value", "predicted_p90")
+
+
+def test_grades_carry_the_forecast_interval_and_the_grade_range(exported) -> None:
+    """Every buyer gets a P10 ≤ point ≤ P90 and the grades at both ends bracket the grade; customers without
+    purchases get none; the summary and the grade lists carry them."""
+    cfg, _ = exported
+    grades = pd.read_parquet(cfg.paths.processed / "grades.parquet")
+    policy = GradePolicy.from_config(cfg.policy)
+    rank = {g.code: k for k, g in enumerate(policy.grades)}
+    buyers = grades["grade"] != policy.new_customer.code
+    low, point, high = (grades.loc[buyers, c].to_numpy(dtype=float) for c in PRED_COLUMNS)
+    assert np.isfinite(low).all() and np.isfinite(high).all()
+    assert (low <= point + 1e-9).all() and (point <= high + 1e-9).all() and (high > point).any()
+    here = grades.loc[buyers, "grade"].map(rank)
+    assert (grades.loc[buyers, "grade_low"].map(rank) >= here).all(), "the grade at P10 is never higher"
+    assert (grades.loc[buyers, "grade_high"].map(rank) <= here).all(), "the grade at P90 is never lower"
+    assert grades.loc[~buyers, ["predicted_p10", "predicted_p90"]].isna().all().all()
+    assert grades.loc[~buyers, ["grade_low", "grade_high"]].isna().all().all()
+
+    summary = json.loads((cfg.paths.reports / "grades_summary.json").read_text(encoding="utf-8"))
+    table = {row["grade"]: row for row in summary["grade_range"]}
+    assert list(table) == [g.code for g in policy.grades]
+    for code, row in table.items():
+        if row["n"]:
+            assert row["firm_share"] + row["may_fall_share"] + row["may_rise_share"] >= 1 - 1e-9
+            assert row["revenue_p10_total"] <= row["revenue_total"] <= row["revenue_p90_total"]
+            assert row["n"] == int((grades["grade"] == code).sum())
+    lists = sorted((cfg.paths.processed / "grade_lists").glob("grade_*.csv"))
+    header = lists[0].read_text(encoding="utf-8-sig").splitlines()[0]
+    assert "Predicted revenue, high (P90)" in header and "Grade at the low forecast" in header
+
+
+def test_a_model_without_an_interval_grades_the_same_with_an_empty_range(exported, current_features) -> None:
+    """A model stored before intervals existed (no ``interval`` state) grades exactly as before; only the
+    interval and range columns are empty."""
+    from segml.scoring import INTERVAL_COLUMNS, grade_features
+
+    cfg, path = exported
+    artifact = load_artifact(path)
+    model = artifact.model
+    full = grade_features(
+        current_features, model, artifact.policy, artifact.reference, scorer=artifact.scorer
+    )
+    state = model.params_["interval"]
+    assert state is not None and state["lower"] and state["upper"]
+    try:
+        model.params_["interval"] = None
+        bare = grade_features(
+            current_features, model, artifact.policy, artifact.reference, scorer=artifact.scorer
+        )
+    finally:
+        model.params_["interval"] = state
+    kept = [c for c in full.columns if c not in INTERVAL_COLUMNS]
+    pd.testing.assert_frame_equal(bare[kept], full[kept], check_exact=True)
+    assert bare[list(INTERVAL_COLUMNS)].isna().all().all()

@@ -16,6 +16,7 @@ from segml.selection import (
     gini_interval,
     inner_validation,
     inner_validation_cutoff,
+    money_check,
     select_scorer,
     select_weights,
     thin_holdout_warning,
@@ -194,3 +195,37 @@ def test_thin_holdout_warning() -> None:
     assert noisy is not None and "fewer than" not in noisy and "±" in noisy
     gini, low, high = gini_interval(actual, actual, n_boot=50)
     assert gini == pytest.approx(1.0) and low <= high
+
+
+def _row(scorer: str, mape: float | None, total: float | None) -> dict:
+    return {"scorer": scorer, "decile_mape": mape, "total_error": total}
+
+
+def test_money_check_warns_when_a_money_baseline_forecasts_better():
+    table = [
+        _row("potential", 0.168, 0.0),
+        _row("btyd", 0.089, -0.045),
+        _row("past_spend", 0.30, 0.20),
+        _row("rfm", None, None),
+    ]
+    check = money_check(table)
+    assert check["worse_decile_mape"] and not check["worse_total_error"]
+    assert check["best_decile_mape"]["scorer"] == "btyd"
+    assert check["best_total_error"]["scorer"] == "btyd"
+    assert "16.8%" in check["warning"] and "8.9%" in check["warning"] and "BG/NBD" in check["warning"]
+    assert "total error" not in check["warning"]
+
+
+def test_money_check_names_only_what_is_worse_and_is_silent_otherwise():
+    table = [_row("potential", 0.136, -0.164), _row("btyd", 0.171, -0.068), _row("past_spend", 0.20, 0.30)]
+    check = money_check(table)
+    assert check["worse_total_error"] and not check["worse_decile_mape"]
+    assert "total error -16.4% against -6.8%" in check["warning"]
+    calm = money_check([_row("potential", 0.10, 0.01), _row("btyd", 0.12, -0.05)])
+    assert calm["warning"] is None and not calm["worse_decile_mape"] and not calm["worse_total_error"]
+
+
+def test_money_check_without_money_figures_says_nothing():
+    assert money_check([_row("potential", None, None), _row("btyd", 0.1, 0.0)])["warning"] is None
+    assert money_check([_row("potential", 0.2, 0.1), _row("rfm", None, None)])["warning"] is None
+    assert money_check([_row("btyd", 0.1, 0.0)])["potential"] is None

@@ -131,6 +131,11 @@ def test_selection_record_and_grading_evaluation(trained) -> None:
     assert selection["selected"] == selection["selected_scorer"]
     assert selection["sentence"] and isinstance(selection["fallback"], bool)
     assert selection["weights_chosen"] and abs(sum(selection["weights"].values()) - 1) < 1e-9
+    # the money check of the inner validation is recorded, and its sentence is the record's money warning
+    check = selection["inner_validation"]["money_check"]
+    assert check["potential"]["scorer"] == "potential"
+    assert selection["money_warning"] == check["warning"]
+    assert (check["warning"] is not None) == (check["worse_decile_mape"] or check["worse_total_error"])
     evaluation = json.loads((cfg.paths.reports / "grading_evaluation.json").read_text())
     assert [g["grading"] for g in evaluation["gradings"]] == [
         "policy",

@@ -8,8 +8,9 @@ quantiles and grade thresholds learned at training) and the per-feature referenc
 the reasons. Every output row is a function of that customer's feature row alone, so one customer graded
 on their own gets exactly the row they get in a batch of millions.
 
-Output columns (``GRADES_COLUMNS``): ``customer_id, grade, grade_name, score, predicted_value, value_rank,
-potential_rank, loyalty_rank, value_level, potential_level, matrix_cell, strategy``, then with reasons
+Output columns (``GRADES_COLUMNS``): ``customer_id, grade, grade_name, grade_low, grade_high, score,
+predicted_value, predicted_p10, predicted_p90, value_rank, potential_rank, loyalty_rank, value_level,
+potential_level, matrix_cell, strategy``, then with reasons
 ``reason_k, reason_k_feature, reason_k_contribution`` for k = 1..3, then ``risk_flags`` (only when the data
 has payment or interaction features: :mod:`segml.flags`), then ``as_of``.
 """
@@ -34,10 +35,19 @@ if TYPE_CHECKING:  # pragma: no cover
 #: number of reason codes per customer
 TOP_REASONS = 3
 
-#: columns before the reasons, in order: the policy's grade columns with the predicted value after the score
+#: the forecast interval and the grade range it spans (:func:`grade_range`)
+INTERVAL_COLUMNS = ("predicted_p10", "predicted_p90", "grade_low", "grade_high")
+
+#: columns before the reasons, in order: the policy's grade columns with the predicted value and its interval
+#: after the score, the grade range after the grade name
 BASE_COLUMNS = (
-    *GRADE_COLUMNS[: GRADE_COLUMNS.index("score") + 1],
+    *GRADE_COLUMNS[: GRADE_COLUMNS.index("grade_name") + 1],
+    "grade_low",
+    "grade_high",
+    *GRADE_COLUMNS[GRADE_COLUMNS.index("grade_name") + 1 : GRADE_COLUMNS.index("score") + 1],
     "predicted_value",
+    "predicted_p10",
+    "predicted_p90",
     *GRADE_COLUMNS[GRADE_COLUMNS.index("score") + 1 :],
 )
 REASON_COLUMNS = tuple(
@@ -132,11 +142,17 @@ def grade_features(
     money = predicted
     if scorer is not None and getattr(scorer, "predicts_money", False):
         money = np.asarray(scorer.predict_value(features), dtype=float)
+    low, high, grade_low, grade_high = grade_range(features, model, policy, predicted, scorer)
     columns: dict[str, Any] = {}
     for name, values in graded.items():
         columns[name] = values
+        if name == "grade_name":
+            columns["grade_low"] = grade_low
+            columns["grade_high"] = grade_high
         if name == "score":
             columns["predicted_value"] = money.copy() if potential is not None else money
+            columns["predicted_p10"] = low
+            columns["predicted_p90"] = high
     if reasons:
         if reference is None:
             raise InputFileError("reference statistics are needed to word reason codes (reasons=True)")
@@ -159,6 +175,74 @@ def grade_features(
     return graded
 
 
+def grade_range(
+    features: pd.DataFrame,
+    model: PotentialValueModel,
+    policy: FittedPolicy,
+    predicted: np.ndarray,
+    scorer: Any | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The forecast's P10 / P90 and the grades the customer would get at them.
+
+    ``grade_low`` is the grade with the potential forecast at its P10 (value and loyalty unchanged),
+    ``grade_high`` the one at its P90: a customer with ``grade_low == grade_high`` holds the grade whatever the
+    next period brings within its 80 % interval; ``C`` with range ``E``–``A`` is a guess. Empty (None / NaN)
+    for customers without purchases, for a model without intervals, and when a fallback scorer drives the
+    grades (the potential forecast then does not move them); the P10 / P90 are also empty when that scorer
+    supplies the money forecast.
+    """
+    n = len(features)
+    empty_grade = np.full(n, None, dtype=object)
+    predict_interval = getattr(model, "predict_interval", None)
+    if predict_interval is None or (scorer is not None and getattr(scorer, "predicts_money", False)):
+        return np.full(n, np.nan), np.full(n, np.nan), empty_grade, empty_grade.copy()
+    low, high = predict_interval(features, point=predicted)
+    if scorer is not None:
+        return low, high, empty_grade, empty_grade.copy()
+    known = np.isfinite(low) & np.isfinite(high)
+    grade_low, grade_high = empty_grade, empty_grade.copy()
+    if known.any():
+        # a row's grade depends on its own row only, so the bounds are graded in place of the point forecast
+        grade_low[known] = policy.grade_columns(features, np.where(known, low, predicted))["grade"][known]
+        grade_high[known] = policy.grade_columns(features, np.where(known, high, predicted))["grade"][known]
+    return low, high, grade_low, grade_high
+
+
+def grade_range_table(grades: pd.DataFrame, order: list[str]) -> list[dict[str, Any]]:
+    """Per grade (``order``, best first): customers with a grade range, the share whose grade holds at both
+    ends of the forecast interval (``firm``), could fall at its P10 (``may_fall``) or rise at its P90
+    (``may_rise``), and the P10 / point / P90 forecast totals (``revenue_p10_total``, ``revenue_total``,
+    ``revenue_p90_total``). Empty when the grades carry no range."""
+    if "grade_low" not in grades.columns or grades["grade_low"].isna().all():
+        return []
+    rank = {code: k for k, code in enumerate(order)}
+    known = grades["grade_low"].notna().to_numpy() & grades["grade_high"].notna().to_numpy()
+    frame = grades.loc[known, ["grade", "grade_low", "grade_high", "predicted_value"]].copy()
+    frame["p10"] = grades.loc[known, "predicted_p10"].to_numpy(dtype=float)
+    frame["p90"] = grades.loc[known, "predicted_p90"].to_numpy(dtype=float)
+    here = frame["grade"].map(rank)
+    falls = frame["grade_low"].map(rank) > here  # a later code in the order is a lower grade
+    rises = frame["grade_high"].map(rank) < here
+    frame["falls"], frame["rises"] = falls.to_numpy(), rises.to_numpy()
+    table = []
+    for code in order:
+        part = frame[frame["grade"] == code]
+        n = len(part)
+        table.append(
+            {
+                "grade": code,
+                "n": n,
+                "firm_share": float((~part["falls"] & ~part["rises"]).mean()) if n else None,
+                "may_fall_share": float(part["falls"].mean()) if n else None,
+                "may_rise_share": float(part["rises"].mean()) if n else None,
+                "revenue_p10_total": float(part["p10"].sum()),
+                "revenue_total": float(part["predicted_value"].astype(float).sum()),
+                "revenue_p90_total": float(part["p90"].sum()),
+            }
+        )
+    return table
+
+
 def grade_counts(grades: pd.DataFrame) -> dict[str, Any]:
     """Customers per grade code, sorted by code (aggregate, for summaries and logs)."""
     counts = grades["grade"].value_counts()
@@ -168,8 +252,11 @@ def grade_counts(grades: pd.DataFrame) -> dict[str, Any]:
 __all__ = [
     "BASE_COLUMNS",
     "GRADES_COLUMNS",
+    "INTERVAL_COLUMNS",
     "REASON_COLUMNS",
     "feature_as_of",
     "grade_counts",
     "grade_features",
+    "grade_range",
+    "grade_range_table",
 ]

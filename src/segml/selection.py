@@ -22,7 +22,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,13 @@ from segml.policy import GradePolicy, Weights
 __all__ = [
     "CANDIDATE_SCORERS",
     "InnerValidation",
+    "MONEY_BASELINES",
     "PotentialFactory",
     "SCORER_LABELS",
     "gini_interval",
     "inner_validation",
     "inner_validation_cutoff",
+    "money_check",
     "select_scorer",
     "select_weights",
     "thin_holdout_warning",
@@ -94,6 +96,8 @@ class InnerValidation:
     #: one row per grid point: the weights, ``top_capture``, ``monotone``, ``selected``
     weights_table: list[dict[str, Any]] = field(default_factory=list)
     weights_note: str | None = None
+    #: the potential model's money forecast against the money baselines' on the same fold (:func:`money_check`)
+    money_check: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         document = dataclasses.asdict(self)
@@ -424,6 +428,7 @@ def inner_validation(
         customers_with_value=int(np.count_nonzero(actual > 0)),
         **chosen,
     )
+    result.money_check = money_check(result.scorer_table)
     if policy.auto_weights:
         weights, table, note = select_weights(
             policy, X, predictions[result.selected_scorer], actual, grid=weights_grid
@@ -469,6 +474,81 @@ def gini_interval(
         return float(gini), float("nan"), float("nan")
     low, high = np.percentile(finite, [2.5, 97.5])
     return float(gini), float(low), float(high)
+
+
+#: the baselines whose forecast is money over the horizon, which the potential model's money is checked against
+MONEY_BASELINES = ("past_spend", "btyd")
+
+
+def money_check(scorer_table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Whether the potential model's money forecast lost to a money baseline inside the calibration period.
+
+    A forecast worse than "the last period repeats" (or than BG/NBD + Gamma-Gamma) must not ship silently:
+    on the inner-validation fold, the potential model's decile MAPE is compared with the lowest of the money
+    baselines (:data:`MONEY_BASELINES`) and its |total error| with the lowest of theirs.
+
+    Parameters
+    ----------
+    scorer_table:
+        :attr:`InnerValidation.scorer_table` rows (``scorer``, ``decile_mape``, ``total_error``).
+
+    Returns
+    -------
+    dict
+        ``potential`` and ``best_decile_mape`` / ``best_total_error`` (each ``{scorer, decile_mape,
+        total_error}`` or None), ``worse_decile_mape``, ``worse_total_error`` and ``warning``: one sentence
+        when the potential model is worse on either, else None.
+    """
+    rows = {str(row["scorer"]): row for row in scorer_table}
+
+    def entry(name: str) -> dict[str, Any]:
+        row = rows[name]
+        return {"scorer": name, "decile_mape": row.get("decile_mape"), "total_error": row.get("total_error")}
+
+    def known(value: Any) -> bool:
+        return value is not None and math.isfinite(float(value))
+
+    result: dict[str, Any] = {
+        "potential": None,
+        "best_decile_mape": None,
+        "best_total_error": None,
+        "worse_decile_mape": False,
+        "worse_total_error": False,
+        "warning": None,
+    }
+    if "potential" not in rows:
+        return result
+    potential = entry("potential")
+    result["potential"] = potential
+    money = [entry(name) for name in MONEY_BASELINES if name in rows]
+    by_mape = [m for m in money if known(m["decile_mape"])]
+    by_total = [m for m in money if known(m["total_error"])]
+    reasons = []
+    if by_mape and known(potential["decile_mape"]):
+        best = min(by_mape, key=lambda m: float(m["decile_mape"]))
+        result["best_decile_mape"] = best
+        if float(potential["decile_mape"]) > float(best["decile_mape"]):
+            result["worse_decile_mape"] = True
+            reasons.append(
+                f"decile error {float(potential['decile_mape']):.1%} against {float(best['decile_mape']):.1%} for "
+                f"{SCORER_LABELS.get(best['scorer'], best['scorer'])}"
+            )
+    if by_total and known(potential["total_error"]):
+        best = min(by_total, key=lambda m: abs(float(m["total_error"])))
+        result["best_total_error"] = best
+        if abs(float(potential["total_error"])) > abs(float(best["total_error"])):
+            result["worse_total_error"] = True
+            reasons.append(
+                f"total error {float(potential['total_error']):+.1%} against {float(best['total_error']):+.1%} for "
+                f"{SCORER_LABELS.get(best['scorer'], best['scorer'])}"
+            )
+    if reasons:
+        result["warning"] = (
+            "Inside the calibration period the potential model forecast money worse than a simple baseline ("
+            + "; ".join(reasons)
+            + "): read its predicted revenue per customer and per grade as a ranking aid more than as a budget."
+        )
+    return result
 
 
 def thin_holdout_warning(

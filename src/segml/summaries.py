@@ -232,6 +232,10 @@ GRADE_LIST_COLUMNS = {
     "grade_name": "Grade name",
     "strategy": "Service strategy",
     "predicted_value": "Predicted revenue",
+    "predicted_p10": "Predicted revenue, low (P10)",
+    "predicted_p90": "Predicted revenue, high (P90)",
+    "grade_low": "Grade at the low forecast",
+    "grade_high": "Grade at the high forecast",
     "matrix_cell": "Value × potential",
     "reason_1": "Main reason",
     "reason_2": "Second reason",
@@ -279,15 +283,17 @@ def write_grade_lists(
     codes = [str(c) for c in (order or sorted(present)) if str(c) in present]
     columns = [c for c in GRADE_LIST_COLUMNS if c in grades.columns]
     headers = {c: GRADE_LIST_COLUMNS[c] for c in columns}
-    if currency and "predicted_value" in headers:
-        headers["predicted_value"] = f"Predicted revenue ({currency})"
+    for money in ("predicted_value", "predicted_p10", "predicted_p90"):
+        if currency and money in headers:
+            headers[money] = f"{headers[money]} ({currency})"
     written: dict[str, Path] = {}
     for code in codes:
         part = grades.loc[grades["grade"].astype(str) == code, columns].copy()
         sort_by = [c for c in ("predicted_value", "customer_id") if c in part.columns]
         part = part.sort_values(sort_by, ascending=[c != "predicted_value" for c in sort_by], kind="stable")
-        if "predicted_value" in part.columns:
-            part["predicted_value"] = pd.to_numeric(part["predicted_value"], errors="coerce").round(2)
+        for money in ("predicted_value", "predicted_p10", "predicted_p90"):
+            if money in part.columns:
+                part[money] = pd.to_numeric(part[money], errors="coerce").round(2)
         text = part.rename(columns=headers).to_csv(index=False, lineterminator="\n", float_format="%.2f")
         path = out_dir / f"grade_{_file_safe(code)}.csv"
         storage.write_bytes(path, ("\ufeff" + text).encode("utf-8"))

@@ -370,7 +370,27 @@ def cdnow_result():
     rfm = RFMScore().fit(features).predict_rank_key(features)
     metrics = evaluate.evaluate_predictions(actual, predicted, features["customer_id"], predicts_money=True)
     diff, low, high = evaluate.paired_bootstrap_gini_diff(actual, predicted, rfm, n_boot=1000, seed=0)
-    return {"model": model, "metrics": metrics, "gini_vs_rfm": (diff, low, high), "seconds": seconds}
+    from segml.models.intervals import coverage
+
+    interval = coverage(actual.to_numpy(dtype=float), *model.predict_interval(features, predicted))
+    return {
+        "model": model,
+        "metrics": metrics,
+        "gini_vs_rfm": (diff, low, high),
+        "seconds": seconds,
+        "interval": interval,
+    }
+
+
+@pytest.mark.slow
+def test_cdnow_forecast_interval_holds(cdnow_result):
+    """P10 / P90 on the holdout. Measured: 10.2 % of the 23,570 buyers above the P90 (nominal 10 %), none below
+    the P10 (every P10 is 0: most CDNOW customers buy nothing in 39 weeks)."""
+    got = cdnow_result["interval"]
+    print(f"CDNOW interval: {got}")
+    assert got["rows"] == 23_570
+    assert 0.06 <= got["above"] <= 0.14
+    assert got["below"] <= 0.10
 
 
 @pytest.mark.slow

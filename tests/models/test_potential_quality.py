@@ -21,6 +21,7 @@ from segml import evaluate
 from segml.config import FeatureConfig, load_experiment
 from segml.features import build_features, build_labels
 from segml.models.baselines import BTYDModel, PastSpend, RFMScore
+from segml.models.intervals import coverage
 from segml.models.potential import PotentialValueModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +88,7 @@ def tafeng(tmp_path_factory):
     diff, low, high = evaluate.paired_bootstrap_gini_diff(actual, predicted, past, n_boot=500, seed=0)
     lapsed = features["recency_days"].to_numpy(dtype=float) > 30
     return {
+        "interval": coverage(actual, *model.predict_interval(features, predicted)),
         "lapsed": {
             "customers": int(lapsed.sum()),
             "predicted_mean": float(predicted[lapsed].mean()),
@@ -118,6 +120,17 @@ def test_tafeng_ranking_and_money_floors(tafeng):
     assert potential["decile_mape"] < 0.235
     assert potential["decile_mape"] < tafeng["past_spend"]["decile_mape"]
     assert abs(potential["total_error"]) <= 0.135
+
+
+@pytest.mark.slow
+def test_tafeng_forecast_interval_holds(tafeng):
+    """P10 / P90 on the holdout. Measured: 6.2 % of buyers above the P90 (nominal 10 %: conservative, the
+    validation window is 30 of the 59 days), none below the P10 (every P10 is 0)."""
+    got = tafeng["interval"]
+    print(f"Ta Feng interval: {got}")
+    assert got["rows"] > 20_000
+    assert 0.03 <= got["above"] <= 0.15
+    assert got["below"] <= 0.10
 
 
 @pytest.mark.slow
@@ -169,6 +182,14 @@ def _synthetic(seasonality: bool):
         top[np.argsort(-score, kind="stable")[:k]] = True
         return float((top & rising).sum() / rising.sum())
 
+    # the P10 / P90 against the realised holdout spend of the truth's window
+    labels = build_labels(transactions, spec.cutoff, spec.horizon_days)
+    realised = (
+        features[["customer_id"]]
+        .merge(labels, on="customer_id", how="left")["future_spend"]
+        .fillna(0.0)
+        .to_numpy(dtype=float)
+    )
     ratios = {
         level: float(predicted[tier == level].sum() / expected[tier == level].sum())
         for level in sorted(set(tier))
@@ -180,6 +201,7 @@ def _synthetic(seasonality: bool):
         "recall": {"potential": recall(predicted), "rfm": recall(rfm), "past_spend": recall(past)},
         "tier_ratio": ratios,
         "params": model.params_,
+        "interval": coverage(realised, *model.predict_interval(features, predicted)),
     }
 
 
@@ -202,3 +224,7 @@ def test_synthetic_planted_truth_behaviours(seasonality):
     assert ratios["churning"] <= 3.2
     assert ratios["rising"] >= 0.42
     assert ratios["churning"] > ratios["regular"] > ratios["rising"]
+    # P10 / P90 on the realised holdout (flat measured: 11.0 % above the P90, 0.05 % below the P10)
+    interval = result["interval"]
+    assert 0.05 <= interval["above"] <= 0.15
+    assert interval["below"] <= 0.10

@@ -37,8 +37,9 @@ def _selection_lines(selection: dict[str, Any] | None, evaluation: dict[str, Any
                 f"Weights ({chosen}): value {weights.get('value', 0):g}, potential {weights.get('potential', 0):g}, "
                 f"loyalty {weights.get('loyalty', 0):g}."
             )
-        if selection.get("thin_holdout"):
-            lines += ["", f"**Warning:** {selection['thin_holdout']}"]
+        for key in ("thin_holdout", "money_warning"):
+            if selection.get(key):
+                lines += ["", f"**Warning:** {selection[key]}"]
     if evaluation:
         top = "+".join(evaluation.get("top_grades", []))
         lines += [

@@ -502,6 +502,8 @@ def feature_spec(
             "horizon_days": int(model.horizon_days),
             "season_profile": [float(v) for v in model.season_profile_],
             "spread": model.params_.get("spread"),
+            # P10 / P90 multipliers of predicted_value (segml.models.intervals; null: no interval)
+            "interval": model.params_.get("interval"),
             "deseasonalised": not bool(np.allclose(model.season_profile_, 1.0)),
         },
     }

@@ -168,8 +168,9 @@ def train(
             f"difference {policy['top_capture_diff_vs_rfm']:+.4f}, 95 % CI [{lo:+.4f}, {hi:+.4f}])",
             highlight=False,
         )
-        if selection.get("thin_holdout"):
-            out.print(f"[bold yellow]warning:[/] {selection['thin_holdout']}", highlight=False)
+        for key in ("thin_holdout", "money_warning"):
+            if selection.get(key):
+                out.print(f"[bold yellow]warning:[/] {selection[key]}", highlight=False)
         out.print(f"  comparison: {cfg.paths.reports / 'comparison.json'}")
         out.print(f"  selection:  {cfg.paths.reports / 'selection.json'}")
     if "grade" in result.results:

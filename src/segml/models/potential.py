@@ -1101,6 +1101,7 @@ class PotentialValueModel(BaseEstimator):
             "step_days": step,
             "blend": blend_params,
             "lapse": None,
+            "interval": None,
         }
         self._fit_final(
             outer, outer_cutoffs, start, calibration_end, numeric, spec, customers, history, events
@@ -1111,7 +1112,31 @@ class PotentialValueModel(BaseEstimator):
         self.params_["lapse"] = self._choose_lapse(
             validation, validation_spend, validation_components, validation_cutoff, inner_horizon
         )
+        self.params_["interval"] = self._choose_interval(
+            validation, validation_spend, validation_components, inner_horizon
+        )
         return self
+
+    def _choose_interval(
+        self,
+        validation: pd.DataFrame,
+        validation_spend: np.ndarray,
+        components: dict[str, np.ndarray],
+        horizon_days: int,
+    ) -> dict[str, Any] | None:
+        """P10 / P90 multipliers of the point forecast (:mod:`segml.models.intervals`), measured on the
+        validation fold against its *out-of-sample* forecast: the selected candidate trained without the
+        fold's labels, blended with the chosen weights and recency-calibrated as the shipped forecast is."""
+        from segml.models import blend, intervals, lapse
+
+        blend_params = self.params_.get("blend")
+        forecast = (
+            components["gbm"]
+            if blend_params is None
+            else blend.blend_predictions(components, blend_params["weights"])
+        )
+        forecast = forecast * lapse.lapse_factors(self.params_.get("lapse"), validation)
+        return intervals.fit_intervals(validation, validation_spend, forecast, horizon_days)
 
     def _choose_blend(
         self,
@@ -1434,6 +1459,35 @@ class PotentialValueModel(BaseEstimator):
     def predict_value(self, features: pd.DataFrame) -> np.ndarray:
         """Model-family score: :meth:`predict` (expected net spend over ``horizon_days``)."""
         return self.predict(features)
+
+    def predict_interval(
+        self, features: pd.DataFrame, point: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """P10 and P90 of each row's spend over ``horizon_days`` (:mod:`segml.models.intervals`).
+
+        Parameters
+        ----------
+        features:
+            A feature table, as for :meth:`predict`.
+        point:
+            The precomputed ``predict(features)``; computed when None.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            Lower and upper bounds per row; NaN for rows without a purchase and for models fitted before
+            intervals existed (no ``params_["interval"]``).
+        """
+        self._check_fitted()
+        from segml.models import intervals
+
+        point = self.predict(features) if point is None else np.asarray(point, dtype=float)
+        lower, upper = intervals.interval_bounds(self.params_.get("interval"), point, self.horizon_days)
+        if "has_purchases" in features.columns:
+            none = ~features["has_purchases"].astype(bool).to_numpy()
+            lower[none] = np.nan
+            upper[none] = np.nan
+        return lower, upper
 
     def _predict_matrix(self, features: pd.DataFrame, matrix: np.ndarray) -> np.ndarray:
         """:meth:`predict` from the ready model matrix of ``features`` (shared with the contributions)."""

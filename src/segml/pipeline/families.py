@@ -22,6 +22,7 @@ from segml import evaluate, features
 from segml.errors import ConfigError, SegmlError
 from segml.jsonable import jsonable
 from segml.models import registry
+from segml.models.intervals import interval_report
 from segml.pipeline.context import TrainContext
 from segml.storage import write_json, write_parquet
 
@@ -274,6 +275,11 @@ def _fit_potential(ctx: TrainContext, *, production: bool = True) -> FamilyResul
         "global_importance": global_importance(contrib),
         "fit_seconds": fit_seconds,
     }
+    low, high = model.predict_interval(ctx.calibration_features, prediction)
+    # the P10 / P90 against the realised holdout spend (reported, never used to choose anything)
+    details["interval"] = interval_report(
+        ctx.holdout_spend, prediction, low, high, model.params_.get("interval")
+    )
     predictions = {"potential": prediction}
     events = sorted(name for name, table in ctx.event_tables.items() if table is not None)
     if events:

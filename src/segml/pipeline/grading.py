@@ -50,7 +50,7 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
     from segml.models.registry import load_model
     from segml.models.tree import GradeRulesTree
     from segml.policy import grade_summary
-    from segml.scoring import grade_features
+    from segml.scoring import grade_features, grade_range_table
 
     if production_model is None:
         state_file = ctx.model_state_file("potential_production")
@@ -122,6 +122,8 @@ def grade_customers(ctx: TrainContext, production_model: Any | None = None) -> G
                 "global_importance": global_importance_safe(contrib),
                 # share of each grade's customers per risk flag (only with payment / interaction data)
                 **({} if risk.empty else {"risk_flags": risk}),
+                # per grade: how many hold their grade across the forecast's P10..P90 (segml.scoring)
+                "grade_range": grade_range_table(graded, order[:-1]),
             }
         ),
     )

@@ -246,6 +246,8 @@ def run_select(ctx: TrainContext) -> SelectionResult:
             else inner.weights,
             "weights_chosen": inner.weights is not None,
             "thin_holdout": thin,
+            # a money forecast worse than a money baseline inside calibration is said, never shipped silently
+            "money_warning": inner.money_check.get("warning"),
             "inner_validation": jsonable(inner.to_dict()),
         }
     )
