@@ -335,10 +335,8 @@ def _portable_paths(report: Any, root: Path) -> Any:
         out = {}
         for key, value in report.items():
             if key == "path" and isinstance(value, str):
-                try:
+                with contextlib.suppress(ValueError):  # outside the root: kept as configured
                     value = Path(value).relative_to(root).as_posix()
-                except ValueError:
-                    pass
             out[key] = _portable_paths(value, root)
         return out
     if isinstance(report, list):
