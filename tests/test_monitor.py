@@ -167,6 +167,42 @@ def test_score_psi_alert_fires_after_the_shift_and_not_before(shifted) -> None:
     assert "ALERTS" in quiet.stdout and "score_psi" in quiet.stdout
 
 
+def test_the_series_is_logged_as_one_mlflow_run(shifted) -> None:
+    """``segml monitor`` logs one run of the experiment: per-step metrics with the step index, the alert count
+    per kind, the alert kinds as a tag and monitoring.json as an artifact; ``--no-track`` logs nothing."""
+    from mlflow.tracking import MlflowClient
+
+    from segml import tracking
+
+    root, artifact, monitored = shifted
+    result = _monitor(
+        root, str(monitored), "--artifact", str(artifact), "--as-of", f"{BEFORE},{AFTER}", "--json"
+    )
+    assert result.exit_code == 3, result.output
+    document = json.loads(result.stdout)
+    run_id = document["mlflow_run_id"]
+    try:
+        client = MlflowClient(tracking_uri=tracking.tracking_uri_for(root))
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["segml.command"] == "monitor"
+        kinds = sorted({a["kind"] for a in document["alerts"]})
+        assert run.data.tags["segml.alerts"] == ",".join(kinds)
+        assert run.data.metrics["alerts"] == len(document["alerts"])
+        history = client.get_metric_history(run_id, "customers")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(len(document["steps"])))
+        assert sorted(m.value for m in history) == sorted(float(s["customers"]) for s in document["steps"])
+        logged = [f.path for f in client.list_artifacts(run_id, "monitoring")]
+        assert "monitoring/monitoring.json" in logged
+        runs = len(client.search_runs([run.info.experiment_id]))
+        untracked = _monitor(
+            root, str(monitored), "--artifact", str(artifact), "--as-of", BEFORE, "--json", "--no-track"
+        )
+        assert json.loads(untracked.stdout)["mlflow_run_id"] is None
+        assert len(client.search_runs([run.info.experiment_id])) == runs
+    finally:
+        tracking.reset()
+
+
 def test_before_the_shift_no_alert_exits_0(shifted) -> None:
     root, artifact, monitored = shifted
     # the cohort ages (tenure features drift) and a 60-day Gini is not the 275-day training Gini: only the

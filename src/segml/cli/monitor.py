@@ -121,11 +121,18 @@ def register(app: typer.Typer) -> None:
                 help="Render notebook 08 from the outputs (reports/<exp>/monitoring/08_monitoring.html).",
             ),
         ] = True,
+        track: Annotated[
+            bool,
+            typer.Option(
+                "--track/--no-track",
+                help="Log the series as one MLflow run of the experiment (metrics per step, alerts, report).",
+            ),
+        ] = True,
         set_: SetOpt = None,
     ) -> None:
         """Re-grade with an artifact at each cutoff: grade migration, update rate, drift against the
         training reference, realised checks and alerts (exit 3 when one fires)."""
-        from segml.pipeline.monitoring import run_monitor_series, series_tables
+        from segml.pipeline.monitoring import log_monitor_series, run_monitor_series, series_tables
 
         cfg = load_config(experiment, set_)
         cutoffs = _cutoffs(start, end, every, as_of)
@@ -141,6 +148,12 @@ def register(app: typer.Typer) -> None:
                 html = render_report(cfg, series.report_dir)
             except SegmlError as exc:  # the monitor outputs are written: report the alerts all the same
                 console.print(f"warning: notebook 08 not rendered: {exc}", highlight=False, soft_wrap=True)
+        run_id = None
+        if track:
+            from segml import tracking
+
+            run_id = log_monitor_series(cfg, series, html)
+            tracking.reset()  # the store was configured for this command only
         if json_output:
             document = {
                 "experiment": cfg.name,
@@ -150,6 +163,7 @@ def register(app: typer.Typer) -> None:
                 "alerts": series.alerts,
                 "warnings": series.warnings,
                 "notebook": None if html is None else str(html),
+                "mlflow_run_id": run_id,
             }
             from segml.jsonable import jsonable
 
@@ -183,6 +197,8 @@ def register(app: typer.Typer) -> None:
             )
             if html is not None:
                 out.print(f"  notebook: {html}", highlight=False, soft_wrap=True)
+            if run_id is not None:
+                out.print(f"  mlflow run: {run_id}", highlight=False, soft_wrap=True)
             if series.alerts:
                 out.print(f"ALERTS ({len(series.alerts)}):", highlight=False)
                 for line in alert_lines(series.alerts):

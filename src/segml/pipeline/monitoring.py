@@ -683,11 +683,78 @@ def step_migration(step: dict[str, Any]) -> pd.DataFrame | None:
     return frame
 
 
+#: per-step figures of a monitor series logged to MLflow (the step index is MLflow's ``step``)
+TRACKED_STEP_COLUMNS = (
+    "customers",
+    "purchasers",
+    "update_rate",
+    "update_rate_without_hysteresis",
+    "upgrades",
+    "downgrades",
+    "new",
+    "returning",
+    "lapsed",
+    "score_psi",
+    "normalized_gini",
+    "top_grade_capture",
+)
+
+
+def log_monitor_series(cfg: Any, series: MonitorSeries, html: Any = None) -> str:
+    """Log a ``segml monitor`` series as one MLflow run of the experiment (the project store).
+
+    The run (named ``monitor <first>..<last>``) holds the artifact and cutoffs as parameters, the per-step
+    figures of :data:`TRACKED_STEP_COLUMNS` as metrics with the step index as MLflow's ``step``, the alert
+    count (``alerts``, and per kind ``alerts_<kind>``), the alert kinds as the tag ``segml.alerts``, and
+    ``monitoring.json`` (plus the rendered notebook, when given) as artifacts. Everything is read from the
+    written outputs, so logging changes nothing on disk.
+
+    Returns
+    -------
+    str
+        The run id.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from segml import tracking
+
+    document = series.document
+    steps = series_tables(document)["steps"]
+    first, last = (steps["as_of"].iloc[0], steps["as_of"].iloc[-1]) if len(steps) else ("-", "-")
+    alerts = list(document.get("alerts") or [])
+    kinds = sorted({str(alert["kind"]) for alert in alerts})
+    tracking.configure(cfg.root, cfg.mlflow_experiment, description=cfg.description)
+    tags = {
+        tracking.TAG_EXPERIMENT_FILE: cfg.label,
+        "segml.command": "monitor",
+        "segml.alerts": ",".join(kinds) or "-",
+    }
+    client = MlflowClient()
+    with tracking.parent_run(
+        cfg.mlflow_experiment, tags, run_name=f"monitor {first}..{last}", repo_dir=cfg.root
+    ) as run_id:
+        artifact = document.get("artifact") or {}
+        client.log_param(run_id, "artifact", f"{artifact.get('name')} {artifact.get('version')}")
+        client.log_param(run_id, "cutoffs", ",".join(str(d) for d in steps["as_of"])[:6000])
+        for index, row in enumerate(steps.to_dict(orient="records")):
+            tracking.log_metrics_safe(
+                {k: row.get(k) for k in TRACKED_STEP_COLUMNS}, step=index, run_id=run_id
+            )
+        per_kind = {f"alerts_{kind}": sum(a["kind"] == kind for a in alerts) for kind in kinds}
+        tracking.log_metrics_safe({"alerts": len(alerts), **per_kind}, run_id=run_id)
+        client.log_artifact(run_id, str(series.report_dir / "monitoring.json"), "monitoring")
+        if html is not None:
+            client.log_artifact(run_id, str(html), "monitoring")
+    return run_id
+
+
 __all__ = [
+    "TRACKED_STEP_COLUMNS",
     "MonitorResult",
     "MonitorSeries",
     "load_monitor_result",
     "load_monitor_series",
+    "log_monitor_series",
     "run_monitor",
     "run_monitor_series",
     "series_dirs",
