@@ -356,7 +356,37 @@ def test_data_quality_tables_in_words() -> None:
     customers = summaries.dq_customers_table(dq)
     assert customers["value"].tolist() == ["800", "798", "30"]
     assert summaries.dq_customers_table({}).empty
-    for frame in (reasons, rules, customers):
+    joined = {
+        "sources": [
+            {"name": "orders", "joins": []},
+            {
+                "name": "payments",
+                "joins": [
+                    {
+                        "path": "raw/olist/orders.csv",
+                        "on_column": "order_id",
+                        "key": "order_id",
+                        "lookup_rows": 99441,
+                        "lookup_rows_without_key": 0,
+                        "rows_unmatched": 12,
+                    }
+                ],
+            },
+        ]
+    }
+    joins = summaries.dq_joins_table(joined)
+    assert joins.to_dict(orient="records") == [
+        {
+            "source": "payments",
+            "lookup": "orders.csv",
+            "key": "order_id = order_id",
+            "lookup rows": 99441,
+            "lookup rows without key": 0,
+            "rows without a match": 12,
+        }
+    ]
+    assert summaries.dq_joins_table(dq).empty
+    for frame in (reasons, rules, customers, joins):
         assert manager_page_problems(report.html_table(report.present(frame))) == []
 
 

@@ -392,6 +392,29 @@ def dq_rules_table(dq: Mapping[str, Any]) -> Any:
     return pd.DataFrame(rows, columns=["rule", "setting"])
 
 
+def dq_joins_table(dq: Mapping[str, Any]) -> Any:
+    """One row per lookup joined onto a transaction source (``data.transactions[].joins``): ``source``,
+    ``lookup`` (the file name), ``key``, ``lookup rows``, ``lookup rows without key`` and ``rows without a
+    match`` (source rows the lookup had no key for: quarantined as ``unmatched_lookup``); empty without joins."""
+    import pandas as pd
+
+    columns = ["source", "lookup", "key", "lookup rows", "lookup rows without key", "rows without a match"]
+    rows = []
+    for source in dq.get("sources") or []:
+        for join in source.get("joins") or []:
+            rows.append(
+                {
+                    "source": source.get("name"),
+                    "lookup": Path(str(join.get("path", ""))).name,
+                    "key": f"{join.get('on_column')} = {join.get('key')}",
+                    "lookup rows": join.get("lookup_rows"),
+                    "lookup rows without key": join.get("lookup_rows_without_key"),
+                    "rows without a match": join.get("rows_unmatched"),
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)
+
+
 def dq_customers_table(dq: Mapping[str, Any]) -> Any:
     """The customers file's own results (``measure``, ``value``), empty without a customers file."""
     import pandas as pd
