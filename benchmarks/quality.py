@@ -243,6 +243,10 @@ def _evaluate_dataset(name: str, root: Path) -> dict[str, Any]:
         "metrics": metrics,
         "comparison_json_gini": {row["model"]: row.get("normalized_gini") for row in comparison},
     }
+    selection = json.loads((root / "reports" / exp / "selection.json").read_text(encoding="utf-8"))
+    # the in-calibration money check (segml.selection.money_check): said in selection.json, never used to choose
+    result["money_check"] = selection.get("inner_validation", {}).get("money_check")
+    result["money_warning"] = selection.get("money_warning")
     potential_report = root / "reports" / exp / "models" / "potential.json"
     if potential_report.is_file():
         details = json.loads(potential_report.read_text(encoding="utf-8"))
@@ -375,6 +379,26 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{_fmt(fold.get('above'), True)} / {_fmt(fold.get('below'), True)} "
             f"({iv['validation_window_days']}-day window) | {_fmt(iv['p10_zero_share'], True)} | "
             f"{_fmt(iv['mean_p90_over_point'])} |"
+        )
+    lines += [
+        "",
+        "Money check inside calibration (inner validation; `selection.json` → `money_warning`): the shipped "
+        "model's decile MAPE and total error there, the best money baseline's, and whether the warning is "
+        "given (worse by more than the 10 % tie slack).",
+        "",
+        "| data set | decile MAPE: model / best baseline | total error: model / best baseline | warning |",
+        "|---|---|---|---|",
+    ]
+    for name, result in report["datasets"].items():
+        check = result.get("money_check") or {}
+        model, by_mape, by_total = (
+            check.get(k) or {} for k in ("potential", "best_decile_mape", "best_total_error")
+        )
+        lines.append(
+            f"| {name} | {_fmt(model.get('decile_mape'), True)} / {_fmt(by_mape.get('decile_mape'), True)} "
+            f"({by_mape.get('scorer', '–')}) | {_fmt(model.get('total_error'), True)} / "
+            f"{_fmt(by_total.get('total_error'), True)} ({by_total.get('scorer', '–')}) | "
+            f"{'yes' if result.get('money_warning') else 'no'} |"
         )
     lines += ["", "| data set | target | value | threshold | met |", "|---|---|---|---|---|"]
     for name, targets in report["targets"].items():

@@ -223,6 +223,10 @@ def test_money_check_names_only_what_is_worse_and_is_silent_otherwise():
     assert "total error -16.4% against -6.8%" in check["warning"]
     calm = money_check([_row("potential", 0.10, 0.01), _row("btyd", 0.12, -0.05)])
     assert calm["warning"] is None and not calm["worse_decile_mape"] and not calm["worse_total_error"]
+    # within the blend's 10 % tie slack is a tie, not a loss
+    tie = money_check([_row("potential", 0.105, -0.052), _row("btyd", 0.10, -0.05)])
+    assert tie["warning"] is None
+    assert money_check([_row("potential", 0.111, 0.0), _row("btyd", 0.10, 0.0)])["worse_decile_mape"]
 
 
 def test_money_check_without_money_figures_says_nothing():

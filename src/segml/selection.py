@@ -485,7 +485,9 @@ def money_check(scorer_table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     A forecast worse than "the last period repeats" (or than BG/NBD + Gamma-Gamma) must not ship silently:
     on the inner-validation fold, the potential model's decile MAPE is compared with the lowest of the money
-    baselines (:data:`MONEY_BASELINES`) and its |total error| with the lowest of theirs.
+    baselines (:data:`MONEY_BASELINES`) and its |total error| with the lowest of theirs. Worse means worse by
+    more than the blend's tie slack (10 % relative, :data:`segml.models.blend.MAPE_SLACK`), the rule that
+    calls two forecasts' money a tie everywhere else in the selection.
 
     Parameters
     ----------
@@ -499,6 +501,8 @@ def money_check(scorer_table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         total_error}`` or None), ``worse_decile_mape``, ``worse_total_error`` and ``warning``: one sentence
         when the potential model is worse on either, else None.
     """
+    from segml.models.blend import MAPE_SLACK
+
     rows = {str(row["scorer"]): row for row in scorer_table}
 
     def entry(name: str) -> dict[str, Any]:
@@ -527,7 +531,7 @@ def money_check(scorer_table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if by_mape and known(potential["decile_mape"]):
         best = min(by_mape, key=lambda m: float(m["decile_mape"]))
         result["best_decile_mape"] = best
-        if float(potential["decile_mape"]) > float(best["decile_mape"]):
+        if float(potential["decile_mape"]) > float(best["decile_mape"]) * (1.0 + MAPE_SLACK):
             result["worse_decile_mape"] = True
             reasons.append(
                 f"decile error {float(potential['decile_mape']):.1%} against {float(best['decile_mape']):.1%} for "
@@ -536,7 +540,7 @@ def money_check(scorer_table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if by_total and known(potential["total_error"]):
         best = min(by_total, key=lambda m: abs(float(m["total_error"])))
         result["best_total_error"] = best
-        if abs(float(potential["total_error"])) > abs(float(best["total_error"])):
+        if abs(float(potential["total_error"])) > abs(float(best["total_error"])) * (1.0 + MAPE_SLACK):
             result["worse_total_error"] = True
             reasons.append(
                 f"total error {float(potential['total_error']):+.1%} against {float(best['total_error']):+.1%} for "
@@ -544,7 +548,8 @@ def money_check(scorer_table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             )
     if reasons:
         result["warning"] = (
-            "Inside the calibration period the potential model forecast money worse than a simple baseline ("
+            "On the inner validation inside the calibration period the potential model forecast money worse than "
+            "a simple baseline ("
             + "; ".join(reasons)
             + "): read its predicted revenue per customer and per grade as a ranking aid more than as a budget."
         )
