@@ -600,6 +600,8 @@ def test_grades_carry_the_forecast_interval_and_the_grade_range(exported) -> Non
             assert row["firm_share"] + row["may_fall_share"] + row["may_rise_share"] >= 1 - 1e-9
             assert row["revenue_p10_total"] <= row["revenue_total"] <= row["revenue_p90_total"]
             assert row["n"] == int((grades["grade"] == code).sum())
+    card = (exported[1] / "model_card.md").read_text(encoding="utf-8")
+    assert "## Forecast interval" in card and "predicted_p90" in card
     lists = sorted((cfg.paths.processed / "grade_lists").glob("grade_*.csv"))
     header = lists[0].read_text(encoding="utf-8-sig").splitlines()[0]
     assert "Predicted revenue, high (P90)" in header and "Grade at the low forecast" in header

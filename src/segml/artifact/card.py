@@ -60,6 +60,30 @@ def _selection_lines(selection: dict[str, Any] | None, evaluation: dict[str, Any
     return lines
 
 
+def _interval_lines(model: Any) -> list[str]:
+    """How the P10 / P90 in the grades were measured, and how they held on the fold (cross-fitted)."""
+    state = (getattr(model, "params_", None) or {}).get("interval")
+    if not state:
+        return ["", "## Forecast interval", "", "This model carries no P10 / P90 (the grade range is empty)."]
+    check = state.get("check") or {}
+    held = (
+        f"cross-fitted on that fold, {_fmt(check.get('above'))} of buyers realised more than their P90 and "
+        f"{_fmt(check.get('below'))} less than their P10 (nominally 0.100 each)"
+        if check.get("rows")
+        else "the fold was too small for a cross-fitted check"
+    )
+    return [
+        "",
+        "## Forecast interval",
+        "",
+        f"`predicted_p10` / `predicted_p90` (and the grades at both ends, `grade_low` / `grade_high`) come from "
+        f"the spread of realised ÷ forecast spend on the model's validation fold ({state.get('window_days')} "
+        f"days, inside the calibration period), per band of forecast; {held}. A fold window shorter than the "
+        "horizon makes the P90 conservative. The holdout figures are in the training reports "
+        "(`reports/<experiment>/models/potential.json` → `interval`).",
+    ]
+
+
 def _event_lines(cfg: ExperimentConfig) -> list[str]:
     """What the model reads beyond transactions and attributes, and what `segml grade` then needs."""
     events = [
@@ -140,6 +164,7 @@ def model_card(
             + f" | {_fmt(diff)} [{_fmt(ci[0])}, {_fmt(ci[1])}] |"
         )
     lines += _selection_lines(selection, grading_evaluation)
+    lines += _interval_lines(model)
     monotone = "yes" if holdout.get("monotone") else "NO"
     lines += [
         "",
