@@ -312,6 +312,27 @@ def test_value_thresholds_are_monotone_in_predicted_value(bounds, seed):
     assert grade_index_from_thresholds(at_bound, thresholds)[0] == 0  # exactly at a bound: better grade
 
 
+@pytest.mark.parametrize("method", ["shares", "value_thresholds"])
+def test_grade_codes_at_alternative_forecasts_equal_grading_them(training, method):
+    """The grade range's shortcut gives, for every alternative forecast, exactly the grade column of grading
+    with that forecast, and a higher forecast never gives a lower grade."""
+    features, potential = training
+    config = {} if method == "shares" else {"method": "value_thresholds", "thresholds": [400, 150, 60, 20]}
+    policy = GradePolicy.from_config(config)
+    fitted = policy.fit(features, potential)
+    rng = np.random.default_rng(3)
+    low = potential * rng.uniform(0.0, 1.0, len(potential))
+    high = potential * rng.uniform(1.0, 4.0, len(potential))
+    at_low, at_high = fitted.grade_codes_at(features, [low, high])
+    assert at_low.tolist() == fitted.grade(features, low)["grade"].tolist()
+    assert at_high.tolist() == fitted.grade(features, high)["grade"].tolist()
+    rank = {g.code: i for i, g in enumerate([*policy.grades, policy.new_customer])}
+    here = fitted.grade(features, potential)["grade"].map(rank).to_numpy()
+    assert (pd.Series(at_low).map(rank).to_numpy() >= here).all()
+    assert (pd.Series(at_high).map(rank).to_numpy() <= here).all()
+    assert fitted.grade_codes_at(features, []) == []
+
+
 def test_refit_boundaries_follows_a_new_population(training, fitted):
     features, potential = training
     richer = features.assign(spend_365d=features["spend_365d"] * 3)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -844,6 +845,34 @@ class FittedPolicy:
             "matrix_cell": cell_names.take(cell_index),
             "strategy": strategies.take(grade_index),
         }
+
+    def grade_codes_at(
+        self, features: pd.DataFrame, potentials: Sequence[np.ndarray | pd.Series]
+    ) -> list[np.ndarray]:
+        """The grade code of every row for each alternative potential forecast, value and loyalty unchanged
+        (the ``grade`` column :meth:`grade_columns` would give, computed once for the shared parts): what the
+        grade range of :func:`segml.scoring.grade_range` grades the P10 and P90 with."""
+        policy = self.policy
+        if not potentials:
+            return []
+        measures = _measures(policy, features, potentials[0])
+        purchased = measures["purchased"]
+        value_rank = percentile_rank(measures["value"], self.value_reference)
+        loyalty_rank = percentile_rank(measures["loyalty"], self.loyalty_reference)
+        all_grades = [*policy.grades, policy.new_customer]
+        codes = np.array([g.code for g in all_grades], dtype=object)
+        out = []
+        for potential in potentials:
+            measured = _measures(policy, features, potential)["potential"]
+            if policy.method == "value_thresholds":
+                graded_on = measured
+            else:
+                potential_rank = percentile_rank(measured, self.potential_reference)
+                graded_on = composite_score(policy.weights, value_rank, potential_rank, loyalty_rank)
+            index = grade_index_from_thresholds(np.where(purchased, graded_on, np.nan), self.grade_thresholds)
+            index[~purchased] = len(policy.grades)
+            out.append(codes.take(index))
+        return out
 
     def refit_boundaries(self, features: pd.DataFrame, potential: np.ndarray | pd.Series) -> FittedPolicy:
         """Re-derive share-based grade thresholds on a new population, keeping the frozen references.

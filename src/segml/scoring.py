@@ -203,8 +203,11 @@ def grade_range(
     grade_low, grade_high = empty_grade, empty_grade.copy()
     if known.any():
         # a row's grade depends on its own row only, so the bounds are graded in place of the point forecast
-        grade_low[known] = policy.grade_columns(features, np.where(known, low, predicted))["grade"][known]
-        grade_high[known] = policy.grade_columns(features, np.where(known, high, predicted))["grade"][known]
+        at_low, at_high = policy.grade_codes_at(
+            features, [np.where(known, low, predicted), np.where(known, high, predicted)]
+        )
+        grade_low[known] = at_low[known]
+        grade_high[known] = at_high[known]
     return low, high, grade_low, grade_high
 
 
