@@ -154,6 +154,8 @@ _RAW = "__raw_line"  # internal: the raw text of a malformed CSV line (NULL for 
 _UNMATCHED = (
     "__unmatched_join"  # internal: index of the first join a row found no match in (NULL: all matched)
 )
+#: roles with a ``fail_<role>`` flag in the typed rows, in the order a refusal names the first failing one
+_FAIL_ROLES = ("customer_id", "timestamp", "amount", "quantity", "unit_price", "cost", "margin")
 #: the 0-based position column ``read_parquet`` adds on request
 _FILE_ROW_NUMBER = "file_row_number"
 _QUARANTINE_TAIL = ("source", "source_row", "reason", "raw_line")
@@ -1121,11 +1123,14 @@ def _check_required_roles(raw: _RawTable) -> None:
 
 
 def _typed_transactions(
-    con: duckdb.DuckDBPyConnection, raw: _RawTable, index: int, rules: CleaningRules
+    con: duckdb.DuckDBPyConnection, raw: _RawTable, index: int, rules: CleaningRules, *, refuse: bool = True
 ) -> str:
     """Create the view ``typed_<index>``: one row per raw row with parsed roles, per-role failure flags, the
     lookup and filter flags and the duplicate key (a view: the rows are parsed as they stream into the
-    refusal counts and the classification, never stored)."""
+    refusal counts and the classification, never stored).
+
+    With ``refuse`` the file is refused here when one role fails on too many rows; without it the caller
+    runs :func:`_refuse_source` on the classified rows instead (one parsing pass fewer)."""
     source: TransactionSource = raw.source  # type: ignore[assignment]
     max_bad_share = rules.max_bad_share
     _check_format_and_pattern(con, raw)
@@ -1198,8 +1203,17 @@ def _typed_transactions(
         FROM parsed
     """
     _create_parsed(con, raw, sql)
-    _refuse_mostly_bad(con, raw, table, mapping, source.timestamp_format, max_bad_share)
+    if refuse:
+        _refuse_mostly_bad(con, raw, table, mapping, source.timestamp_format, max_bad_share)
     return table
+
+
+def _refuse_source(con: duckdb.DuckDBPyConnection, raw: _RawTable, index: int, rules: CleaningRules) -> None:
+    """:func:`_refuse_mostly_bad` for a source whose typed rows were not counted before classification:
+    the same counts, read from its classified rows (which keep the ``fail_*`` flags)."""
+    mapping = _map_columns(raw, TRANSACTION_ROLES)
+    rows = f"(SELECT * FROM classified_rows WHERE source_index = {index})"
+    _refuse_mostly_bad(con, raw, rows, mapping, raw.source.timestamp_format, rules.max_bad_share)
 
 
 def _refuse_mostly_bad(
@@ -1221,11 +1235,7 @@ def _refuse_mostly_bad(
             f"or an unterminated quote; first: line {first_row + 1}, {first_text[:80]!r}) — wrong delimiter? "
             f"(columns read from the header: {', '.join(raw.columns)})"
         )
-    roles = [
-        r
-        for r in ("customer_id", "timestamp", "amount", "quantity", "unit_price", "cost", "margin")
-        if r in mapping
-    ]
+    roles = [r for r in _FAIL_ROLES if r in mapping]
     try:  # the first statement that evaluates the view's expressions on the rows
         counts = con.execute(
             f"SELECT {', '.join(f'count(*) FILTER (WHERE fail_{r})' for r in roles)} FROM {table}"
@@ -1295,13 +1305,15 @@ def _classify(
     rules: CleaningRules,
     max_date: dt.date,
     workdir: Path,
+    labels: Sequence[str],
 ) -> None:
     """Create ``classified_rows``: every row with its single ``reason`` (NULL = kept), signed amounts, flags.
 
     One query from the typed views, written to a Parquet file in ``workdir`` and read back through a view:
     the only copy of the rows ingest keeps, compressed (a DuckDB table of 100M rows would be spilled
     uncompressed). It holds only the columns the outputs and the report read, and ``is_repeat``: the row
-    repeats an earlier kept row of the same source on every role column (``identical_rows_kept``).
+    repeats an earlier kept row of the same source on every role column (``identical_rows_kept``), and the
+    per-role ``fail_*`` flags (for :func:`_refuse_source`). ``labels`` name the files in an error.
     """
     conditions = _reason_conditions(rules, max_date)
     dup_rank = ROW_PRECEDENCE.index(QuarantineReason.DUPLICATE_ROW)
@@ -1351,10 +1363,16 @@ def _classify(
             FROM checked
         )
         SELECT source_index, source, source_row, customer_id, order_id, timestamp, product_id, channel,
-            is_return, reason, amount_signed, quantity_signed, margin_signed, {repeat} AS is_repeat
+            is_return, reason, amount_signed, quantity_signed, margin_signed, {repeat} AS is_repeat,
+            {", ".join(f"fail_{role}" for role in _FAIL_ROLES)}
         FROM reasoned
     """
-    con.execute(f"COPY ({query}) TO {_literal(str(target))} (FORMAT parquet)")
+    try:
+        con.execute(f"COPY ({query}) TO {_literal(str(target))} (FORMAT parquet)")
+    except duckdb.Error as exc:  # the first statement that reads every row of every source
+        raise InputFileError(
+            f"{', '.join(labels)}: cannot interpret the mapped columns ({_first_line(exc)})"
+        ) from None
     for table in typed_tables:
         con.execute(f"DROP VIEW {table}")
     con.execute(f"CREATE VIEW classified_rows AS SELECT * FROM read_parquet({_literal(str(target))})")
@@ -1411,10 +1429,14 @@ def _ingest_tables(
     for raw in [*raws, *extra]:
         raw.nulls = tuple(rules.null_values)
     typed = []
+    last = len(raws) - 1
     for index, raw in enumerate(raws):
         _apply_joins(con, raw, rules.max_bad_share)
-        typed.append(_typed_transactions(con, raw, index, rules))
-    _classify(con, typed, rules, max_date, workdir)
+        # nothing reads or refuses a file between the last source's parsing and the classification, so its
+        # refusal counts come from the classified rows: the same checks in the same order, one pass fewer
+        typed.append(_typed_transactions(con, raw, index, rules, refuse=index < last))
+    _classify(con, typed, rules, max_date, workdir, [raw.label for raw in raws])
+    _refuse_source(con, raws[last], last, rules)
     outlier_rule = _flag_outliers(con, rules)
 
     with_margin = _with_margin(raws)
