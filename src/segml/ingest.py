@@ -5,7 +5,8 @@ Everything runs in a fresh in-memory DuckDB connection; no row is ever looped ov
 Flow per transaction source (a file, or a DataFrame for tests):
 
 1. **read** the file into a table of its original columns plus a 1-based ``source_row``
-   (CSV as text, Parquet natively, ``whitespace`` by splitting lines on runs of blanks). A CSV header is
+   (CSV as text, Parquet natively through a view numbered by file position, never copied, ``whitespace`` by
+   splitting lines on runs of blanks). A CSV header is
    read first (duplicate or case-ambiguous names are an error naming both); lines with too few or too many
    fields or an unterminated quote are kept as ``malformed_row`` rows with their raw text, so one bad line
    never refuses the file; a file that is not in its ``encoding:`` is refused naming the line;
@@ -20,6 +21,10 @@ Flow per transaction source (a file, or a DataFrame for tests):
 5. **flag** outliers on kept rows (``is_outlier``) and write clean transactions, the quarantine (original
    columns as text + ``source``, ``source_row``, ``reason``) and ``dq_report.json``.
 
+The rows are parsed and classified in one streamed query whose result, the only copy of the rows ingest keeps,
+is a Parquet file in a private temporary folder (under ``TMPDIR``); the clean rows, the quarantine and the
+report are views and queries over it, so memory stays within DuckDB's ``memory_limit`` at any row count.
+
 ``rows_in == rows_kept + rows_quarantined`` is checked before anything is written (unmatched and filtered
 rows are in the quarantine file and its counts, under their own reasons).
 """
@@ -30,6 +35,8 @@ import contextlib
 import csv
 import datetime as dt
 import gzip
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -147,6 +154,10 @@ _RAW = "__raw_line"  # internal: the raw text of a malformed CSV line (NULL for 
 _UNMATCHED = (
     "__unmatched_join"  # internal: index of the first join a row found no match in (NULL: all matched)
 )
+#: roles with a ``fail_<role>`` flag in the typed rows, in the order a refusal names the first failing one
+_FAIL_ROLES = ("customer_id", "timestamp", "amount", "quantity", "unit_price", "cost", "margin")
+#: the 0-based position column ``read_parquet`` adds on request
+_FILE_ROW_NUMBER = "file_row_number"
 _QUARANTINE_TAIL = ("source", "source_row", "reason", "raw_line")
 #: delimiters tried on a CSV header line when ``delimiter:`` is not set
 _DELIMITERS = (",", ";", "\t", "|")
@@ -250,6 +261,7 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         The mapping or rules are inconsistent (e.g. no amount role, invalid pattern).
     """
     data = cfg.data
+    workdir = _workdir()
     con = _connect(cfg.features.threads, cfg.features.memory_limit)
     try:
         raws = _transaction_tables(data.transactions, [str(cfg.resolve(s.path)) for s in data.transactions])
@@ -286,6 +298,7 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
             customers=customers_raw,
             invoices=invoices_raw,
             interactions=interactions_raw,
+            workdir=workdir,
         )
         report["experiment"] = cfg.name
 
@@ -317,6 +330,7 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         write_json(paths.dq_report, report)
     finally:
         con.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return IngestResult(
         transactions_path=paths.clean_transactions,
         quarantine_path=paths.quarantine,
@@ -388,6 +402,7 @@ def ingest_frames(
     if len(frames) != len(sources):
         raise ValueError(f"got {len(frames)} frames for {len(sources)} sources")
     rules = rules or CleaningRules()
+    workdir = _workdir()
     con = _connect(threads, None)
     try:
         raws = _transaction_tables(sources, [source.path for source in sources])
@@ -420,6 +435,7 @@ def ingest_frames(
             customers=customers_raw,
             invoices=invoices_raw,
             interactions=interactions_raw,
+            workdir=workdir,
         )
         clean = con.sql(_CLEAN_QUERY).df()
         quarantine = con.sql(_QUARANTINE_QUERY).df()
@@ -437,6 +453,7 @@ def ingest_frames(
             result.quarantine_interactions = con.sql(_QUARANTINE_INTERACTIONS_QUERY).df()
     finally:
         con.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return result
 
 
@@ -464,6 +481,11 @@ class _RawTable:
     malformed: int = 0  # malformed CSV lines (kept as rows with reason malformed_row)
     lookups: list[_RawTable] = field(default_factory=list)  # one per ``joins:`` entry, in order
     joins_report: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _workdir() -> Path:
+    """A private folder for ingest's intermediate Parquet files (under ``TMPDIR``), removed at the end."""
+    return Path(tempfile.mkdtemp(prefix="segml-ingest-"))
 
 
 def _connect(threads: int | None, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
@@ -582,16 +604,9 @@ def _read_file(
     fmt = raw.format = _resolve_format(path, fmt, raw.config_key)
     if path.stat().st_size == 0:
         raise InputFileError(f"{path}: file is empty")
-    stage = f"{raw.table}_stage"
     try:
         if fmt == "parquet":
-            con.execute(f"CREATE TABLE {stage} AS SELECT * FROM read_parquet({_literal(str(path))})")
-            _check_header(path, _parquet_names(path))
-            con.execute(
-                f"CREATE TABLE {raw.table} AS SELECT *, rowid + 1 AS {_ROW}, "
-                f"CAST(NULL AS VARCHAR) AS {_RAW} FROM {stage}"
-            )
-            con.execute(f"DROP TABLE {stage}")
+            _read_parquet(con, path, raw)
         elif fmt == "csv":
             _read_csv(con, path, delimiter, raw)
         else:
@@ -606,6 +621,28 @@ def _read_file(
     _describe(con, raw)
     if raw.rows_in == 0:
         raise InputFileError(f"{path}: no data rows (the file holds only a header or no rows)")
+
+
+def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: _RawTable) -> None:
+    """A view over the file, numbered by its position in the file: the rows are read where they are (every
+    later step streams them), never copied into a table, which at 100M rows would be spilled to disk."""
+    literal = _literal(str(path))
+    names = _parquet_names(path)
+    if _FILE_ROW_NUMBER not in {name.lower() for name in names}:
+        con.execute(
+            f"CREATE VIEW {raw.table} AS SELECT * EXCLUDE ({_FILE_ROW_NUMBER}), {_FILE_ROW_NUMBER} + 1 AS {_ROW}, "
+            f"CAST(NULL AS VARCHAR) AS {_RAW} FROM read_parquet({literal}, file_row_number = true)"
+        )
+        _check_header(path, names)
+        return
+    # the file has a column of that name: number a copy by its insertion order instead
+    stage = f"{raw.table}_stage"
+    con.execute(f"CREATE TABLE {stage} AS SELECT * FROM read_parquet({literal})")
+    _check_header(path, names)
+    con.execute(
+        f"CREATE TABLE {raw.table} AS SELECT *, rowid + 1 AS {_ROW}, CAST(NULL AS VARCHAR) AS {_RAW} FROM {stage}"
+    )
+    con.execute(f"DROP TABLE {stage}")
 
 
 def _read_whitespace(con: duckdb.DuckDBPyConnection, path: Path, raw: _RawTable) -> None:
@@ -1086,10 +1123,14 @@ def _check_required_roles(raw: _RawTable) -> None:
 
 
 def _typed_transactions(
-    con: duckdb.DuckDBPyConnection, raw: _RawTable, index: int, rules: CleaningRules
+    con: duckdb.DuckDBPyConnection, raw: _RawTable, index: int, rules: CleaningRules, *, refuse: bool = True
 ) -> str:
-    """Create ``typed_<index>``: one row per raw row with parsed roles, per-role failure flags, the lookup
-    and filter flags and the duplicate key."""
+    """Create the view ``typed_<index>``: one row per raw row with parsed roles, per-role failure flags, the
+    lookup and filter flags and the duplicate key (a view: the rows are parsed as they stream into the
+    refusal counts and the classification, never stored).
+
+    With ``refuse`` the file is refused here when one role fails on too many rows; without it the caller
+    runs :func:`_refuse_source` on the classified rows instead (one parsing pass fewer)."""
     source: TransactionSource = raw.source  # type: ignore[assignment]
     max_bad_share = rules.max_bad_share
     _check_format_and_pattern(con, raw)
@@ -1130,7 +1171,7 @@ def _typed_transactions(
         cancellation = "false"
     table = f"typed_{index}"
     sql = f"""
-        CREATE TABLE {table} AS
+        CREATE VIEW {table} AS
         WITH parsed AS (
             SELECT
                 {index} AS source_index,
@@ -1162,8 +1203,17 @@ def _typed_transactions(
         FROM parsed
     """
     _create_parsed(con, raw, sql)
-    _refuse_mostly_bad(con, raw, table, mapping, source.timestamp_format, max_bad_share)
+    if refuse:
+        _refuse_mostly_bad(con, raw, table, mapping, source.timestamp_format, max_bad_share)
     return table
+
+
+def _refuse_source(con: duckdb.DuckDBPyConnection, raw: _RawTable, index: int, rules: CleaningRules) -> None:
+    """:func:`_refuse_mostly_bad` for a source whose typed rows were not counted before classification:
+    the same counts, read from its classified rows (which keep the ``fail_*`` flags)."""
+    mapping = _map_columns(raw, TRANSACTION_ROLES)
+    rows = f"(SELECT * FROM classified_rows WHERE source_index = {index})"
+    _refuse_mostly_bad(con, raw, rows, mapping, raw.source.timestamp_format, rules.max_bad_share)
 
 
 def _refuse_mostly_bad(
@@ -1185,14 +1235,15 @@ def _refuse_mostly_bad(
             f"or an unterminated quote; first: line {first_row + 1}, {first_text[:80]!r}) — wrong delimiter? "
             f"(columns read from the header: {', '.join(raw.columns)})"
         )
-    roles = [
-        r
-        for r in ("customer_id", "timestamp", "amount", "quantity", "unit_price", "cost", "margin")
-        if r in mapping
-    ]
-    counts = con.execute(
-        f"SELECT {', '.join(f'count(*) FILTER (WHERE fail_{r})' for r in roles)} FROM {table}"
-    ).fetchall()[0]
+    roles = [r for r in _FAIL_ROLES if r in mapping]
+    try:  # the first statement that evaluates the view's expressions on the rows
+        counts = con.execute(
+            f"SELECT {', '.join(f'count(*) FILTER (WHERE fail_{r})' for r in roles)} FROM {table}"
+        ).fetchall()[0]
+    except duckdb.Error as exc:
+        raise InputFileError(
+            f"{raw.label}: cannot interpret the mapped columns ({_first_line(exc)})"
+        ) from None
     what = {"customer_id": "empty — wrong column?", "timestamp": _timestamp_words(timestamp_format)}
     for role, bad in zip(roles, counts, strict=True):
         if bad > max_bad_share * raw.rows_in:
@@ -1249,58 +1300,94 @@ def _duplicate_condition(rules: CleaningRules) -> str:
 
 
 def _classify(
-    con: duckdb.DuckDBPyConnection, typed_tables: Sequence[str], rules: CleaningRules, max_date: dt.date
+    con: duckdb.DuckDBPyConnection,
+    typed_tables: Sequence[str],
+    rules: CleaningRules,
+    max_date: dt.date,
+    workdir: Path,
+    labels: Sequence[str],
 ) -> None:
-    """Create ``classified``: every row with its single ``reason`` (NULL = kept), signed amounts, flags."""
+    """Create ``classified_rows``: every row with its single ``reason`` (NULL = kept), signed amounts, flags.
+
+    One query from the typed views, written to a Parquet file in ``workdir`` and read back through a view:
+    the only copy of the rows ingest keeps, compressed (a DuckDB table of 100M rows would be spilled
+    uncompressed). It holds only the columns the outputs and the report read, and ``is_repeat``: the row
+    repeats an earlier kept row of the same source on every role column (``identical_rows_kept``), and the
+    per-role ``fail_*`` flags (for :func:`_refuse_source`). ``labels`` name the files in an error.
+    """
     conditions = _reason_conditions(rules, max_date)
     dup_rank = ROW_PRECEDENCE.index(QuarantineReason.DUPLICATE_ROW)
     before_dup = [conditions[r] for r in ROW_PRECEDENCE[:dup_rank]]
     eligible = f"NOT ({' OR '.join(before_dup)})" if before_dup else "true"
-    if isinstance(rules.duplicates, DuplicateKey):
-        identity = "source, duplicate_key"
+    role_identity = ", ".join(["source", *_ROLE_COLUMNS])
+    by_key = isinstance(rules.duplicates, DuplicateKey)
+    identity = "source, duplicate_key" if by_key else role_identity
+    if by_key:
+        # the duplicate window is over the key: repeats of the role columns need their own window
+        repeat = (
+            f"CASE WHEN reason IS NULL THEN row_number() OVER (PARTITION BY reason IS NULL, {role_identity} "
+            "ORDER BY source_row) > 1 ELSE false END"
+        )
     else:
-        identity = ", ".join(["source", *_ROLE_COLUMNS])
+        # same window: the reasons ranked below duplicate_row (zero amount, return, outlier amount) and the
+        # duplicate condition depend on the role columns only, so an eligible row's earlier twins are kept
+        # exactly when it is kept and is not a duplicate; the earliest twin is kept whenever this row is
+        repeat = "dup_eligible AND __n > 1"
     union = " UNION ALL ".join(f"SELECT * FROM {t}" for t in typed_tables)
-    con.execute(
-        f"""
-        CREATE TABLE rows_checked AS
+    reason_case = " ".join(f"WHEN {conditions[r]} THEN '{r.value}'" for r in ROW_PRECEDENCE)
+    target = workdir / "classified.parquet"
+    query = f"""
         WITH unioned AS ({union}),
         flagged AS (
             SELECT *,
                 coalesce(amount < 0 OR quantity < 0, false) OR is_cancellation AS is_return,
                 {eligible} AS dup_eligible
             FROM unioned
+        ),
+        numbered AS (
+            SELECT *, row_number() OVER (PARTITION BY dup_eligible, {identity} ORDER BY source_row) AS __n
+            FROM flagged
+        ),
+        checked AS (
+            SELECT *,
+                CASE WHEN dup_eligible AND ({_duplicate_condition(rules)}) THEN __n > 1 ELSE false END
+                    AS is_duplicate
+            FROM numbered
+        ),
+        reasoned AS (
+            SELECT *,
+                CASE {reason_case} ELSE NULL END AS reason,
+                CASE WHEN is_return THEN -abs(amount) ELSE amount END AS amount_signed,
+                CASE WHEN is_return THEN -abs(quantity) ELSE quantity END AS quantity_signed,
+                {_MARGIN_SIGNED} AS margin_signed
+            FROM checked
         )
-        SELECT *,
-            CASE WHEN dup_eligible AND ({_duplicate_condition(rules)}) THEN
-                row_number() OVER (PARTITION BY dup_eligible, {identity} ORDER BY source_row) > 1
-            ELSE false END AS is_duplicate
-        FROM flagged
-        """
-    )
-    reason_case = " ".join(f"WHEN {conditions[r]} THEN '{r.value}'" for r in ROW_PRECEDENCE)
-    con.execute(
-        f"""
-        CREATE TABLE classified AS
-        SELECT *,
-            CASE {reason_case} ELSE NULL END AS reason,
-            CASE WHEN is_return THEN -abs(amount) ELSE amount END AS amount_signed,
-            CASE WHEN is_return THEN -abs(quantity) ELSE quantity END AS quantity_signed,
-            {_MARGIN_SIGNED} AS margin_signed
-        FROM rows_checked
-        """
-    )
+        SELECT source_index, source, source_row, customer_id, order_id, timestamp, product_id, channel,
+            is_return, reason, amount_signed, quantity_signed, margin_signed, {repeat} AS is_repeat,
+            {", ".join(f"fail_{role}" for role in _FAIL_ROLES)}
+        FROM reasoned
+    """
+    try:
+        con.execute(f"COPY ({query}) TO {_literal(str(target))} (FORMAT parquet)")
+    except duckdb.Error as exc:  # the first statement that reads every row of every source
+        raise InputFileError(
+            f"{', '.join(labels)}: cannot interpret the mapped columns ({_first_line(exc)})"
+        ) from None
+    for table in typed_tables:
+        con.execute(f"DROP VIEW {table}")
+    con.execute(f"CREATE VIEW classified_rows AS SELECT * FROM read_parquet({_literal(str(target))})")
 
 
 def _flag_outliers(con: duckdb.DuckDBPyConnection, rules: CleaningRules) -> dict[str, Any]:
-    """Add ``is_outlier`` on kept rows; return the rule actually applied (for the report)."""
+    """Create the view ``classified``: ``classified_rows`` with ``is_outlier`` (meaningful on kept rows
+    only); return the rule actually applied (for the report)."""
     outliers = rules.outliers
     if outliers.flag_above is not None:
         threshold = float(outliers.flag_above)
         applied: dict[str, Any] = {"method": "flag_above", "flag_threshold_amount": threshold}
     else:
         median, mad = con.execute(
-            "WITH k AS (SELECT ln(1 + abs(amount_signed)) AS x FROM classified WHERE reason IS NULL) "
+            "WITH k AS (SELECT ln(1 + abs(amount_signed)) AS x FROM classified_rows WHERE reason IS NULL) "
             "SELECT median(x), median(abs(x - (SELECT median(x) FROM k))) FROM k"
         ).fetchall()[0]
         applied = {"method": "mad", "log1p_median": median, "log1p_mad": mad}
@@ -1311,8 +1398,10 @@ def _flag_outliers(con: duckdb.DuckDBPyConnection, rules: CleaningRules) -> dict
             threshold = float(con.execute("SELECT exp(?) - 1", [cut]).fetchall()[0][0])
         applied["flag_threshold_amount"] = threshold
     flag = "false" if threshold is None else f"abs(amount_signed) > {threshold!r}"
-    con.execute("ALTER TABLE classified ADD COLUMN is_outlier BOOLEAN")
-    con.execute(f"UPDATE classified SET is_outlier = ({flag}) WHERE reason IS NULL")
+    # only kept rows are ever read with their flag (clean_out, the report), so it needs no CASE on the reason
+    con.execute(
+        f"CREATE VIEW classified AS SELECT *, CAST({flag} AS BOOLEAN) AS is_outlier FROM classified_rows"
+    )
     return applied
 
 
@@ -1329,19 +1418,25 @@ def _ingest_tables(
     customers: _RawTable | None,
     invoices: _RawTable | None = None,
     interactions: _RawTable | None = None,
+    workdir: Path,
 ) -> dict[str, Any]:
     """Clean loaded raw tables into ``clean_out`` / ``quarantine_out`` (+ customers, + invoices,
     + interactions); return the DQ report (an ``invoices`` / ``interactions`` section only with that file, so
-    a report without them is unchanged)."""
+    a report without them is unchanged). ``workdir`` holds the classified rows (see :func:`_classify`) and
+    must outlive the queries on ``clean_out`` / ``quarantine_out``."""
     max_date = rules.max_date or today or dt.date.today()
     extra = [table for table in (customers, invoices, interactions) if table is not None]
     for raw in [*raws, *extra]:
         raw.nulls = tuple(rules.null_values)
     typed = []
+    last = len(raws) - 1
     for index, raw in enumerate(raws):
         _apply_joins(con, raw, rules.max_bad_share)
-        typed.append(_typed_transactions(con, raw, index, rules))
-    _classify(con, typed, rules, max_date)
+        # nothing reads or refuses a file between the last source's parsing and the classification, so its
+        # refusal counts come from the classified rows: the same checks in the same order, one pass fewer
+        typed.append(_typed_transactions(con, raw, index, rules, refuse=index < last))
+    _classify(con, typed, rules, max_date, workdir, [raw.label for raw in raws])
+    _refuse_source(con, raws[last], last, rules)
     outlier_rule = _flag_outliers(con, rules)
 
     with_margin = _with_margin(raws)
@@ -1349,7 +1444,7 @@ def _ingest_tables(
         f"CAST({_CLEAN_SOURCES.get(col, col)} AS {col_type}) AS {col}"
         for col, col_type in clean_transaction_columns(with_margin).items()
     )
-    con.execute(f"CREATE TABLE clean_out AS SELECT {clean_select} FROM classified WHERE reason IS NULL")
+    con.execute(f"CREATE VIEW clean_out AS SELECT {clean_select} FROM classified WHERE reason IS NULL")
     _build_quarantine(con, raws, "classified", "quarantine_out", with_source=True)
 
     report = _transaction_report(con, raws, rules, max_date, today, outlier_rule)
@@ -1428,7 +1523,7 @@ def _build_quarantine(
             f"SELECT {', '.join(selects)} FROM {raw.table} r JOIN {classified} c "
             f"ON c.source_row = r.{_ROW} {source_filter} WHERE c.reason IS NOT NULL"
         )
-    con.execute(f"CREATE TABLE {out} AS {' UNION ALL '.join(parts)}")
+    con.execute(f"CREATE VIEW {out} AS {' UNION ALL '.join(parts)}")
 
 
 def _by_reason(rows: Sequence[tuple[str, int]], reasons: Any = ROW_PRECEDENCE) -> dict[str, int]:
@@ -1456,6 +1551,7 @@ def _transaction_report(
         returns_amount,
         outliers_n,
         zero_kept,
+        identical_kept,
     ) = con.execute(
         """
         SELECT count(*) FILTER (WHERE reason IS NULL),
@@ -1467,7 +1563,8 @@ def _transaction_report(
                count(*) FILTER (WHERE reason IS NULL AND is_return),
                round(coalesce(fsum(amount_signed) FILTER (WHERE reason IS NULL AND is_return), 0), 6),
                count(*) FILTER (WHERE reason IS NULL AND is_outlier),
-               count(*) FILTER (WHERE reason IS NULL AND amount_signed = 0)
+               count(*) FILTER (WHERE reason IS NULL AND amount_signed = 0),
+               count(*) FILTER (WHERE reason IS NULL AND is_repeat)
         FROM classified
         """
     ).fetchall()[0]
@@ -1475,19 +1572,14 @@ def _transaction_report(
         raise RuntimeError(
             f"ingest invariant violated: rows_in {rows_in} != kept {kept} + quarantined {quarantined}"
         )
-    identity = ", ".join(["source", *_ROLE_COLUMNS])
-    identical_kept = con.execute(
-        f"SELECT count(*) FROM (SELECT row_number() OVER (PARTITION BY {identity} ORDER BY source_row) AS n "
-        "FROM classified WHERE reason IS NULL) WHERE n > 1"
-    ).fetchall()[0][0]
-    by_reason = _by_reason(
-        con.execute(
-            "SELECT reason, count(*) FROM classified WHERE reason IS NOT NULL GROUP BY reason"
-        ).fetchall()
-    )
     per_source_counts = con.execute(
         "SELECT source_index, reason, count(*) FROM classified GROUP BY ALL"
     ).fetchall()
+    totals: dict[str, int] = {}
+    for _, reason, n in per_source_counts:
+        if reason is not None:
+            totals[reason] = totals.get(reason, 0) + n
+    by_reason = _by_reason(list(totals.items()))
     sources = []
     for index, raw in enumerate(raws):
         src: TransactionSource = raw.source  # type: ignore[assignment]
