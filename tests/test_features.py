@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -1010,6 +1011,20 @@ def test_event_input_errors(request, transactions, source):
         build_features(transactions, AS_OF, SPEC, **{source: events})
 
 
+def _tx_experiment(root, name: str, sources: str, as_of, features: str = "") -> Path:
+    """``experiments/<name>.yaml`` under ``root``: one transactions file (customer_id, timestamp, amount), the
+    other ``data:`` sources given as YAML lines, the cutoff and ``features:`` (one thread plus ``features``)."""
+    path = root / "experiments" / f"{name}.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "data:\n  transactions:\n    - path: raw/tx.parquet\n"
+        "      columns: {customer_id: customer_id, timestamp: timestamp, amount: amount}\n"
+        f"{sources}cutoffs:\n  calibration_end: {as_of.isoformat()}\nfeatures:\n{features}  threads: 1\n",
+        encoding="utf-8",
+    )
+    return path
+
+
 @pytest.mark.parametrize("source", list(EVENT_SOURCES))
 def test_run_features_reads_clean_events(request, tmp_path, transactions, source):
     from segml.config import load_experiment
@@ -1017,25 +1032,8 @@ def test_run_features_reads_clean_events(request, tmp_path, transactions, source
 
     columns, _, source_features = EVENT_SOURCES[source]
     events = request.getfixturevalue(source)
-    path = tmp_path / "experiments" / f"{source}.yaml"
-    path.parent.mkdir(parents=True)
-    path.write_text(
-        f"""
-data:
-  transactions:
-    - path: raw/tx.parquet
-      columns: {{customer_id: customer_id, timestamp: timestamp, amount: amount}}
-  {source}:
-    path: raw/{source}.csv
-    columns: {columns}
-cutoffs:
-  calibration_end: {AS_OF.isoformat()}
-features:
-  windows: [30, 90]
-  threads: 1
-""",
-        encoding="utf-8",
-    )
+    sources = f"  {source}:\n    path: raw/{source}.csv\n    columns: {columns}\n"
+    path = _tx_experiment(tmp_path, source, sources, AS_OF, "  windows: [30, 90]\n")
     cfg = load_experiment(path, root=tmp_path)
     cfg.paths.interim.mkdir(parents=True)
     transactions.to_parquet(cfg.paths.clean_transactions, index=False)
@@ -1190,29 +1188,14 @@ def test_run_features_streams_the_duckdb_table(tmp_path, monkeypatch, synthetic_
     from segml.features import run_features
     from segml.storage import write_parquet
 
-    path = tmp_path / "experiments" / "events.yaml"
-    path.parent.mkdir(parents=True)
-    path.write_text(
-        f"""
-data:
-  transactions:
-    - path: raw/tx.parquet
-      columns: {{customer_id: customer_id, timestamp: timestamp, amount: amount}}
-  customers: {{path: raw/cu.parquet, columns: {{customer_id: customer_id, signup_date: signup_date}}}}
-  invoices:
-    path: raw/invoices.csv
-    columns: {EVENT_SOURCES["invoices"][0]}
-  interactions:
-    path: raw/interactions.csv
-    columns: {EVENT_SOURCES["interactions"][0]}
-cutoffs:
-  calibration_end: {SYNTHETIC_AS_OF.isoformat()}
-features:
-  threads: 1
-""",
-        encoding="utf-8",
+    sources = (
+        "  customers: {path: raw/cu.parquet, columns: {customer_id: customer_id, signup_date: signup_date}}\n"
+        + "".join(
+            f"  {name}:\n    path: raw/{name}.csv\n    columns: {EVENT_SOURCES[name][0]}\n"
+            for name in ("invoices", "interactions")
+        )
     )
-    cfg = load_experiment(path, root=tmp_path)
+    cfg = load_experiment(_tx_experiment(tmp_path, "events", sources, SYNTHETIC_AS_OF), root=tmp_path)
     cfg.paths.interim.mkdir(parents=True)
     sources = synthetic_sources
     sources["transactions"].to_parquet(cfg.paths.clean_transactions, index=False)

@@ -985,27 +985,10 @@ def _normalised_table(
     return pa.table(columns)
 
 
-def _normalise_features(
-    table: pa.Table,
-    spec: FeatureConfig,
-    attributes: Sequence[str],
-    with_labels: bool = False,
-    with_margin: bool = False,
-    with_invoices: bool = False,
-    with_interactions: bool = False,
-) -> pd.DataFrame:
-    """Same dtypes from both engines, converted in Arrow (:func:`_normalised_table`): str ids,
-    datetime64[ns] cutoff, bool flag, float64 features, attributes as str or None."""
-    normalised = _normalised_table(
-        table,
-        spec,
-        attributes,
-        with_labels,
-        with_margin=with_margin,
-        with_invoices=with_invoices,
-        with_interactions=with_interactions,
-    )
-    return normalised.to_pandas(split_blocks=True, self_destruct=True)
+def _normalise_features(table: pa.Table, *args: Any, **options: Any) -> pd.DataFrame:
+    """:func:`_normalised_table` (same arguments) as pandas: the same dtypes from both engines, converted in
+    Arrow: str ids, datetime64[ns] cutoff, bool flag, float64 features, attributes as str or None."""
+    return _normalised_table(table, *args, **options).to_pandas(split_blocks=True, self_destruct=True)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -805,13 +805,9 @@ class FittedPolicy:
         else:
             growth = np.full(potential_rank.shape, np.nan)
             axis_rank = potential_rank
-        score = composite_score(policy.weights, value_rank, potential_rank, loyalty_rank)
-        score = np.where(purchased, score, np.nan)
-
-        graded_on = measures["potential"] if policy.method == "value_thresholds" else score
-        grade_index = grade_index_from_thresholds(graded_on, self.grade_thresholds)
-        new_index = len(policy.grades)
-        grade_index[~purchased] = new_index
+        score, grade_index = self._score_and_index(
+            purchased, measures["potential"], value_rank, potential_rank, loyalty_rank
+        )
 
         all_grades = [*policy.grades, policy.new_customer]
         codes = np.array([g.code for g in all_grades], dtype=object)
@@ -846,31 +842,42 @@ class FittedPolicy:
             "strategy": strategies.take(grade_index),
         }
 
+    def _score_and_index(
+        self,
+        purchased: np.ndarray,
+        potential: np.ndarray,
+        value_rank: np.ndarray,
+        potential_rank: np.ndarray,
+        loyalty_rank: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Composite score (NaN without purchases) and grade index (the new-customer grade last)."""
+        policy = self.policy
+        score = composite_score(policy.weights, value_rank, potential_rank, loyalty_rank)
+        score = np.where(purchased, score, np.nan)
+        graded_on = potential if policy.method == "value_thresholds" else score
+        grade_index = grade_index_from_thresholds(graded_on, self.grade_thresholds)
+        grade_index[~purchased] = len(policy.grades)
+        return score, grade_index
+
     def grade_codes_at(
         self, features: pd.DataFrame, potentials: Sequence[np.ndarray | pd.Series]
     ) -> list[np.ndarray]:
         """The grade code of every row for each alternative potential forecast, value and loyalty unchanged
-        (the ``grade`` column :meth:`grade_columns` would give, computed once for the shared parts): what the
-        grade range of :func:`segml.scoring.grade_range` grades the P10 and P90 with."""
+        (the ``grade`` column :meth:`grade_columns` would give, with the value and loyalty ranks computed
+        once): what the grade range of :func:`segml.scoring.grade_range` grades the P10 and P90 with."""
         policy = self.policy
         if not potentials:
             return []
         measures = _measures(policy, features, potentials[0])
-        purchased = measures["purchased"]
         value_rank = percentile_rank(measures["value"], self.value_reference)
         loyalty_rank = percentile_rank(measures["loyalty"], self.loyalty_reference)
-        all_grades = [*policy.grades, policy.new_customer]
-        codes = np.array([g.code for g in all_grades], dtype=object)
+        codes = np.array([g.code for g in [*policy.grades, policy.new_customer]], dtype=object)
         out = []
+        purchased = measures["purchased"]
         for potential in potentials:
-            measured = _measures(policy, features, potential)["potential"]
-            if policy.method == "value_thresholds":
-                graded_on = measured
-            else:
-                potential_rank = percentile_rank(measured, self.potential_reference)
-                graded_on = composite_score(policy.weights, value_rank, potential_rank, loyalty_rank)
-            index = grade_index_from_thresholds(np.where(purchased, graded_on, np.nan), self.grade_thresholds)
-            index[~purchased] = len(policy.grades)
+            measured = _checked_potential(features, potential, purchased)
+            potential_rank = percentile_rank(measured, self.potential_reference)
+            _, index = self._score_and_index(purchased, measured, value_rank, potential_rank, loyalty_rank)
             out.append(codes.take(index))
         return out
 
@@ -1225,6 +1232,19 @@ def _measures(
         if column not in features.columns:
             raise InputFileError(f"features: missing column '{column}' in a table of {len(features)} rows")
     purchased = features["has_purchases"].fillna(False).to_numpy(dtype=bool)
+    checked = _checked_potential(features, potential, purchased)  # its errors come before the value column's
+    return {
+        "purchased": purchased,
+        "value": _numeric_column(features, policy.value_feature, "policy.value_feature"),
+        "potential": checked,
+        "loyalty": policy.loyalty_measure(features),
+    }
+
+
+def _checked_potential(
+    features: pd.DataFrame, potential: np.ndarray | pd.Series, purchased: np.ndarray
+) -> np.ndarray:
+    """The potential forecast per row, checked: aligned with ``features``, finite for every purchaser."""
     predicted = np.asarray(potential, dtype=float).reshape(-1)
     if predicted.size != len(features):
         raise InputFileError(
@@ -1237,12 +1257,7 @@ def _measures(
             f"potential: {bad} of {int(purchased.sum())} customers with purchases have a missing or "
             "infinite predicted value"
         )
-    return {
-        "purchased": purchased,
-        "value": _numeric_column(features, policy.value_feature, "policy.value_feature"),
-        "potential": np.where(np.isfinite(predicted), predicted, np.nan),
-        "loyalty": policy.loyalty_measure(features),
-    }
+    return np.where(np.isfinite(predicted), predicted, np.nan)
 
 
 # --------------------------------------------------------------------------------------------------------------

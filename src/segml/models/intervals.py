@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from segml.models.lapse import customer_halves
+
 __all__ = [
     "INTERVAL_BANDS",
     "INTERVAL_LEVELS",
@@ -104,12 +106,6 @@ def coverage(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict[s
     return {"rows": n, "inside": 1.0 - below - above, "below": below, "above": above}
 
 
-def _halves(customer_ids: pd.Series) -> np.ndarray:
-    from segml.models.lapse import _halves as lapse_halves
-
-    return lapse_halves(customer_ids)
-
-
 def fit_intervals(
     features: pd.DataFrame, actual: np.ndarray, forecast: np.ndarray, window_days: int
 ) -> dict[str, Any] | None:
@@ -148,11 +144,7 @@ def fit_intervals(
     whole = _fit(rate[rows], ratio[rows])
     if whole is None:
         return None
-    half = (
-        _halves(features["customer_id"])
-        if "customer_id" in features.columns
-        else np.arange(len(actual)) % 2 == 1
-    )
+    half = customer_halves(features)
     lower = np.full(len(actual), np.nan)
     upper = np.full(len(actual), np.nan)
     for side in (False, True):

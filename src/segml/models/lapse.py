@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["FACTOR_FLOOR", "LAPSE_BANDS", "choose_lapse", "lapse_factors"]
+__all__ = ["FACTOR_FLOOR", "LAPSE_BANDS", "choose_lapse", "customer_halves", "lapse_factors"]
 
 #: equal-count recency bands among the fold's buyers
 LAPSE_BANDS = 10
@@ -104,8 +104,12 @@ def lapse_factors(state: dict[str, Any] | None, features: pd.DataFrame) -> np.nd
     return out
 
 
-def _halves(customer_ids: pd.Series) -> np.ndarray:
-    return np.array([zlib.crc32(str(c).encode()) & 1 for c in customer_ids], dtype=bool)
+def customer_halves(features: pd.DataFrame) -> np.ndarray:
+    """Two halves of a fold's rows for cross-fitting: by a hash of ``customer_id`` (stable across batches and
+    runs), or alternating rows when the frame has no ids."""
+    if "customer_id" not in features.columns:
+        return np.arange(len(features)) % 2 == 1
+    return np.array([zlib.crc32(str(c).encode()) & 1 for c in features["customer_id"]], dtype=bool)
 
 
 def choose_lapse(features: pd.DataFrame, actual: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
@@ -133,11 +137,7 @@ def choose_lapse(features: pd.DataFrame, actual: np.ndarray, predicted: np.ndarr
     whole = _fit(recency[buyers], actual[buyers], predicted[buyers])
     if whole is None:
         return {"adopted": False, "centres": [], "factors": [], "check": None}
-    half = (
-        _halves(features["customer_id"])
-        if "customer_id" in features.columns
-        else np.arange(len(actual)) % 2 == 1
-    )
+    half = customer_halves(features)
     adjusted = predicted.copy()
     for side in (False, True):
         fit_rows = buyers & (half == side)
