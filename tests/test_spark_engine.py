@@ -1,6 +1,7 @@
 """``engine: spark`` end to end on the smoke experiment: ``segml grade --engine spark`` on ``local[2]`` and
-features plus grades on a real standalone cluster (one master, one worker on 127.0.0.1), both compared with
-the DuckDB path: exactly for ids, dates, counts and grades, within 1e-9 relative for money."""
+ingest, features and grades on a real standalone cluster (one master, one worker on 127.0.0.1), both compared
+with the DuckDB path: exactly for ids, dates, counts, reasons and grades, within 1e-9 relative for money.
+Ingest parity on ``local[2]`` over many more inputs is in tests/test_ingest_spark.py."""
 
 from __future__ import annotations
 
@@ -168,23 +169,33 @@ def cluster_settings(cluster: str) -> SparkSettings:
     return SparkSettings(master=cluster, app_name="segml-test", conf=conf)
 
 
-def test_features_and_grades_on_a_standalone_cluster(
+def test_ingest_features_and_grades_on_a_standalone_cluster(
     exported, cluster: str, cluster_settings: SparkSettings, tmp_path: Path, monkeypatch
 ) -> None:
     cfg, path = exported
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
     monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
-    transactions, customers = cfg.paths.clean_transactions, cfg.paths.clean_customers
     as_of = pd.Timestamp(json.loads(cfg.paths.dq_report.read_text())["date_max"]).date()
     cutoffs = [cfg.cutoffs.calibration_end, as_of]
+    # the cluster ingests the raw files into a root of its own; features and grades then read its output
+    cluster_root = tmp_path / "cluster_root"
+    (cluster_root / "data").mkdir(parents=True)
+    (cluster_root / "data" / "raw").symlink_to(cfg.root / "data" / "raw")
+    (cluster_root / "experiments").symlink_to(cfg.root / "experiments")
     session = spark_session(cluster_settings)
     try:
         assert session.sparkContext.master == cluster_settings.master
         assert session.conf.get("spark.sql.session.timeZone") == "UTC"
         t0 = time.perf_counter()
         # the experiment's own settings: `engine: spark` and a `spark:` section naming the cluster
-        on_yaml = load_experiment(cfg.source_path, ["engine=spark", f"spark.master={cluster}"], root=cfg.root)
+        on_yaml = load_experiment(
+            cluster_root / "experiments" / cfg.source_path.name,
+            ["engine=spark", f"spark.master={cluster}"],
+            root=cluster_root,
+        )
         on_yaml.spark.conf.update(cluster_settings.conf)
+        ingested = run_ingest(on_yaml)
+        transactions, customers = ingested.transactions_path, ingested.customers_path
         features_file, n_customers = run_features(on_yaml, as_of)
         on_cluster = build_features(transactions, as_of, cfg.features, customers, engine="spark")
         frame_on_cluster = training_frame(
@@ -200,7 +211,15 @@ def test_features_and_grades_on_a_standalone_cluster(
         seconds = time.perf_counter() - t0
     finally:
         session.stop()
-    print(f"standalone cluster: features, training frame and grades in {seconds:.1f} s")
+    print(f"standalone cluster: ingest, features, training frame and grades in {seconds:.1f} s")
+    # ingest on the cluster wrote what ingest on DuckDB wrote: the same rows, reasons and report
+    for name in sorted(p.name for p in cfg.paths.interim.iterdir()):
+        duck_file, cluster_file = cfg.paths.interim / name, on_yaml.paths.interim / name
+        if name.endswith(".parquet"):
+            assert_same(pd.read_parquet(cluster_file), pd.read_parquet(duck_file))
+        elif name.endswith(".json"):
+            assert json.loads(cluster_file.read_text()) == json.loads(duck_file.read_text()), name
+    transactions, customers = cfg.paths.clean_transactions, cfg.paths.clean_customers
     duck = build_features(transactions, as_of, cfg.features, customers)
     assert len(duck) == 800
     assert_same(on_cluster, duck)

@@ -560,7 +560,7 @@ class ExperimentConfig:
     data: DataConfig
     cutoffs: CutoffConfig
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    #: engine for features and scoring (``features.engine`` is an alias); ingest runs on DuckDB
+    #: engine for ingest, features and scoring (``features.engine`` is an alias)
     engine: Engine = "duckdb"
     spark: SparkSettings = field(default_factory=SparkSettings)
     seed: int = 42

@@ -60,7 +60,8 @@ from segml.config import (
     SourceJoin,
     TransactionSource,
 )
-from segml.errors import ConfigError, InputFileError
+from segml.errors import ConfigError, InputFileError, SegmlError
+from segml.ingest_spark import SparkConnection, java_pattern
 from segml.schema import (
     CUSTOMER_ROLES,
     MARGIN_ROLES,
@@ -162,6 +163,9 @@ _QUARANTINE_TAIL = ("source", "source_row", "reason", "raw_line")
 #: delimiters tried on a CSV header line when ``delimiter:`` is not set
 _DELIMITERS = (",", ";", "\t", "|")
 _BLANKS = "chr(32) || chr(9) || chr(10) || chr(13)"
+#: on Spark, the timestamp texts DuckDB's cast accepts: a full date, then nothing or at least hours:minutes
+_ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}($|[ T][0-9]{1,2}:[0-9]{2})"
+_SLASHED_DATE = r"^([0-9]{4})/([0-9]{1,2})/([0-9]{1,2})"
 _NUMERIC_TYPES = set(
     [
         "TINYINT",
@@ -262,7 +266,7 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
     """
     data = cfg.data
     workdir = _workdir()
-    con = _connect(cfg.features.threads, cfg.features.memory_limit)
+    con = _open_engine(cfg)
     try:
         raws = _transaction_tables(data.transactions, [str(cfg.resolve(s.path)) for s in data.transactions])
         for raw in raws:
@@ -481,11 +485,26 @@ class _RawTable:
     malformed: int = 0  # malformed CSV lines (kept as rows with reason malformed_row)
     lookups: list[_RawTable] = field(default_factory=list)  # one per ``joins:`` entry, in order
     joins_report: list[dict[str, Any]] = field(default_factory=list)
+    #: the SQL dialect of the connection the table was read into (``duckdb`` or ``spark``)
+    dialect: str = "duckdb"
 
 
 def _workdir() -> Path:
     """A private folder for ingest's intermediate Parquet files (under ``TMPDIR``), removed at the end."""
     return Path(tempfile.mkdtemp(prefix="segml-ingest-"))
+
+
+def _open_engine(cfg: ExperimentConfig) -> Any:
+    """The connection ingest runs its SQL on: DuckDB, or the ``spark:`` session when ``engine: spark``."""
+    if cfg.engine != "spark":
+        return _connect(cfg.features.threads, cfg.features.memory_limit)
+    from segml.features import spark_session
+
+    session = spark_session(cfg.spark)
+    try:
+        return SparkConnection(session)
+    except duckdb.Error as exc:  # a session that cannot run SQL functions (Spark before 4.0)
+        raise SegmlError(f"engine: spark: ingest needs Spark 4 SQL functions ({_first_line(exc)})") from None
 
 
 def _connect(threads: int | None, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
@@ -605,7 +624,9 @@ def _read_file(
     if path.stat().st_size == 0:
         raise InputFileError(f"{path}: file is empty")
     try:
-        if fmt == "parquet":
+        if isinstance(con, SparkConnection):
+            _read_on_spark(con, path, fmt, delimiter, raw)
+        elif fmt == "parquet":
             _read_parquet(con, path, raw)
         elif fmt == "csv":
             _read_csv(con, path, delimiter, raw)
@@ -621,6 +642,23 @@ def _read_file(
     _describe(con, raw)
     if raw.rows_in == 0:
         raise InputFileError(f"{path}: no data rows (the file holds only a header or no rows)")
+
+
+def _read_on_spark(con: SparkConnection, path: Path, fmt: str, delimiter: str | None, raw: _RawTable) -> None:
+    """The Spark readers (:class:`segml.ingest_spark.SparkConnection`): the same table as the DuckDB ones."""
+    raw.dialect = con.dialect
+    encoding = getattr(raw.source, "encoding", "utf-8")
+    if fmt == "parquet":
+        _check_header(path, _parquet_names(path))
+        con.read_parquet(path, raw.table)
+    elif fmt == "csv":
+        header, delimiter = _csv_header(con, path, delimiter, encoding)  # type: ignore[arg-type]
+        raw.malformed = con.read_csv(path, header, delimiter, encoding, raw.table)
+    else:
+        header, raw.rows_with_extra_fields = con.read_whitespace(path, encoding, raw.table)
+        if not header:
+            raise InputFileError(f"{path}: file is empty (no header line)")
+        _check_header(path, header)
 
 
 def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path, raw: _RawTable) -> None:
@@ -1077,6 +1115,16 @@ def _timestamp_expr(raw: _RawTable, column: str, timestamp_format: str | None) -
     if base == "DATE" or base.startswith("TIMESTAMP"):
         return f"CAST({_ident(column)} AS TIMESTAMP)"
     text = _text_expr(raw, column)
+    if raw.dialect == "spark":
+        if timestamp_format:
+            pattern = java_pattern(timestamp_format, f"{raw.config_key}.timestamp_format")
+            return f"CAST(try_to_timestamp({text}, {_literal(pattern)}) AS TIMESTAMP)"
+        # DuckDB's forms only (Spark also reads '2024', '2024-05' or '2024-01-01 10'), and its slashes
+        dashed = f"regexp_replace({text}, {_literal(_SLASHED_DATE)}, '$1-$2-$3')"
+        return (
+            f"CASE WHEN regexp_matches({dashed}, {_literal(_ISO_TIMESTAMP)}) "
+            f"THEN CAST(try_cast({dashed} AS TIMESTAMPTZ) AS TIMESTAMP) END"
+        )
     if timestamp_format:
         return f"CAST(try_strptime({text}, {_literal(timestamp_format)}) AS TIMESTAMP)"
     # via TIMESTAMPTZ so an explicit offset is honoured (converted to UTC); plain values are read as UTC
@@ -1085,7 +1133,9 @@ def _timestamp_expr(raw: _RawTable, column: str, timestamp_format: str | None) -
 
 def _check_format_and_pattern(con: duckdb.DuckDBPyConnection, raw: _RawTable) -> None:
     source = raw.source
-    if source.timestamp_format:
+    if source.timestamp_format and raw.dialect == "spark":
+        java_pattern(source.timestamp_format, f"{raw.config_key}.timestamp_format")
+    elif source.timestamp_format:
         try:
             con.execute("SELECT try_strptime('', ?)", [source.timestamp_format]).fetchall()
         except duckdb.Error as exc:

@@ -79,6 +79,8 @@ def ingest(experiment: ExperimentArg, set_: SetOpt = None) -> None:
                 f"  {key}: {section['rows_in']:,} rows in, {section['rows_kept']:,} kept, "
                 f"{section['rows_quarantined']:,} quarantined"
             )
+    if cfg.engine == "spark":
+        out.print(f"  engine:       spark ({cfg.spark.master})")
     out.print(f"  DQ report:    {result.report_path}")
     out.print(f"  transactions: {result.transactions_path}")
     out.print(f"  quarantine:   {result.quarantine_path}")
