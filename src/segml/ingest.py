@@ -265,7 +265,8 @@ def run_ingest(cfg: ExperimentConfig, *, today: dt.date | None = None) -> Ingest
         The mapping or rules are inconsistent (e.g. no amount role, invalid pattern).
     """
     data = cfg.data
-    workdir = _workdir()
+    # on Spark the executors write the intermediate rows: next to the outputs, on storage they share
+    workdir = _workdir(cfg.paths.interim if cfg.engine == "spark" else None)
     con = _open_engine(cfg)
     try:
         raws = _transaction_tables(data.transactions, [str(cfg.resolve(s.path)) for s in data.transactions])
@@ -489,9 +490,12 @@ class _RawTable:
     dialect: str = "duckdb"
 
 
-def _workdir() -> Path:
-    """A private folder for ingest's intermediate Parquet files (under ``TMPDIR``), removed at the end."""
-    return Path(tempfile.mkdtemp(prefix="segml-ingest-"))
+def _workdir(parent: Path | None = None) -> Path:
+    """A private folder for ingest's intermediate Parquet files (under ``parent``, default ``TMPDIR``),
+    removed at the end."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".segml-ingest-" if parent else "segml-ingest-", dir=parent))
 
 
 def _open_engine(cfg: ExperimentConfig) -> Any:

@@ -43,6 +43,7 @@ from segml.config import (
     FeatureConfig,
     InteractionSource,
     InvoiceSource,
+    SparkSettings,
     TransactionSource,
     from_mapping,
     read_yaml,
@@ -478,12 +479,14 @@ def clean_inputs(
     workdir: Path,
     invoices: TableInput | None = None,
     interactions: TableInput | None = None,
+    spark: SparkSettings | None = None,
 ) -> CleanInputs:
     """Map, validate and clean raw inputs with the same rules as ``segml ingest``.
 
-    Files go through :func:`segml.ingest.run_ingest` (clean parquet written under ``workdir``); DataFrames
-    through :func:`segml.ingest.ingest_frames`. ``invoices`` and ``interactions`` (raw files or frames, optional)
-    are cleaned with the artifact's (or ``--mapping``'s) mappings of them and its rules.
+    Files go through :func:`segml.ingest.run_ingest` (clean parquet written under ``workdir``), on the Spark
+    session of ``spark`` when it is given; DataFrames through :func:`segml.ingest.ingest_frames` (DuckDB).
+    ``invoices`` and ``interactions`` (raw files or frames, optional) are cleaned with the artifact's (or
+    ``--mapping``'s) mappings of them and its rules.
     """
     from segml.config import CutoffConfig, ExperimentConfig
     from segml.ingest import ingest_frames, run_ingest
@@ -539,6 +542,8 @@ def clean_inputs(
         name="grade",
         root=workdir,
     )
+    if spark is not None:
+        cfg.engine, cfg.spark = "spark", spark
     result = run_ingest(cfg)
     return CleanInputs(
         result.transactions_path,
@@ -596,6 +601,7 @@ def clean_for_grading(
     report: dict[str, Any] | None,
     invoices: TableInput | None = None,
     interactions: TableInput | None = None,
+    spark: SparkSettings | None = None,
 ) -> tuple[CleanInputs, dt.date]:
     """Clean the raw inputs with the artifact's rules into ``folder`` and resolve the grading cutoff (the
     latest clean transaction day unless ``as_of`` is given); refuses input of which no row survives, and
@@ -609,7 +615,9 @@ def clean_for_grading(
                 f"artifact {artifact.name} {artifact.version} was trained with {key} (data.{key}): its model "
                 f"reads their features — give the {key} file (--{key} FILE)"
             )
-    clean = clean_inputs(artifact.data, transactions, customers, mapping, folder, invoices, interactions)
+    clean = clean_inputs(
+        artifact.data, transactions, customers, mapping, folder, invoices, interactions, spark
+    )
     if report is not None:
         report.update(clean.report)
     if clean.report.get("rows_kept", 0) == 0:

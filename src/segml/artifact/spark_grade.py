@@ -2,8 +2,9 @@
 
 The steps are those of :func:`segml.artifact.load.grade`, with the row-wise work on Spark:
 
-1. the raw input is mapped and cleaned by DuckDB on the driver (:func:`segml.artifact.load.clean_inputs`, the
-   rules of ``segml ingest``), written as clean Parquet under a work folder;
+1. the raw input is mapped and cleaned on Spark (:func:`segml.artifact.load.clean_inputs`, ``segml ingest``
+   with ``engine: spark``: the same rules and SQL as on DuckDB), written as clean Parquet under a work folder
+   (DataFrames given in Python are cleaned by DuckDB on the driver);
 2. the feature SQL runs on Spark (:func:`segml.features.spark_features`, the same text DuckDB runs);
 3. ``mapInArrow`` grades each Arrow batch with the artifact: the batch is typed exactly as
    :func:`segml.features.build_features` types its rows, then :meth:`GradingArtifact.score` grades it. Every
@@ -138,6 +139,17 @@ def _grade_counts(session: Any, folder: str) -> dict[str, int]:
     return {str(row["grade"]): int(row["n"]) for row in rows}
 
 
+def _ingest_settings(spark: SparkSettings | None) -> SparkSettings:
+    """The settings ingest opens its session with: ``spark``, else those naming the active session's master
+    (so that ingest, features and grading share one session), else the defaults (``local[2]``)."""
+    if spark is not None:
+        return spark
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    return SparkSettings(master=active.sparkContext.master) if active is not None else SparkSettings()
+
+
 def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
@@ -173,8 +185,9 @@ def grade_on_spark(
         The ``spark:`` settings (master, conf, ...); default: the active session (any master), else
         ``local[2]``.
     work_dir:
-        Where the clean input is written for Spark to read (default a temporary folder on the driver; on a
-        multi-machine cluster give a folder every executor can read).
+        Where the raw input is cleaned to (by the executors: ingest runs on Spark) and read back from for the
+        features (default a temporary folder on the driver; on a multi-machine cluster give a folder every
+        executor and the driver can read and write).
     report:
         When a dict is given, the ingest DQ summary is stored in it (``rows_in``, ``rows_kept``, ...).
     invoices, interactions:
@@ -207,7 +220,16 @@ def grade_on_spark(
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="segml-grade-", dir=work_dir) as tmp:
         clean, cutoff = clean_for_grading(
-            artifact, transactions, customers, mapping, Path(tmp), as_of, report, invoices, interactions
+            artifact,
+            transactions,
+            customers,
+            mapping,
+            Path(tmp),
+            as_of,
+            report,
+            invoices,
+            interactions,
+            spark=_ingest_settings(spark),
         )
         schema = _grades_schema(artifact, reasons, cutoff)
         spec = dataclasses.replace(artifact.feature_config, engine="spark")
