@@ -348,6 +348,16 @@ _INTERACTION_SELECT = (
 )
 
 
+#: sample standard deviation of the whole-day gaps from exact integer sums (n·Σg² − (Σg)² is an integer), so
+#: the value does not depend on the order threads combine rows in (STDDEV_SAMP over doubles varied in the last
+#: bit from run to run) and is the same on DuckDB and Spark; NULL below two gaps, as STDDEV_SAMP
+_GAP_STD = (
+    "CASE WHEN COUNT(gap_days) > 1 THEN SQRT(GREATEST(CAST(COUNT(gap_days) * SUM(CAST(gap_days AS BIGINT) "
+    "* CAST(gap_days AS BIGINT)) - SUM(CAST(gap_days AS BIGINT)) * SUM(CAST(gap_days AS BIGINT)) AS DOUBLE), "
+    "0.0) / (CAST(COUNT(gap_days) AS DOUBLE) * CAST(COUNT(gap_days) - 1 AS DOUBLE))) END"
+)
+
+
 def _purchase_days_ctes(last_day: dt.date, with_margin: bool = False) -> str:
     """CTEs ``purchase_days`` and ``first_purchases`` over view ``transactions`` up to ``last_day``.
 
@@ -526,7 +536,7 @@ day_stats AS (
            SUM(has_unordered_rows) AS unordered_days,
            SUM(CASE WHEN gap_days IS NULL THEN 0.0 ELSE day_spend END) AS repeat_spend,
            AVG(CAST(gap_days AS DOUBLE)) AS interpurchase_mean_days,
-           STDDEV_SAMP(CAST(gap_days AS DOUBLE)) AS interpurchase_std_days,
+           {_GAP_STD} AS interpurchase_std_days,
            {window_sql}
     FROM aged
     GROUP BY as_of, customer_id
