@@ -18,10 +18,9 @@ The factors are adopted only when they help on customers they were not fitted on
 in two halves by a hash of the customer id, factors fitted on one half are scored on the other (decile MAPE of the
 forecast scaled to the fold's realised total, so that only the shape is judged; normalized Gini), and the
 calibration is kept when the cross-fitted decile MAPE is lower by more than the blend's tie slack (10 %,
-:data:`segml.models.blend.MAPE_SLACK`), the decile MAPE of the whole (unscaled) cross-fitted forecast is lower
-by more than the same slack (a better shape that costs money against the fold's realised spend is not
-adopted), and the Gini is no more than :data:`GINI_TOLERANCE` below the unadjusted forecast's. The kept factors
-are then fitted on all buyers of the fold. The state is JSON (each band's median recency in days and its factor); between those
+:data:`segml.models.blend.MAPE_SLACK`) and the Gini is no
+more than :data:`GINI_TOLERANCE` below the unadjusted forecast's. The kept factors are then fitted on all
+buyers of the fold. The state is JSON (each band's median recency in days and its factor); between those
 points the factor is interpolated log-linearly, beyond them it is flat.
 """
 
@@ -127,8 +126,7 @@ def choose_lapse(features: pd.DataFrame, actual: np.ndarray, predicted: np.ndarr
     -------
     dict
         JSON-able: ``adopted``, ``centres``, ``factors`` (fitted on every buyer of the fold), and ``check``
-        (cross-fitted decile MAPE of the shape and of the whole forecast, Gini and total error with and
-        without the calibration, and whether each MAPE improves beyond the slack).
+        (cross-fitted decile MAPE, Gini and total error with and without the calibration).
     """
     from segml.evaluate import decile_mape, decile_table, normalized_gini, total_error
 
@@ -154,11 +152,8 @@ def choose_lapse(features: pd.DataFrame, actual: np.ndarray, predicted: np.ndarr
         # forecast to the fold's realised total (a fold whose level is off for everyone does not decide it)
         level = actual.sum() / values.sum() if values.sum() > 0 else 1.0
         mape = decile_mape(decile_table(actual, values * level))
-        # ... and on the money it forecasts: the same MAPE of the forecast as it is, level included
-        money = decile_mape(decile_table(actual, values))
         return {
             "decile_mape": float("nan") if mape is None else float(mape),
-            "whole_decile_mape": float("nan") if money is None else float(money),
             "gini": float(normalized_gini(actual, values)),
             "total_error": float(total_error(actual, values)),
         }
@@ -166,21 +161,11 @@ def choose_lapse(features: pd.DataFrame, actual: np.ndarray, predicted: np.ndarr
     from segml.models.blend import MAPE_SLACK
 
     before, after = score(predicted), score(adjusted)
-
-    def improves(key: str) -> bool:
-        # a decile MAPE within the blend's tie slack of the uncalibrated one is no evidence of a miscalibration
-        return bool(np.isfinite(after[key]) and after[key] < before[key] * (1.0 - MAPE_SLACK))
-
-    check = {
-        "without": before,
-        "cross_fitted": after,
-        "shape_improves": improves("decile_mape"),
-        "whole_improves": improves("whole_decile_mape"),
-    }
+    # a decile MAPE within the blend's tie slack of the uncalibrated one is no evidence of a miscalibration
     adopted = bool(
-        check["shape_improves"]
-        and check["whole_improves"]
+        np.isfinite(after["decile_mape"])
+        and after["decile_mape"] < before["decile_mape"] * (1.0 - MAPE_SLACK)
         and after["gini"] >= before["gini"] - GINI_TOLERANCE
         and max(whole["factors"]) - min(whole["factors"]) > 1e-9
     )
-    return {**whole, "adopted": adopted, "check": check}
+    return {**whole, "adopted": adopted, "check": {"without": before, "cross_fitted": after}}
