@@ -18,6 +18,11 @@ subprocess with ``SEGML_ROOT`` set) with the timeline moved inside calibration:
   production refit at the data end, the grades — and no metric reads it. (The outlier flags are then computed
   on the calibration rows only; they flag, never drop, rows.)
 
+The select stage refits the potential model at its own inner cutoff before ``t_v``; when that leaves less than
+:data:`MIN_SELECT_DAYS` of history (Ta Feng: 30 days to ``t_v``, 15 to the nested cutoff) the run is ``segml
+train --no-backtest --until potential``: the same model stages and holdout predictions, without the scorer /
+weights choice, the grades and the registration (so no ``money_check`` there).
+
 Metrics are those of ``quality.py`` (``_evaluate_dataset``: normalized Gini, Spearman, top-10/20 % capture,
 decile MAPE, total error, paired-bootstrap CI of the Gini difference to the best baseline) against the realised
 spend in ``(t_v, calibration_end]``; the synthetic planted truth is left out (it is the expectation after the
@@ -63,6 +68,9 @@ from segml.storage import write_json  # noqa: E402
 RESULTS = quality.REPO / "benchmarks" / "results" / "quality_inner.json"
 MARK_BEGIN, MARK_END = "<!-- quality-inner:begin -->", "<!-- quality-inner:end -->"
 SCORED = ("rfm", "past_spend", "btyd", "potential")
+#: shortest training period the potential model selects on (``PotentialValueModel.fit``: four lattice steps of
+#: at least 7 days)
+MIN_SELECT_DAYS = 28
 
 
 def inner_cutoff(start: dt.date, calibration_end: dt.date, holdout_end: dt.date) -> dt.date:
@@ -108,13 +116,22 @@ def _run_inner(name: str, root: Path, tafeng: Path, reuse: bool) -> dict[str, An
         f"cutoffs.horizon_days={(calibration_end - t_v).days}",
     ]
     overrides += [arg for item in timeline for arg in ("--set", item)]
-    if not (reuse and (root / "reports" / exp / "comparison.json").is_file()):
-        seconds["train"] = quality._segml(root, "train", experiment, "--no-backtest", *overrides)
-    result = quality._evaluate_dataset(name, root, planted=False)
+    # the select stage refits the potential model at its own inner cutoff inside (start, t_v] (the scorer and
+    # weights choice); on a history too short for that (Ta Feng: 30 days to t_v, 15 to that cutoff) the run
+    # stops after the model stages, whose holdout predictions are all the metrics need
+    start = dt.date.fromisoformat(dq["date_min"])
+    nested = inner_validation_cutoff(start, t_v, (calibration_end - t_v).days)
+    until = [] if (nested - start).days >= MIN_SELECT_DAYS else ["--until", "potential"]
+    done = root / "data" / "processed" / exp / "holdout_predictions" / "potential.parquet"
+    if not (reuse and done.is_file()):
+        seconds["train"] = quality._segml(root, "train", experiment, "--no-backtest", *until, *overrides)
+    inner_timeline = {"calibration_end": t_v.isoformat(), "holdout_end": calibration_end.isoformat()}
+    result = quality._evaluate_dataset(name, root, planted=False, timeline=inner_timeline)
     if result["timeline"]["holdout_end"] != calibration_end.isoformat():
         raise SystemExit(f"{name}: the inner holdout does not end at the real calibration end")
     return {
         "split": "inner",
+        "stages": "until potential (history too short for the select stage)" if until else "all",
         "real_cutoffs": {
             "calibration_end": calibration_end.isoformat(),
             "holdout_end": holdout_end.isoformat(),

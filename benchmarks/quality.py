@@ -221,12 +221,23 @@ def _planted(
     return out
 
 
-def _evaluate_dataset(name: str, root: Path, planted: bool = True) -> dict[str, Any]:
-    """Every model's holdout metrics of one trained project root (``planted``: add the synthetic truth's)."""
+def _read_report(root: Path, exp: str, name: str) -> Any:
+    """``reports/<exp>/<name>``, or None when the select stage, which writes it, did not run."""
+    path = root / "reports" / exp / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _evaluate_dataset(
+    name: str, root: Path, planted: bool = True, timeline: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Every model's holdout metrics of one trained project root (``planted``: add the synthetic truth's).
+
+    ``timeline`` (``calibration_end``, ``holdout_end``) is for a run stopped after the model stages (``segml
+    train --until potential``, no ``holdout.json``); the select stage's records are then left out."""
     exp = EXPERIMENT[name]
-    comparison = json.loads((root / "reports" / exp / "comparison.json").read_text(encoding="utf-8"))
-    holdout = json.loads((root / "reports" / exp / "holdout.json").read_text(encoding="utf-8"))
-    timeline = holdout["timeline"]
+    comparison = _read_report(root, exp, "comparison.json") or []
+    holdout = _read_report(root, exp, "holdout.json")
+    timeline = holdout["timeline"] if holdout is not None else timeline
     frames = sorted((root / "data" / "processed" / exp / "holdout_predictions").glob("*.parquet"))
     predictions: dict[str, np.ndarray] = {}
     ids = None
@@ -261,7 +272,7 @@ def _evaluate_dataset(name: str, root: Path, planted: bool = True) -> dict[str, 
         "metrics": metrics,
         "comparison_json_gini": {row["model"]: row.get("normalized_gini") for row in comparison},
     }
-    selection = json.loads((root / "reports" / exp / "selection.json").read_text(encoding="utf-8"))
+    selection = _read_report(root, exp, "selection.json") or {}
     # the in-calibration money check (segml.selection.money_check): said in selection.json, never used to choose
     result["money_check"] = selection.get("inner_validation", {}).get("money_check")
     result["money_warning"] = selection.get("money_warning")
