@@ -100,8 +100,9 @@ def _segml(root: Path, *args: str) -> float:
     return seconds
 
 
-def _prepare(name: str, root: Path, tafeng: Path) -> list[str]:
-    """Lay out the project root of one data set; returns the extra ``--set`` overrides for ingest."""
+def _prepare(name: str, root: Path, tafeng: Path, seed: int = 3) -> list[str]:
+    """Lay out the project root of one data set (``seed``: the synthetic generator's); returns the extra ``--set``
+    overrides for ingest."""
     (root / "experiments").mkdir(parents=True, exist_ok=True)
     (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
     experiment = root / "experiments" / f"{EXPERIMENT[name]}.yaml"
@@ -133,7 +134,18 @@ def _prepare(name: str, root: Path, tafeng: Path) -> list[str]:
         season = "--seasonality" if name == "synthetic_seasonal" else "--no-seasonality"
         # the transactions-only generator (no planted lapse / payment / campaign effects), so these figures
         # measure the forecast on the tier truth alone; benchmarks/sources.py measures the planted effects
-        _segml(root, "synth", "--customers", "5000", "--seed", "3", season, "--no-planted", "--out", str(out))
+        _segml(
+            root,
+            "synth",
+            "--customers",
+            "5000",
+            "--seed",
+            str(seed),
+            season,
+            "--no-planted",
+            "--out",
+            str(out),
+        )
     return []
 
 
@@ -200,15 +212,32 @@ def _planted(
             "rising_in_model_top20": int((top_model & rising_top).sum()),
             "predicted_over_true_by_tier": per_tier,
             "oracle_gap_closed": None if gap <= 0 else (ginis[name] - ginis[best]) / gap,
+            # the money forecast against the planted expectation (the realised spend adds Poisson noise)
+            "decile_mape_vs_true": None
+            if name in RANK_ONLY
+            else evaluate.decile_mape(evaluate.decile_table(true_spend, p)),
+            "total_error_vs_true": None if name in RANK_ONLY else evaluate.total_error(true_spend, p),
         }
     return out
 
 
-def _evaluate_dataset(name: str, root: Path) -> dict[str, Any]:
+def _read_report(root: Path, exp: str, name: str) -> Any:
+    """``reports/<exp>/<name>``, or None when the select stage, which writes it, did not run."""
+    path = root / "reports" / exp / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _evaluate_dataset(
+    name: str, root: Path, planted: bool = True, timeline: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Every model's holdout metrics of one trained project root (``planted``: add the synthetic truth's).
+
+    ``timeline`` (``calibration_end``, ``holdout_end``) is for a run stopped after the model stages (``segml
+    train --until potential``, no ``holdout.json``); the select stage's records are then left out."""
     exp = EXPERIMENT[name]
-    comparison = json.loads((root / "reports" / exp / "comparison.json").read_text(encoding="utf-8"))
-    holdout = json.loads((root / "reports" / exp / "holdout.json").read_text(encoding="utf-8"))
-    timeline = holdout["timeline"]
+    comparison = _read_report(root, exp, "comparison.json") or []
+    holdout = _read_report(root, exp, "holdout.json")
+    timeline = holdout["timeline"] if holdout is not None else timeline
     frames = sorted((root / "data" / "processed" / exp / "holdout_predictions").glob("*.parquet"))
     predictions: dict[str, np.ndarray] = {}
     ids = None
@@ -243,7 +272,7 @@ def _evaluate_dataset(name: str, root: Path) -> dict[str, Any]:
         "metrics": metrics,
         "comparison_json_gini": {row["model"]: row.get("normalized_gini") for row in comparison},
     }
-    selection = json.loads((root / "reports" / exp / "selection.json").read_text(encoding="utf-8"))
+    selection = _read_report(root, exp, "selection.json") or {}
     # the in-calibration money check (segml.selection.money_check): said in selection.json, never used to choose
     result["money_check"] = selection.get("inner_validation", {}).get("money_check")
     result["money_warning"] = selection.get("money_warning")
@@ -258,7 +287,9 @@ def _evaluate_dataset(name: str, root: Path) -> dict[str, Any]:
         result["potential_params"]["blend_weights"] = None if blend is None else blend.get("weights")
         # the P10 / P90 against realised holdout spend, as `segml train` reports it (segml.models.intervals)
         result["interval"] = details.get("details", details).get("interval")
-    if name.startswith("synthetic"):
+        lapse = params.get("lapse") or {}
+        result["lapse"] = {k: lapse.get(k) for k in ("adopted", "factors", "check")}
+    if planted and name.startswith("synthetic"):
         truth = pd.read_parquet(root / "data" / "raw" / "synthetic" / "truth.parquet")
         result["planted"] = _planted(truth, ids, actual, predictions)
     return result
