@@ -1,4 +1,4 @@
-"""Benchmark: features and grading on DuckDB, Spark ``local[2]`` and a Spark standalone cluster on loopback.
+"""Benchmark: features, grading and ingest on DuckDB, Spark ``local[2]`` and a Spark standalone cluster on loopback.
 
 Data: the clean synthetic transactions of ``benchmarks/features.py`` (same cache under ``benchmarks/data/``),
 at 1M and 10M rows (nested customer subsets).
@@ -16,6 +16,13 @@ the wall times:
   smoke mapping's columns (``order_ts`` for the timestamp). ``--engine duckdb`` writes one Parquet file;
   ``--engine spark --master local[2]`` and ``--master spark://127.0.0.1:P`` write a Parquet folder. The grade
   counts, and the grade of every customer, are compared across engines after the runs.
+* **ingest**: ``segml ingest`` (the CLI) on the same raw Parquet input as grading, in a scratch project root per
+  engine under the run's temporary folder (the smoke experiment without its customers file, the transactions
+  path pointing at the raw input), with ``--set engine=duckdb`` (``features.threads`` and
+  ``features.memory_limit`` as above) or ``--set engine=spark`` and ``spark.master`` / ``spark.conf`` (the
+  same conf as the other Spark contenders). After the runs the engines' outputs are compared:
+  ``rows_in``, ``rows_kept`` and ``by_reason`` of ``dq_report.json`` and the clean ``transactions.parquet``
+  read as pandas frames; ``outputs_identical`` records the result.
 
 The cluster is one master and one worker started with ``spark-class`` (``SPARK_LOCAL_IP=127.0.0.1``, as in
 ``tests/test_spark_engine.py``), waited for until the worker registers, and stopped by PID at the end.
@@ -25,13 +32,16 @@ is the peak of the summed RSS of the child and its descendants (the driver JVM i
 0.2 s; ``cluster_peak_rss_mb`` is the same for the standalone worker's process tree (its executor JVM) during
 the run. The master and worker daemons are not counted in the contender's tree.
 
-Writes ``benchmarks/results/engines.json`` and the table between the markers in ``benchmarks/README.md``.
+Writes ``benchmarks/results/engines.json`` and the table between the markers in ``benchmarks/README.md``. The
+file is merged, not overwritten: a run of some ``--tasks`` or ``--sizes`` keeps the other tasks and sizes of the
+committed file (each with its own command and date).
 
 Usage::
 
     .venv/bin/python benchmarks/engines.py             # 1M and 10M rows
     .venv/bin/python benchmarks/engines.py --quick     # 1M rows only
     .venv/bin/python benchmarks/engines.py --sizes 1000000 --repeats 3 --timeout 1800
+    .venv/bin/python benchmarks/engines.py --tasks ingest --sizes 1000000 --repeats 3
 """
 
 from __future__ import annotations
@@ -66,7 +76,7 @@ END_MARK = "<!-- engines-benchmark:end -->"
 HEADING = "## DuckDB and Spark (benchmarks/engines.py)"
 DEFAULT_SIZES = (1_000_000, 10_000_000)
 ENGINES = ("duckdb", "spark_local", "spark_standalone")
-TASKS = ("features", "grading")
+TASKS = ("features", "grading", "ingest")
 SMOKE_DIR = feature_bench.DATA_DIR / "engines_smoke"
 LOCAL_MASTER = "local[2]"
 #: the driver's resources on both Spark contenders; the executor's on the cluster
@@ -202,12 +212,12 @@ def _tree_rss(pid: int) -> float:
     return total / 2**20
 
 
-def run_child(command: list[str], timeout: float, cluster_pid: int | None) -> dict:
-    """Run ``command`` with ``nice -n 10``; wall time, sampled peak tree RSS, last stdout line."""
+def run_child(command: list[str], timeout: float, cluster_pid: int | None, cwd: Path | None = None) -> dict:
+    """Run ``command`` with ``nice -n 10`` (in ``cwd``); wall time, sampled peak tree RSS, last stdout line."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
-            ["nice", "-n", "10", *command], stdout=out, stderr=err, env=spark_env(), text=True
+            ["nice", "-n", "10", *command], stdout=out, stderr=err, env=spark_env(), text=True, cwd=cwd
         )
         peak = cluster_peak = 0.0
         while proc.poll() is None:
@@ -282,6 +292,69 @@ def measure_grading(
     return result
 
 
+def ingest_root(engine: str, raw: Path, work: Path) -> Path:
+    """A scratch project root for one ingest contender: the smoke experiment reading ``raw``, no customers."""
+    import yaml
+
+    root = work / f"ingest_{engine}"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "experiments").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'scratch'\n", encoding="utf-8")
+    experiment = yaml.safe_load((ROOT / "experiments" / "smoke.yaml").read_text(encoding="utf-8"))
+    experiment["data"].pop("customers", None)
+    experiment["data"]["transactions"][0]["path"] = str(raw)
+    (root / "experiments" / "smoke.yaml").write_text(yaml.safe_dump(experiment), encoding="utf-8")
+    return root
+
+
+def measure_ingest(
+    engine: str, raw: Path, work: Path, master: str, timeout: float, cluster_pid: int | None
+) -> tuple[dict, Path]:
+    """One ``segml ingest`` run; returns its timings and the folder of its outputs."""
+    root = ingest_root(engine, raw, work)
+    command = [sys.executable, "-m", "segml.cli", "ingest", "experiments/smoke.yaml"]
+    if engine == "duckdb":
+        command += ["--set", "engine=duckdb", "--set", f"features.threads={feature_bench.THREADS}"]
+        command += ["--set", f"features.memory_limit={feature_bench.MEMORY_LIMIT}"]
+    else:
+        conf = dict(SPARK_CONF)
+        if master.startswith("spark://"):
+            conf.update(CLUSTER_CONF)
+        # one flow mapping: a dotted --set key would split the conf keys' own dots
+        command += ["--set", "engine=spark", "--set", f"spark.master={master}"]
+        command += ["--set", f"spark.conf={json.dumps(conf)}"]
+    started = time.perf_counter()
+    result = run_child(command, timeout, cluster_pid, cwd=root)
+    result["seconds"] = time.perf_counter() - started
+    result.pop("stdout")
+    if "error" in result:
+        result.pop("seconds")
+    return result, root / "data" / "interim" / "smoke"
+
+
+def read_ingest(interim: Path) -> dict:
+    """What the ingest comparison looks at: the DQ report's counts and the clean transactions."""
+    import pandas as pd
+
+    report = json.loads((interim / "dq_report.json").read_text(encoding="utf-8"))
+    return {
+        "report": {key: report.get(key) for key in ("rows_in", "rows_kept", "by_reason")},
+        "transactions": pd.read_parquet(interim / "transactions.parquet"),
+    }
+
+
+def same_ingest(left: dict, right: dict) -> bool:
+    import pandas as pd
+
+    if left["report"] != right["report"]:
+        return False
+    try:
+        pd.testing.assert_frame_equal(left["transactions"], right["transactions"])
+    except AssertionError:
+        return False
+    return True
+
+
 def read_grades(out: Path):
     import pandas as pd
 
@@ -320,7 +393,7 @@ def summarise(runs: list[dict]) -> dict:
 
 def run_size(rows: int, args, cluster: Any, artifact: Path, work: Path) -> dict:
     path, n_rows, n_customers = feature_bench.write_size(rows)
-    raw = raw_grading_input(path, rows) if "grading" in args.tasks else path
+    raw = raw_grading_input(path, rows) if {"grading", "ingest"} & set(args.tasks) else path
     entry: dict = {
         "requested_rows": rows,
         "rows": n_rows,
@@ -333,6 +406,7 @@ def run_size(rows: int, args, cluster: Any, artifact: Path, work: Path) -> dict:
     masters = {"duckdb": "", "spark_local": LOCAL_MASTER, "spark_standalone": cluster.master}
     runs: dict = {(task, engine): [] for task in args.tasks for engine in args.engines}
     grades: dict = {}
+    ingested: dict = {}
     order = [(task, engine) for task in args.tasks for engine in args.engines]
     for repeat in range(args.repeats):
         shift = repeat % len(args.engines)
@@ -343,6 +417,13 @@ def run_size(rows: int, args, cluster: Any, artifact: Path, work: Path) -> dict:
                 print(f"{n_rows:>11,} rows  {task:<8} {engine:<16} run {repeat + 1}", end=" ", flush=True)
                 if task == "features":
                     result = measure_features(engine, path, masters[engine], args.timeout, cluster_pid)
+                elif task == "ingest":
+                    result, interim = measure_ingest(
+                        engine, raw, work, masters[engine], args.timeout, cluster_pid
+                    )
+                    if "error" not in result:
+                        ingested[engine] = read_ingest(interim)
+                        result.update(ingested[engine]["report"])
                 else:
                     suffix = ".parquet" if engine == "duckdb" else ""
                     out = work / f"grades_{engine}_{rows}{suffix}"
@@ -379,6 +460,23 @@ def run_size(rows: int, args, cluster: Any, artifact: Path, work: Path) -> dict:
                 for engine, frame in grades.items()
                 if engine != "duckdb"
             }
+    if "ingest" in args.tasks:
+        for engine in args.engines:
+            last = [r for r in runs[("ingest", engine)] if "rows_kept" in r]
+            if last:
+                entry["ingest"][engine].update(
+                    {k: last[-1][k] for k in ("rows_in", "rows_kept", "by_reason")}
+                )
+        if "duckdb" in ingested:
+            same = {
+                engine: same_ingest(ingested["duckdb"], out)
+                for engine, out in ingested.items()
+                if engine != "duckdb"
+            }
+            entry["ingest"]["same_as_duckdb"] = same
+            entry["ingest"]["outputs_identical"] = len(ingested) == len(args.engines) and all(same.values())
+        else:
+            entry["ingest"]["outputs_identical"] = False
     return entry
 
 
@@ -417,9 +515,11 @@ def markdown_table(results: dict) -> str:
         f"({WORKER_CORES} cores, {WORKER_MEMORY}) on 127.0.0.1; driver memory {SPARK_CONF['spark.driver.memory']}, "
         f"executor memory {CLUSTER_CONF['spark.executor.memory']}. Features: `build_features` fetched to pandas "
         "(Spark: session start-up + query). Grading: `segml grade` CLI with the smoke artifact, reasons included. "
+        "Ingest: `segml ingest` CLI (smoke mapping, no customers file) on the same raw Parquet; the last column "
+        "gives its kept rows and whether its DQ counts and clean transactions equal DuckDB's. "
         "MB: peak RSS of the contender's process tree (driver JVM included; the cluster's executor in brackets).",
         "",
-        "| rows | customers | task | engine | runs | seconds | session s | query s | × DuckDB | peak MB | grades |",
+        "| rows | customers | task | engine | runs | seconds | session s | query s | × DuckDB | peak MB | grades / outputs |",
         "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for size in results["sizes"]:
@@ -436,6 +536,11 @@ def markdown_table(results: dict) -> str:
                     same = size["grading"].get("same_as_duckdb", {}).get(engine)
                     if same is not None:
                         grades += " (same grades as DuckDB)" if same else " (**differs from DuckDB**)"
+                if task == "ingest" and "rows_kept" in entry:
+                    grades = f"kept {entry['rows_kept']:,} of {entry['rows_in']:,}"
+                    same = size["ingest"].get("same_as_duckdb", {}).get(engine)
+                    if same is not None:
+                        grades += " (same outputs as DuckDB)" if same else " (**differs from DuckDB**)"
                 if "error" in entry:
                     grades = f"error: {entry['error'][:120]}"
                 lines.append(
@@ -451,7 +556,7 @@ def markdown_table(results: dict) -> str:
             for size in results["sizes"]
         }
         | {
-            f"`{size[task]['command']}` ({size.get('date', results.get('date'))})"
+            f"`{size[task]['command']}` ({size[task].get('date', size.get('date', results.get('date')))})"
             for size in results["sizes"]
             for task in TASKS
             if task in size and size[task].get("command")
@@ -459,6 +564,36 @@ def markdown_table(results: dict) -> str:
     )
     lines += ["", "Commands: " + ", ".join(commands) + "."]
     return "\n".join(lines)
+
+
+def _same_size(old: dict, entry: dict) -> bool:
+    """Whether an earlier size entry is the size of ``entry`` (older entries have no ``requested_rows``)."""
+    if "requested_rows" in old:
+        return old["requested_rows"] == entry["requested_rows"]
+    return old["rows"] == entry["rows"]
+
+
+def merge_previous(results: dict, previous: dict) -> None:
+    """Keep what an earlier invocation measured and this one did not, in place.
+
+    Sizes not run now are kept whole; a size re-run with other ``--tasks`` keeps its earlier tasks, each with
+    the command, repeats and date it was measured with.
+    """
+    earlier = previous.get("sizes", [])
+    for entry in earlier:
+        for key in ("command", "repeats", "date"):
+            entry.setdefault(key, previous.get(key))
+    for entry in results["sizes"]:
+        for old in earlier:
+            if _same_size(old, entry):
+                for task in TASKS:
+                    if task not in entry and task in old:
+                        entry[task] = {
+                            **old[task],
+                            **{key: old[task].get(key, old[key]) for key in ("command", "repeats", "date")},
+                        }
+    results["sizes"] += [e for e in earlier if not any(_same_size(e, entry) for entry in results["sizes"])]
+    results["sizes"].sort(key=lambda e: e["rows"])
 
 
 def main() -> None:
@@ -526,26 +661,8 @@ def main() -> None:
                 results["sizes"].append(run_size(rows, args, cluster, artifact, work))
         finally:
             cluster.stop()
-    # sizes measured by an earlier invocation (another --sizes) are kept, each with its own date and command
     if RESULTS.is_file():
-        done = {entry["requested_rows"] for entry in results["sizes"]}
-        previous = json.loads(RESULTS.read_text(encoding="utf-8"))
-        earlier = previous.get("sizes", [])
-        for entry in earlier:
-            for key in ("command", "repeats", "date"):
-                entry.setdefault(key, previous.get(key))
-        for entry in results["sizes"]:  # a size re-run with other --tasks keeps the earlier tasks
-            for old in earlier:
-                if old.get("requested_rows", old["rows"]) == entry["requested_rows"]:
-                    for task in TASKS:
-                        if task not in entry and task in old:
-                            entry[task] = {
-                                **old[task],
-                                "command": old.get("command"),
-                                "repeats": old["repeats"],
-                            }
-        results["sizes"] += [e for e in earlier if e.get("requested_rows", e["rows"]) not in done]
-        results["sizes"].sort(key=lambda e: e["rows"])
+        merge_previous(results, json.loads(RESULTS.read_text(encoding="utf-8")))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     update_readme_block(BEGIN_MARK, END_MARK, markdown_table(results), heading=HEADING)
