@@ -49,8 +49,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -226,16 +224,7 @@ def main() -> None:
             results[name] = _run_inner(name, (args.workdir / name).resolve(), args.tafeng, args.reuse)
             print(f"{name}: {results[name]['seconds']}", flush=True)
 
-    previous = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
-    report = {
-        "run_date": dt.date.today().isoformat(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "seconds_total": time.perf_counter() - started,
-        "command": "python benchmarks/inner.py " + " ".join(sys.argv[1:]),
-        "source": str(quality.SOURCE),
-        "datasets": {**previous.get("datasets", {}), **results},
-    }
+    report = quality.run_report("inner.py", started, quality.previous_results(args.out), results)
     write_json(args.out, json.loads(json.dumps(report, default=float)))
     table = _markdown(report)
     if not args.no_readme:

@@ -446,6 +446,27 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def previous_results(out: Path) -> dict[str, Any]:
+    """The results file an earlier run wrote (empty when there is none)."""
+    return json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+
+
+def run_report(
+    script: str, started: float, previous: dict[str, Any], results: dict[str, Any]
+) -> dict[str, Any]:
+    """The header every results file of these benchmarks starts with (date, machine, command, source) and
+    ``datasets``: the ``previous`` file's data sets updated with ``results`` (a run of a few keeps the others)."""
+    return {
+        "run_date": dt.date.today().isoformat(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "seconds_total": time.perf_counter() - started,
+        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]),
+        "source": str(SOURCE),
+        "datasets": {**previous.get("datasets", {}), **results},
+    }
+
+
 def _write_readme(table: str) -> None:
     update_readme_block(MARK_BEGIN, MARK_END, table)
 
@@ -482,16 +503,11 @@ def main() -> None:
         results[name] = _evaluate_dataset(name, root)
         results[name]["seconds"] = timings[name]
 
-    previous = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
-    datasets = {**previous.get("datasets", {}), **results}
+    previous = previous_results(args.out)
+    report = run_report("quality.py", started, previous, results)
+    datasets = report["datasets"]
     report = {
-        "run_date": dt.date.today().isoformat(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "seconds_total": time.perf_counter() - started,
-        "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
-        "source": str(SOURCE),
-        "datasets": datasets,
+        **report,
         "targets": _targets(datasets, {n: d.get("seconds", {}) for n, d in datasets.items()}),
     }
     if "variants_in_calibration" in previous:  # the in-calibration record of the variants tried, kept as is
