@@ -305,24 +305,18 @@ def _evaluate_dataset(
 
 def _backtest_cutoffs(name: str) -> list[str]:
     """``cutoffs.backtest`` of the data set's experiment YAML, as ISO dates."""
-    cfg = yaml.safe_load((REPO / "experiments" / f"{EXPERIMENT[name]}.yaml").read_text(encoding="utf-8"))
-    return [
-        dt.date.fromisoformat(str(c)).isoformat() for c in (cfg.get("cutoffs") or {}).get("backtest") or []
-    ]
+    from segml.config import load_experiment
+
+    cfg = load_experiment(REPO / "experiments" / f"{EXPERIMENT[name]}.yaml", root=REPO)
+    return [c.isoformat() for c in cfg.cutoffs.backtest]
 
 
 def _backtest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The shipped potential model's rows of ``backtest.json``: per cutoff and origin (forward, rolling), its
     Gini, the gain against the best baseline at that cutoff and window, and the paired CI of that gain."""
     keep = ("cutoff", "origin", "window_days", "window_end", "overlaps_holdout", "normalized_gini")
-    return [
-        {
-            **{k: row.get(k) for k in keep},
-            **{k: row.get(k) for k in ("gini_diff", "gini_diff_ci", "gini_diff_vs")},
-        }
-        for row in rows
-        if "potential" in str(row.get("model"))
-    ]
+    keep += ("gini_diff", "gini_diff_ci", "gini_diff_vs")
+    return [{k: row.get(k) for k in keep} for row in rows if "potential" in str(row.get("model"))]
 
 
 def _backtest_target(result: dict[str, Any], cutoffs: list[str]) -> dict[str, Any]:
